@@ -1,0 +1,174 @@
+"""The classical floor: climatology, persistence, spatial interpolation, anomaly interpolation, DINEOF.
+
+Every function takes `visible` (T, B, Y, X): the field as the model may see it (training frames complete,
+other frames NaN wherever hidden or never observed), and returns the reconstruction of the frames in
+`target` (a slice) as (mean, variance or None), both (T_target, B, Y, X) in the units of `visible`.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from scipy.interpolate import griddata
+
+log = logging.getLogger(__name__)
+METHODS = ("climatology", "persistence", "interpolation", "anomaly_interpolation", "dineof")
+REFERENCE = ("climatology", "persistence", "interpolation", "anomaly_interpolation")  # cheap floor for reports
+
+
+def climatology(visible: np.ndarray, train: slice) -> np.ndarray:
+    """Per-cell mean over the training frames, (B, Y, X). Cells never seen there take the band mean
+    of all visible cells (a single-frame image has no training frames: its observed mean)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                     # all-NaN cells: handled below
+        clim = np.nanmean(visible[train], axis=0) if train.stop > train.start else np.full(visible.shape[1:], np.nan)
+        band_mean = np.nanmean(visible, axis=(0, 2, 3))                       # (B,)
+    return np.where(np.isfinite(clim), clim, band_mean[:, None, None])
+
+
+def persistence(visible: np.ndarray, target: slice, clim: np.ndarray) -> np.ndarray:
+    """Last visible value of each cell before or at each target frame (climatology if none)."""
+    last = np.full(visible.shape[1:], np.nan)
+    out = []
+    for t in range(target.stop):
+        seen = np.isfinite(visible[t])
+        last[seen] = visible[t][seen]
+        if t >= target.start:
+            out.append(np.where(np.isfinite(last), last, clim))
+    return np.stack(out)
+
+
+def _interp_frame(frame: np.ndarray) -> np.ndarray:
+    """Fill NaN cells of one (Y, X) frame: linear inside the hull of the visible cells, nearest outside."""
+    ok = np.isfinite(frame)
+    if ok.all() or not ok.any():
+        return frame.copy()
+    pts = np.argwhere(ok)
+    vals = frame[ok]
+    holes = np.argwhere(~ok)
+    out = frame.copy()
+    try:
+        lin = griddata(pts, vals, holes, method="linear") if len(pts) >= 3 else np.full(len(holes), np.nan)
+    except Exception:  # collinear points: Qhull cannot triangulate
+        lin = np.full(len(holes), np.nan)
+    far = ~np.isfinite(lin)
+    if far.any():
+        lin[far] = griddata(pts, vals, holes[far], method="nearest")
+    out[~ok] = lin
+    return out
+
+
+def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly: bool = False) -> np.ndarray:
+    """Per frame and band spatial interpolation of the visible cells (of anomalies from `clim` if asked)."""
+    frames = visible[target] - (clim if anomaly else 0)
+    out = np.empty_like(frames)
+    for t in range(frames.shape[0]):
+        for b in range(frames.shape[1]):
+            f = _interp_frame(frames[t, b])
+            out[t, b] = np.where(np.isfinite(f), f, 0.0 if anomaly else clim[b])
+    return out + (clim if anomaly else 0)
+
+
+def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None):
+    """Iterative truncated SVD of X (N, M) with `miss` cells filled; warm-started over increasing rank.
+
+    Returns {rank: (reconstruction (N, M), cv_mse)}; cv cells (N, M bool) are hidden and scored.
+    """
+    hide = miss | cv if cv is not None else miss
+    Z = np.where(hide, 0.0, X)
+    out = {}
+    for k in ranks:
+        for _ in range(max_iter):
+            # SVD through the smaller Gram matrix: Z = U S V^T, rank-k part is U_k U_k^T Z
+            small_rows = Z.shape[0] <= Z.shape[1]
+            G = Z @ Z.T if small_rows else Z.T @ Z
+            w, vecs = np.linalg.eigh(G)
+            Uk = vecs[:, -k:]
+            R = Uk @ (Uk.T @ Z) if small_rows else (Z @ Uk) @ Uk.T
+            change = np.sqrt(np.mean((R[hide] - Z[hide]) ** 2)) / (np.sqrt(np.mean(R[hide] ** 2)) + 1e-12)
+            Z[hide] = R[hide]
+            if change < tol:
+                break
+        err = float(np.mean((Z[cv] - X[cv]) ** 2)) if cv is not None and cv.any() else float("nan")
+        out[k] = (Z.copy(), err)
+        errs = [e for _, e in out.values()]
+        if len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
+            break                                   # cross-validation error rising: larger ranks overfit
+    return out
+
+
+def dineof_matrix(visible: np.ndarray, clim: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Anomaly matrix (N, M) with a missing mask: rows are frames (or image rows for < 3 frames)."""
+    anom = visible - clim                                                   # (T, B, Y, X)
+    T, B, Y, X = anom.shape
+    mat = anom.reshape(T, -1) if T >= 3 else anom.transpose(0, 2, 1, 3).reshape(T * Y, B * X)
+    live = np.isfinite(mat).any(axis=0)                                     # drop never-observed columns
+    return mat[:, live], live, (T, B, Y, X)
+
+
+def dineof_unmatrix(mat: np.ndarray, live: np.ndarray, shape: tuple, clim: np.ndarray) -> np.ndarray:
+    T, B, Y, X = shape
+    full = np.zeros((mat.shape[0], live.size))
+    full[:, live] = mat
+    anom = full.reshape(T, B, Y, X) if T >= 3 else full.reshape(T, Y, B, X).transpose(0, 2, 1, 3)
+    return anom + clim
+
+
+def cv_cells(miss: np.ndarray, rows: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Hold back `share` of the visible cells in the rows flagged by `rows` (N,) for cross-validation."""
+    rng = np.random.default_rng(seed)
+    cand = ~miss & rows[:, None]
+    return cand & (rng.random(miss.shape) < share)
+
+
+def rank_grid(max_rank: int) -> list[int]:
+    """Ranks tried by cross-validation: every rank up to 6, then steps of about 25%."""
+    ranks, k = [], 1
+    while k <= max_rank:
+        ranks.append(k)
+        k = k + 1 if k < 6 else int(np.ceil(k * 1.25))
+    return ranks
+
+
+def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | None = None, max_rank: int = 60,
+           cv_share: float = 0.03, seed: int = 0, tol: float = 1e-3, max_iter: int = 50):
+    """DINEOF (Beckers & Rixen 2003). Rank chosen by cross-validation on held-back visible cells of the
+    gappy frames unless given. Variance: the cross-validated squared error at that rank, per band,
+    assumed the same for every cell (a homoscedastic estimate, not a posterior).
+
+    Returns (mean (T_target, B, Y, X), variance (T_target, B, Y, X), info dict).
+    """
+    mat, live, shape = dineof_matrix(visible, clim)
+    miss = ~np.isfinite(mat)
+    X = np.where(miss, 0.0, mat)
+    gappy = miss.any(axis=1)
+    cv = cv_cells(miss, gappy if gappy.any() else np.ones_like(gappy), cv_share, seed)
+    max_rank = max(1, min(max_rank, min(mat.shape) - 1))
+    ranks = [rank] if rank else rank_grid(max_rank)
+    fits = _dineof_fit(X, miss, ranks, tol, max_iter, cv)
+    curve = {k: e for k, (_, e) in fits.items()}
+    best = rank or min(curve, key=lambda k: curve[k] if np.isfinite(curve[k]) else np.inf)
+    final = _dineof_fit(X, miss, [k for k in rank_grid(best) if k < best] + [best], tol, max_iter, None)[best][0]
+    mean = dineof_unmatrix(final, live, shape, clim)[target]
+    # per-band CV error as a homoscedastic variance
+    cv_err = dineof_unmatrix(np.where(cv, (fits[best][0] - X) ** 2, 0.0), live, shape, 0 * clim)
+    cv_n = dineof_unmatrix(cv.astype(float), live, shape, 0 * clim)
+    band_var = cv_err.sum(axis=(0, 2, 3)) / np.maximum(cv_n.sum(axis=(0, 2, 3)), 1)
+    var = np.broadcast_to(band_var[None, :, None, None], mean.shape).copy()
+    log.info("DINEOF: rank %d (cv mse by rank %s)", best, {k: round(v, 4) for k, v in curve.items()})
+    return mean, var, {"rank": int(best), "cv_mse": {int(k): float(v) for k, v in curve.items()}}
+
+
+def reconstruct(method: str, visible: np.ndarray, train: slice, target: slice, **kw):
+    """Run one classical method; returns (mean, variance or None, info) for the `target` frames."""
+    clim = climatology(visible, train)
+    if method == "climatology":
+        return np.broadcast_to(clim, visible[target].shape).copy(), None, {}
+    if method == "persistence":
+        return persistence(visible, target, clim), None, {}
+    if method in ("interpolation", "anomaly_interpolation"):
+        return interpolation(visible, target, clim, anomaly=method == "anomaly_interpolation"), None, {}
+    if method == "dineof":
+        return dineof(visible, target, clim, **kw)
+    raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")

@@ -1,0 +1,16 @@
+#!/bin/bash
+# Test every trained baseline run, then compare all methods. Submit after the training array:
+#   jid=$(sbatch --parsable baselines/submit_train_baselines.sh)
+#   sbatch --dependency=afterok:$jid baselines/submit_test_baselines.sh
+#   bash baselines/submit_test_baselines.sh           # no SLURM
+#SBATCH --job-name=test_baselines
+#SBATCH --output=logs/%x_%j.out
+#SBATCH --time=00:30:00
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
+source "${GAPFILL_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}/gapfill/slurm/common.sh"
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/baselines}
+RESULTS_DIR=${RESULTS_DIR:-results}
+# shellcheck disable=SC2086
+"$PYTHON" baselines/test_baselines.py --checkpoints "$CHECKPOINT_DIR"/*/ --results_folder "$RESULTS_DIR/baselines" ${TEST_ARGS:-}
+"$PYTHON" -m gapfill.report compare --results "$RESULTS_DIR" --out "$RESULTS_DIR/comparison"

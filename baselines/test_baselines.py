@@ -1,0 +1,30 @@
+"""Test classical-baseline runs: inpaint the test frames, write prediction.nc, metrics.json, PDFs, summary.
+
+    python baselines/test_baselines.py --checkpoints checkpoints/baselines/* --results_folder results/baselines
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from baselines.classical import reconstruct
+from gapfill.evaluate import test_main
+
+
+def predict(problem, cfg, run_dir, device):
+    """(mean, variance or None), each (T_test, B, Y, X), from the visible cells only."""
+    args = cfg["args"]
+    state = np.load(run_dir / "best.npz")
+    kw = {"rank": int(state["rank"]) or None, "max_rank": args["max_rank"], "seed": args["seed"]} \
+        if args["method"] == "dineof" else {}
+    mean, var, _ = reconstruct(args["method"], problem.visible(), problem.splits["train"],
+                               problem.splits["test"], **kw)
+    return mean, var
+
+
+def main(argv=None):
+    test_main("baselines", predict, argv, __doc__.splitlines()[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

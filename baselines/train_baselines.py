@@ -1,0 +1,68 @@
+"""Fit a classical baseline: climatology from the training frames; DINEOF also picks its rank by
+cross-validation on the observed cells of the validation frames. Writes the standard run folder.
+
+    python baselines/train_baselines.py --data_path data/synthetic_default.nc --method dineof --prob_masking 0.9
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from baselines.classical import METHODS, climatology, reconstruct
+from gapfill import cli, runs
+from gapfill.data import Normalizer
+from gapfill.evaluate import build_problem, validation_rmse
+
+log = logging.getLogger("baselines.train")
+
+
+def parse_args(argv=None):
+    p = cli.train_parser(__doc__.splitlines()[0])
+    g = p.add_argument_group("baseline")
+    g.add_argument("--method", choices=METHODS, default="dineof")
+    g.add_argument("--max_rank", type=int, default=60, help="DINEOF: largest rank tried by cross-validation")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    runs.setup_logging(args.log_level)
+    runs.seed_everything(args.seed)
+    problem = build_problem(vars(args))
+    field, splits = problem.field, problem.splits
+    name = args.run_name or runs.make_run_name("baselines", field.name, {
+        "": args.method, "mask": f"{args.mask_kind}-{args.mask_type}", "p": args.prob_masking, "seed": args.seed})
+    run_dir, state = runs.prepare_run(args.checkpoint_dir or "checkpoints/baselines", name, args.overwrite)
+    if state == "finished":
+        return 0
+    t0 = time.time()
+    normalizer = Normalizer.fit(field.values[splits["train"]]) if splits["train"].stop else \
+        Normalizer.fit(problem.visible())
+    runs.save_config(run_dir, "baselines", name, vars(args), normalization=normalizer.to_dict(),
+                     bands=field.bands, units=field.units)
+    visible = problem.visible()
+    state_dict = {"climatology": climatology(visible, splits["train"]).astype(np.float32), "rank": 0}
+    val = {}
+    if splits["valid"].stop > splits["valid"].start:
+        upto = visible[: splits["valid"].stop]          # the test frames play no part in training
+        kw = {"max_rank": args.max_rank, "seed": args.seed} if args.method == "dineof" else {}
+        mean, _, info = reconstruct(args.method, upto, splits["train"], splits["valid"], **kw)
+        state_dict["rank"] = info.get("rank", 0)
+        val = {"valid_rmse": validation_rmse(problem, mean)}
+        logger = runs.CsvLog(run_dir / "train_log.csv", ["rank", "cv_mse", "valid_rmse"])
+        for k, mse in info.get("cv_mse", {0: float("nan")}).items():
+            logger.write(rank=k, cv_mse=mse, valid_rmse=val["valid_rmse"])
+        log.info("%s: validation RMSE %.4g %s", args.method, val["valid_rmse"], field.units[0])
+    for which in ("last", "best"):
+        with runs.atomic_path(run_dir / f"{which}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **state_dict)
+    runs.update_config(run_dir, finished=True, train_seconds=time.time() - t0, rank=int(state_dict["rank"]), **val)
+    log.info("wrote %s", run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Command-line options shared by every train/test script (names follow the original GP scripts)."""
+from __future__ import annotations
+
+import argparse
+
+from gapfill.masks import KINDS, MODES
+
+
+def _floats(text: str) -> tuple[float, float]:
+    parts = [float(p) for p in text.replace(",", " ").split()]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'LOW,HIGH', got {text!r}")
+    return parts[0], parts[1]
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="seeds the model and the masks")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--local_rank", type=int, default=None, help="GPU index (alias used by launchers)")
+    g.add_argument("--log_level", default="INFO")
+
+
+def add_mask_args(p: argparse.ArgumentParser, test: bool = False) -> None:
+    """Training masks (`--mask_type` ...) or test masks (`--test_mask_type` ..., default: as in training)."""
+    pre, default = ("test_", None) if test else ("", "fixed")
+    g = p.add_argument_group("test mask (defaults: the training mask)" if test else "mask")
+    g.add_argument(f"--{pre}mask_type", choices=MODES, default=default,
+                   help="fixed: one mask for all frames (sensor stations); dynamic: a new mask per frame")
+    g.add_argument(f"--{pre}mask_kind", choices=KINDS, default=None if test else "random")
+    g.add_argument(f"--{pre}prob_masking", type=float, default=None if test else 0.9,
+                   help="share of cells hidden (random, shapes, circle)")
+    g.add_argument(f"--{pre}radius", type=float, default=None, help="circle radius in cells")
+    g.add_argument(f"--{pre}cloud_range", type=_floats, default=None if test else (0.2, 0.6),
+                   help="clouds: hidden share drawn from LOW,HIGH")
+
+
+def train_parser(description: str) -> argparse.ArgumentParser:
+    """Parser with the options every train_<m>.py shares; methods add their own group."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data_path", required=True, help="CF NetCDF file")
+    g.add_argument("--variable", nargs="+", default=None, help="variables to use as bands (default: all)")
+    g.add_argument("--num_frames_train", type=int, default=None, help="default: 70%% of the frames")
+    g.add_argument("--num_frames_valid", type=int, default=None, help="default: 15%% of the frames")
+    add_mask_args(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--max_iters", type=int, default=100)
+    g.add_argument("--checkpoint_dir", default=None, help="default: checkpoints/<method>")
+    g.add_argument("--run_name", default=None, help="default: built from the options")
+    g.add_argument("--overwrite", action="store_true", help="train a finished run again")
+    add_common_args(p)
+    return p
+
+
+def test_parser(description: str) -> argparse.ArgumentParser:
+    """Parser for test_<m>.py: everything else comes from the checkpoints."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="run folders written by the train script")
+    p.add_argument("--results_folder", default=None, help="default: results/<method>")
+    p.add_argument("--num_frames_test", type=int, default=None, help="default: every frame after validation")
+    p.add_argument("--data_path", default=None, help="override the checkpoint's data file (same grid)")
+    add_mask_args(p, test=True)
+    add_common_args(p)
+    return p
+
+
+def mask_options(args: dict, test: bool = False) -> dict:
+    """The mask settings of a parsed namespace/dict as make_mask keywords plus kind/mode."""
+    pre = "test_" if test else ""
+    return {"kind": args.get(f"{pre}mask_kind"), "mode": args.get(f"{pre}mask_type"),
+            "prob_masking": args.get(f"{pre}prob_masking"), "radius": args.get(f"{pre}radius"),
+            "cloud_range": args.get(f"{pre}cloud_range")}

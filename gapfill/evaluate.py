@@ -1,0 +1,171 @@
+"""The evaluation protocol every method shares: build the problem (field, splits, masks) from the options,
+hide what the model may not see, score a reconstruction on the hidden valid cells next to the classical
+floor, and write prediction.nc, metrics.json and the PDF reports.
+
+A method's test script is `test_main(method, predict)` with its own `predict(problem, cfg, run_dir, device)`
+returning (mean, variance or None), both (T_test, B, Y, X) in physical units.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+
+from gapfill import cli, runs
+from gapfill.data import DataError, Field, open_field, split_frames
+from gapfill.masks import describe_mask, make_mask
+from gapfill.metrics import compute_metrics, rmse, scored_cells
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Problem:
+    """A field with its splits and the model's mask. `observed` (T, Y, X) covers every frame: on training
+    frames it is the training mask (methods may subsample or mask with it; the frames themselves are
+    complete ground truth), on validation and test frames it is all the model ever sees."""
+
+    field: Field
+    splits: dict
+    observed: np.ndarray                  # (T, Y, X) bool
+    masks: dict                           # split -> mask settings with a 'label'
+
+    def visible(self) -> np.ndarray:
+        """(T, B, Y, X): training frames complete, other frames NaN wherever not observed."""
+        vis = self.field.values.copy()
+        hidden = ~self.observed
+        hidden[self.splits["train"]] = False
+        vis[np.broadcast_to(hidden[:, None], vis.shape)] = np.nan
+        return vis
+
+    def for_model(self) -> "Problem":
+        """The same problem with hidden cells of validation and test frames removed from the field."""
+        return dataclasses.replace(self, field=dataclasses.replace(self.field, values=self.visible()))
+
+    def scored(self, split: str) -> np.ndarray:
+        """(T_split, B, Y, X) bool: hidden valid cells of a split."""
+        sl = self.splits[split]
+        return scored_cells(self.observed[sl], self.field.valid[sl])
+
+
+def _mask_for(opts: dict, n: int, shape_yx, seed: int, offset: int) -> np.ndarray:
+    kw = {k: v for k, v in opts.items() if k not in ("kind", "mode", "label") and v is not None}
+    return make_mask(opts["kind"], opts["mode"], (n,) + tuple(shape_yx), seed=seed, frame_offset=offset, **kw)
+
+
+def build_problem(args: dict, test_args: dict | None = None) -> Problem:
+    """Open the data and draw the masks from training options `args` (a config's 'args') and optional
+    test-side overrides (`--test_mask_type`, `--num_frames_test`, `--data_path`)."""
+    test_args = test_args or {}
+    field = open_field(test_args.get("data_path") or args["data_path"], args.get("variable"))
+    T, _, Y, X = field.shape
+    splits = split_frames(T, args.get("num_frames_train"), args.get("num_frames_valid"),
+                          test_args.get("num_frames_test"), path=field.path)
+    train_opts = cli.mask_options(args)
+    test_opts = {k: (v if v is not None else train_opts[k]) for k, v in cli.mask_options(test_args, test=True).items()}
+    if test_args.get("test_mask_kind") and test_args.get("test_prob_masking") is None and \
+            test_opts["kind"] != train_opts["kind"]:
+        test_opts["prob_masking"] = train_opts["prob_masking"]
+    observed = np.ones((T, Y, X), dtype=bool)
+    masks = {}
+    for split, opts in (("train", train_opts), ("valid", train_opts), ("test", test_opts)):
+        sl = splits[split]
+        n = sl.stop - sl.start
+        if n:
+            observed[sl] = _mask_for(opts, n, (Y, X), int(args.get("seed", 0)), sl.start)
+        masks[split] = dict(opts, label=describe_mask(opts["kind"], opts["mode"], opts["prob_masking"] or 0.0,
+                                                      radius=opts["radius"], cloud_range=opts["cloud_range"] or (0.2, 0.6)))
+    log.info("splits train/valid/test = %d/%d/%d frames; training mask %s; test mask %s",
+             *(splits[s].stop - splits[s].start for s in ("train", "valid", "test")),
+             masks["train"]["label"], masks["test"]["label"])
+    return Problem(field, splits, observed, masks)
+
+
+def reference_metrics(problem: Problem, split: str = "test") -> dict:
+    """compute_metrics of the cheap classical floor on the hidden cells of `split`."""
+    from baselines.classical import REFERENCE, reconstruct   # baselines build on gapfill, not the reverse
+    vis, sl, f = problem.visible(), problem.splits[split], problem.field
+    out = {}
+    for name in REFERENCE:
+        mean, var, _ = reconstruct(name, vis, problem.splits["train"], sl)
+        out[name] = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], var, f.bands)
+    return out
+
+
+def validation_rmse(problem: Problem, mean: np.ndarray) -> float:
+    """RMSE of a validation-frame reconstruction (T_valid, B, Y, X) on its hidden valid cells."""
+    sl = problem.splits["valid"]
+    return rmse(problem.field.values[sl], mean, problem.scored("valid"))
+
+
+def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Dataset:
+    """The standard prediction file: truth, mean, variance, observed, valid on (time, band, y, x)."""
+    f, sl = problem.field, problem.splits["test"]
+    dims = ("time", "band", "y", "x")
+    data = {"truth": (dims, f.values[sl]), "mean": (dims, mean.astype(np.float32)),
+            "observed": (("time", "y", "x"), problem.observed[sl].astype(np.int8)),
+            "valid": (dims, f.valid[sl].astype(np.int8))}
+    if variance is not None:
+        data["variance"] = (dims, variance.astype(np.float32))
+    return xr.Dataset(data, coords=f.coords(sl), attrs={**attrs, "units": ";".join(f.units)})
+
+
+def load_run(run_dir) -> dict:
+    """config.json of a run folder, with a clear error when the folder is not a run."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.exists():
+        raise DataError(f"{run_dir}: not a run folder (no config.json); pass folders written by a train script")
+    cfg = runs.read_json(cfg_path)
+    if not cfg.get("finished"):
+        log.warning("%s: training did not finish; testing its best checkpoint so far", run_dir)
+    return cfg
+
+
+def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, results_folder) -> dict:
+    """Predict the test frames of one run, score them, write prediction.nc, metrics.json and the PDF."""
+    from gapfill.report import run_report
+    cfg = load_run(run_dir)
+    problem = build_problem(cfg["args"], test_args)
+    device = runs.resolve_device(test_args.get("device", "auto"), test_args.get("local_rank"))
+    t0 = time.time()
+    mean, variance = predict(problem.for_model(), cfg, Path(run_dir), device)
+    test_seconds = time.time() - t0
+    f, sl = problem.field, problem.splits["test"]
+    if mean.shape != f.values[sl].shape or (variance is not None and variance.shape != mean.shape):
+        raise ValueError(f"{method} returned shape {mean.shape}, expected {f.values[sl].shape} (T_test, B, Y, X)")
+    metrics = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], variance, f.bands)
+    out_dir = Path(results_folder) / cfg["run_name"]
+    record = {"method": method, "run_name": cfg["run_name"], "dataset": f.name, "data_path": f.path,
+              "mask": {k: v for k, v in problem.masks["test"].items()}, "bands": f.bands, "units": f.units,
+              "metrics": metrics, "baselines": reference_metrics(problem),
+              "cost": {"train_seconds": cfg.get("train_seconds"), "test_seconds": test_seconds,
+                       "peak_memory_mb": runs.peak_memory_mb()},
+              "config": cfg["args"]}
+    pred = prediction_dataset(problem, mean, variance, {"method": method, "run_name": cfg["run_name"],
+                                                        "dataset": f.name, "mask_label": record["mask"]["label"]})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with runs.atomic_path(out_dir / "prediction.nc") as tmp:
+        pred.to_netcdf(tmp)
+    runs.write_json(out_dir / "metrics.json", record)
+    pdf = run_report(out_dir / f"{cfg['run_name']}.pdf", pred, record)
+    floor = min(v["overall"]["rmse"] for v in record["baselines"].values())
+    log.info("%s: RMSE %.4g %s (best classical floor %.4g) on %d hidden cells; wrote %s",
+             cfg["run_name"], metrics["overall"]["rmse"], f.units[0], floor, metrics["overall"]["n_scored"], pdf)
+    return record
+
+
+def test_main(method: str, predict: Callable, argv=None, description: str | None = None) -> list[dict]:
+    """Shared body of every test_<method>.py: test each checkpoint, then write the method summary."""
+    from gapfill.report import method_summary
+    args = cli.test_parser(description or f"Test {method} runs: inpainting of the test frames").parse_args(argv)
+    runs.setup_logging(args.log_level)
+    results = Path(args.results_folder or Path("results") / method)
+    records = [evaluate_run(method, d, predict, vars(args), results) for d in args.checkpoints]
+    csv_path, pdf_path = method_summary(records, results, method)
+    log.info("summary of %d run(s): %s and %s", len(records), csv_path, pdf_path)
+    return records

@@ -1,0 +1,221 @@
+"""Run bookkeeping shared by every method: names, config capture, atomic files, resume, seeds, devices,
+logging, and SLURM preemption (save `last`, requeue, resume).
+
+A run lives in `<checkpoint_dir>/<run_name>/` with `config.json`, `best.*`, `last.*` and `train_log.csv`.
+The run name is built from the options (no timestamp), so a requeued job finds its own run again.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import random
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Timestamped one-line records that read well in SLURM log files (job and array ids prefixed)."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    tag = f"[job {job}{'_' + task if task else ''}] " if job else ""
+    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), force=True, stream=sys.stdout,
+                        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    for noisy in ("matplotlib", "PIL", "h5py", "fontTools"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and (when imported) torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+        torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto", local_rank: int | None = None) -> str:
+    """'auto' -> 'cuda:<local_rank or 0>' when a GPU is visible, else 'cpu'; 'cuda' -> 'cuda:<local_rank or 0>'.
+
+    A requested GPU that is not there is an error, not a silent fallback to the CPU.
+    """
+    device = (device or "auto").lower()
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+        n_gpu = torch.cuda.device_count() if has_cuda else 0
+    except ImportError:
+        has_cuda, n_gpu = False, 0
+    if device == "auto":
+        return f"cuda:{local_rank or 0}" if has_cuda else "cpu"
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not m:
+        raise ValueError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    index = int(m.group(1)) if m.group(1) is not None else (local_rank or 0)
+    if index >= n_gpu:
+        raise ValueError(f"--device {device} asked for GPU {index} but {n_gpu} GPU(s) are visible")
+    return f"cuda:{index}"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        v = f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        v = "-".join(_fmt(x) for x in v)
+    return re.sub(r"[^A-Za-z0-9.+-]", "", str(v))
+
+
+def make_run_name(method: str, dataset: str, parts: dict) -> str:
+    """`<method>_<dataset>_<key><value>_...`: descriptive, stable, filesystem-safe, no timestamp."""
+    items = [f"{k}{_fmt(v)}" for k, v in parts.items() if v is not None]
+    return "_".join([method, _fmt(dataset)] + items)
+
+
+@contextlib.contextmanager
+def atomic_path(final):
+    """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj) -> None:
+    """Atomically write `obj` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def prepare_run(checkpoint_dir, run_name: str, overwrite: bool = False) -> tuple[Path, str]:
+    """Create or find `<checkpoint_dir>/<run_name>`; returns (run_dir, state) with state new|resume|finished.
+
+    A finished run is left alone unless `overwrite`; a run with a `last` checkpoint resumes.
+    """
+    run_dir = Path(checkpoint_dir) / run_name
+    cfg = run_dir / "config.json"
+    if cfg.exists() and overwrite:
+        log.warning("--overwrite: starting %s again from scratch", run_dir)
+        for f in run_dir.iterdir():
+            if f.is_file():
+                f.unlink()
+    elif cfg.exists():
+        if read_json(cfg).get("finished"):
+            log.info("run %s is already finished; pass --overwrite to train it again", run_dir)
+            return run_dir, "finished"
+        if any(run_dir.glob("last.*")):
+            log.info("resuming %s from its last checkpoint", run_dir)
+            return run_dir, "resume"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, "new"
+
+
+def save_config(run_dir, method: str, run_name: str, args: dict, **extra) -> dict:
+    """Write config.json: the resolved options, code version and whatever the method adds (normalisation...)."""
+    cfg = {"method": method, "run_name": run_name, "args": args, "git_commit": git_commit(),
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False, **extra}
+    write_json(Path(run_dir) / "config.json", cfg)
+    return cfg
+
+
+def update_config(run_dir, **changes) -> dict:
+    cfg = read_json(Path(run_dir) / "config.json")
+    cfg.update(changes)
+    write_json(Path(run_dir) / "config.json", cfg)
+    return cfg
+
+
+class CsvLog:
+    """Append-only training log; a resumed run keeps its earlier rows."""
+
+    def __init__(self, path, fields: list[str]):
+        self.path, self.fields = Path(path), fields
+        if not self.path.exists():
+            with open(self.path, "w", newline="") as f:
+                csv.DictWriter(f, fields).writeheader()
+
+    def write(self, **row) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (and peak CUDA memory when torch used a GPU), in MB."""
+    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if "torch" in sys.modules:
+        import torch
+        if torch.cuda.is_available():
+            mb += torch.cuda.max_memory_allocated() / 2**20
+    return float(mb)
+
+
+class Preemption:
+    """Catch SLURM's warning signal (`--signal=USR1@90`) and SIGTERM; the training loop polls `requested`.
+
+    On a request the loop saves `last` and calls `requeue()`: under SLURM the job's own array task is put
+    back in the queue (`scontrol requeue`), and on restart the run resumes from `last`.
+    """
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        log.warning("received %s: will save `last` and stop", signal.Signals(signum).name)
+        self.requested = True
+
+    @staticmethod
+    def requeue() -> bool:
+        """Requeue this SLURM job (its own array task); False outside SLURM."""
+        job = os.environ.get("SLURM_JOB_ID")
+        if not job:
+            log.info("not running under SLURM: stopping; run the same command again to resume")
+            return False
+        if os.environ.get("SLURM_ARRAY_TASK_ID"):
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        res = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        log.warning("scontrol requeue %s -> rc %s %s", job, res.returncode, res.stderr.strip())
+        return res.returncode == 0
