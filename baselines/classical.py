@@ -70,13 +70,15 @@ def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly:
     return out + (clim if anomaly else 0)
 
 
-def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None):
-    """Iterative truncated SVD of X (N, M) with `miss` cells filled; warm-started over increasing rank.
+def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None,
+                start: np.ndarray | None = None):
+    """Iterative truncated SVD of X (N, M) with `miss` cells filled; warm-started over increasing rank
+    (from `start`'s values in the filled cells when given).
 
     Returns {rank: (reconstruction (N, M), cv_mse)}; cv cells (N, M bool) are hidden and scored.
     """
     hide = miss | cv if cv is not None else miss
-    Z = np.where(hide, 0.0, X)
+    Z = np.where(hide, 0.0 if start is None else start, X)
     out = {}
     for k in ranks:
         for _ in range(max_iter):
@@ -145,11 +147,12 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     gappy = miss.any(axis=1)
     cv = cv_cells(miss, gappy if gappy.any() else np.ones_like(gappy), cv_share, seed)
     max_rank = max(1, min(max_rank, min(mat.shape) - 1))
-    ranks = [rank] if rank else rank_grid(max_rank)
+    ranks = [k for k in rank_grid(rank) if k < rank] + [rank] if rank else rank_grid(max_rank)
     fits = _dineof_fit(X, miss, ranks, tol, max_iter, cv)
     curve = {k: e for k, (_, e) in fits.items()}
     best = rank or min(curve, key=lambda k: curve[k] if np.isfinite(curve[k]) else np.inf)
-    final = _dineof_fit(X, miss, [k for k in rank_grid(best) if k < best] + [best], tol, max_iter, None)[best][0]
+    # final pass at the chosen rank with the held-back cells given back, warm-started from the CV fit
+    final = _dineof_fit(X, miss, [best], tol, max_iter, None, start=fits[best][0])[best][0]
     mean = dineof_unmatrix(final, live, shape, clim)[target]
     # per-band CV error as a homoscedastic variance
     cv_err = dineof_unmatrix(np.where(cv, (fits[best][0] - X) ** 2, 0.0), live, shape, 0 * clim)

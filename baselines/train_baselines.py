@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     normalizer = Normalizer.fit(field.values[splits["train"]]) if splits["train"].stop else \
         Normalizer.fit(problem.visible())
-    runs.save_config(run_dir, "baselines", name, vars(args), normalization=normalizer.to_dict(),
+    runs.save_config(run_dir, "baselines", name, vars(args), display_name=args.method, normalization=normalizer.to_dict(),
                      bands=field.bands, units=field.units)
     visible = problem.visible()
     state_dict = {"climatology": climatology(visible, splits["train"]).astype(np.float32), "rank": 0}

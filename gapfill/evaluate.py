@@ -140,13 +140,13 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
         raise ValueError(f"{method} returned shape {mean.shape}, expected {f.values[sl].shape} (T_test, B, Y, X)")
     metrics = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], variance, f.bands)
     out_dir = Path(results_folder) / cfg["run_name"]
-    record = {"method": method, "run_name": cfg["run_name"], "dataset": f.name, "data_path": f.path,
+    record = {"method": cfg.get("display_name", method), "run_name": cfg["run_name"], "dataset": f.name, "data_path": f.path,
               "mask": {k: v for k, v in problem.masks["test"].items()}, "bands": f.bands, "units": f.units,
               "metrics": metrics, "baselines": reference_metrics(problem),
               "cost": {"train_seconds": cfg.get("train_seconds"), "test_seconds": test_seconds,
                        "peak_memory_mb": runs.peak_memory_mb()},
               "config": cfg["args"]}
-    pred = prediction_dataset(problem, mean, variance, {"method": method, "run_name": cfg["run_name"],
+    pred = prediction_dataset(problem, mean, variance, {"method": record["method"], "run_name": cfg["run_name"],
                                                         "dataset": f.name, "mask_label": record["mask"]["label"]})
     out_dir.mkdir(parents=True, exist_ok=True)
     with runs.atomic_path(out_dir / "prediction.nc") as tmp:

@@ -1,0 +1,108 @@
+"""End to end: the baselines' sweep through its sbatch scripts (no SLURM), the run/result contract,
+and the real eofs SST field with land NaN."""
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from baselines import test_baselines, train_baselines
+from data_generation.make_synthetic_field import make_field
+from gapfill.evaluate import build_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["climatology", "persistence", "interpolation", "anomaly_interpolation", "dineof"]
+
+
+def pdf_pages(path) -> int:
+    return len(re.findall(rb"/Type\s*/Page[^s]", Path(path).read_bytes()))
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory):
+    """Small synthetic field (120 x 24 x 24), the real sweep file, both sbatch scripts run with bash."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    make_field(n_time=120, ny=24, nx=24, length_scale=4.0, seed=3).to_netcdf(tmp / "small.nc")
+    env = dict(os.environ, PYTHON=sys.executable, GAPFILL_ROOT=str(ROOT),
+               SWEEP_ARGS=f"--data_path {tmp / 'small.nc'} --checkpoint_dir {tmp / 'ckpt'} "
+                          "--num_frames_train 90 --num_frames_valid 15 --max_rank 15",
+               CHECKPOINT_DIR=str(tmp / "ckpt"), RESULTS_DIR=str(tmp / "results"))
+    env.pop("SLURM_ARRAY_TASK_ID", None)
+    for script in ("baselines/submit_train_baselines.sh", "baselines/submit_test_baselines.sh"):
+        res = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return tmp
+
+
+def test_sweep_writes_every_checkpoint_and_result(sweep_run):
+    runs = sorted((sweep_run / "ckpt").iterdir())
+    assert [r.name.split("_")[2] for r in runs] == sorted(m.replace("_", "") for m in METHODS)
+    for run in runs:
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["finished"] and cfg["normalization"]["std"][0] > 0 and len(cfg["git_commit"]) >= 7
+        assert (run / "best.npz").exists() and (run / "last.npz").exists()
+        res = sweep_run / "results" / "baselines" / run.name
+        pred = xr.open_dataset(res / "prediction.nc")
+        assert pred["truth"].shape == (15, 1, 24, 24) and pdf_pages(res / f"{run.name}.pdf") == 15 + 1
+        m = json.loads((res / "metrics.json").read_text())
+        hidden = (pred["valid"].values == 1) & (pred["observed"].values[:, None] == 0)
+        assert m["metrics"]["overall"]["n_scored"] == hidden.sum()
+        assert abs(hidden.mean() - 0.9) < 0.01                           # the 90% test mask was applied
+        err = (pred["mean"].values - pred["truth"].values)[hidden]       # metrics.json agrees with the file
+        assert m["metrics"]["overall"]["rmse"] == pytest.approx(np.sqrt(np.mean(err.astype(float) ** 2)), rel=1e-5)
+        assert set(m["baselines"]) == {"climatology", "persistence", "interpolation", "anomaly_interpolation"}
+    assert (sweep_run / "results" / "baselines" / "summary.csv").exists()
+
+
+def test_leaderboard_lists_all_five_and_dineof_beats_climatology(sweep_run):
+    rows = list(csv.DictReader(open(sweep_run / "results" / "comparison" / "leaderboard.csv")))
+    rmse = {r["run_name"].split("_")[2]: float(r["rmse"]) for r in rows}
+    assert set(rmse) == {m.replace("_", "") for m in METHODS}
+    assert rmse["dineof"] < 0.8 * rmse["climatology"]
+    assert rmse["anomalyinterpolation"] < rmse["climatology"]
+    assert pdf_pages(sweep_run / "results" / "comparison" / "comparison.pdf") >= 2
+
+
+def test_rerun_skips_finished_runs(sweep_run, caplog):
+    run = next((sweep_run / "ckpt").glob("*dineof*"))
+    before = (run / "best.npz").stat().st_mtime_ns
+    train_baselines.main(["--data_path", str(sweep_run / "small.nc"), "--checkpoint_dir", str(sweep_run / "ckpt"),
+                          "--method", "dineof", "--num_frames_train", "90", "--num_frames_valid", "15",
+                          "--max_rank", "15"])
+    assert (run / "best.npz").stat().st_mtime_ns == before
+
+
+def test_model_never_sees_hidden_cells(sweep_run):
+    cfg = json.loads(next((sweep_run / "ckpt").glob("*dineof*/config.json")).read_text())
+    problem = build_problem(cfg["args"])
+    model_view = problem.for_model().field.values
+    test = problem.splits["test"]
+    hidden = ~problem.observed[test]
+    assert np.isnan(model_view[test][:, 0][hidden]).all()
+    assert np.isfinite(model_view[problem.splits["train"]]).all()         # training frames are ground truth
+
+
+def test_real_sst_with_land_runs_end_to_end_and_never_scores_land(tmp_path):
+    import eofs.examples
+    src = eofs.examples.example_data_path("sst_ndjfm_anom.nc")
+    ck, res = tmp_path / "ck", tmp_path / "res"
+    for method in ("anomaly_interpolation", "dineof"):
+        train_baselines.main(["--data_path", src, "--method", method, "--prob_masking", "0.5", "--mask_type",
+                              "dynamic", "--checkpoint_dir", str(ck), "--max_rank", "10"])
+    records = test_baselines.test_main("baselines", test_baselines.predict,
+                                       ["--checkpoints", *map(str, sorted(ck.iterdir())), "--results_folder", str(res)])
+    land = np.isnan(xr.open_dataset(src)["sst"].values[0])
+    assert 0.1 < land.mean() < 0.3
+    for rec in records:
+        pred = xr.open_dataset(res / rec["run_name"] / "prediction.nc")
+        assert (pred["valid"].values[:, 0][:, land] == 0).all()
+        scored = (pred["valid"].values == 1) & (pred["observed"].values[:, None] == 0)
+        assert not scored[:, 0][:, land].any()
+        assert rec["metrics"]["overall"]["n_scored"] == scored.sum()
+        assert rec["metrics"]["overall"]["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"]

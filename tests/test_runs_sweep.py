@@ -1,0 +1,83 @@
+"""gapfill.runs and gapfill.sweep: names, atomic files, resume states, devices, sweep entries."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gapfill import runs, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_name_is_stable_and_safe():
+    a = runs.make_run_name("exact_gp", "synthetic default", {"t": "matern", "p": 0.9, "range": (0.2, 0.6)})
+    assert a == "exact_gp_syntheticdefault_tmatern_p0.9_range0.2-0.6"
+    assert a == runs.make_run_name("exact_gp", "synthetic default", {"t": "matern", "p": 0.9, "range": (0.2, 0.6)})
+
+
+def test_atomic_path_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "last.npz"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with runs.atomic_path(target) as tmp:
+            tmp.write_text("half written")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_prepare_run_states(tmp_path):
+    run_dir, state = runs.prepare_run(tmp_path, "r")
+    assert state == "new"
+    runs.save_config(run_dir, "m", "r", {"a": 1})
+    (run_dir / "last.npz").write_text("x")
+    assert runs.prepare_run(tmp_path, "r")[1] == "resume"
+    runs.update_config(run_dir, finished=True)
+    assert runs.prepare_run(tmp_path, "r")[1] == "finished"
+    assert runs.prepare_run(tmp_path, "r", overwrite=True)[1] == "new"
+    assert not (run_dir / "last.npz").exists()
+
+
+def test_device_resolution_on_cpu_machine():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this test describes a machine without GPU")
+    assert runs.resolve_device("auto") == "cpu" and runs.resolve_device("cpu", 3) == "cpu"
+    with pytest.raises(ValueError, match="GPU 0 but 0 GPU"):
+        runs.resolve_device("cuda")
+    with pytest.raises(ValueError, match="not one of"):
+        runs.resolve_device("tpu")
+
+
+def test_csv_log_appends_across_restarts(tmp_path):
+    runs.CsvLog(tmp_path / "log.csv", ["it", "loss"]).write(it=1, loss=0.5)
+    runs.CsvLog(tmp_path / "log.csv", ["it", "loss"]).write(it=2, loss=0.25)
+    assert (tmp_path / "log.csv").read_text().split() == ["it,loss", "1,0.5", "2,0.25"]
+
+
+def test_sweep_grid_product_and_includes(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('script = "x.py"\n[fixed]\nseed = 1\noverwrite = true\n'
+                 '[grid]\nkernel = ["rbf", "matern"]\nprob_masking = [0.5, 0.9]\n'
+                 '[[include]]\nkernel = "periodic"\nvariable = ["a", "b"]\n')
+    items = sweep.entries(sweep.load(f))
+    assert len(items) == 5
+    assert items[1] == {"seed": 1, "overwrite": True, "kernel": "rbf", "prob_masking": 0.9}
+    assert sweep.to_argv(items[4]) == ["--seed", "1", "--overwrite", "--kernel", "periodic", "--variable", "a", "b"]
+    out = subprocess.run([sys.executable, "-m", "gapfill.sweep", str(f), "--args", "3"], capture_output=True, text=True)
+    assert out.stdout.split() == ["--seed", "1", "--overwrite", "--kernel", "matern", "--prob_masking", "0.9"]
+    bad = subprocess.run([sys.executable, "-m", "gapfill.sweep", str(f), "--args", "9"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "out of range" in bad.stderr
+
+
+@pytest.mark.parametrize("script", sorted(ROOT.glob("*/submit_train_*.sh")), ids=lambda p: p.name)
+def test_sbatch_array_matches_sweep_and_has_no_user_paths(script):
+    text = script.read_text()
+    sweep_file = re.search(r"SWEEP_FILE:-([^}]+)}", text).group(1)
+    n = len(sweep.entries(sweep.load(ROOT / sweep_file)))
+    assert f"#SBATCH --array=0-{n - 1}\n" in text
+    for directive in ("--output=logs/%x_%A_%a.out", "--signal=USR1@90", "--requeue"):
+        assert f"#SBATCH {directive}" in text
+    assert not re.search(r"#SBATCH --(account|partition)|/home/|/scratch/", text)
