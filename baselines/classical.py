@@ -118,10 +118,23 @@ def dineof_unmatrix(mat: np.ndarray, live: np.ndarray, shape: tuple, clim: np.nd
 
 
 def cv_cells(miss: np.ndarray, rows: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """Hold back `share` of the visible cells in the rows flagged by `rows` (N,) for cross-validation."""
+    """Hold back about `share` of the visible cells of the rows flagged by `rows` (N,) for cross-validation.
+
+    As in DINEOF, the held-back cells copy the gap pattern of another row (clouds of another image), so
+    the rank is chosen for gaps shaped like the real ones; random cells top up the rest (a fixed mask
+    gives every row the same pattern, so there is nothing to copy).
+    """
     rng = np.random.default_rng(seed)
-    cand = ~miss & rows[:, None]
-    return cand & (rng.random(miss.shape) < share)
+    cand = np.flatnonzero(rows)
+    target = share * (~miss[cand]).sum()
+    cv = np.zeros_like(miss)
+    for i in rng.permutation(cand):
+        if cv.sum() >= target:
+            break
+        cv[i] = miss[rng.choice(cand)] & ~miss[i]
+    if cv.sum() < target / 2:
+        cv |= ~miss & rows[:, None] & (rng.random(miss.shape) < share)
+    return cv
 
 
 def rank_grid(max_rank: int) -> list[int]:
@@ -154,6 +167,10 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     # final pass at the chosen rank with the held-back cells given back, warm-started from the CV fit
     final = _dineof_fit(X, miss, [best], tol, max_iter, None, start=fits[best][0])[best][0]
     mean = dineof_unmatrix(final, live, shape, clim)[target]
+    # keep the filled cells inside the visible range per band: with large holes (single images, rows as
+    # the matrix) the rank-k fill can overshoot wildly where a whole stretch of rows is missing
+    lo, hi = np.nanmin(visible, axis=(0, 2, 3)), np.nanmax(visible, axis=(0, 2, 3))
+    mean = np.clip(mean, lo[:, None, None], hi[:, None, None])
     # per-band CV error as a homoscedastic variance
     cv_err = dineof_unmatrix(np.where(cv, (fits[best][0] - X) ** 2, 0.0), live, shape, 0 * clim)
     cv_n = dineof_unmatrix(cv.astype(float), live, shape, 0 * clim)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from baselines.classical import reconstruct
+from gapfill import runs
 from gapfill.evaluate import test_main
 
 
@@ -27,4 +28,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(runs.run_cli(main))

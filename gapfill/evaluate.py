@@ -77,7 +77,10 @@ def build_problem(args: dict, test_args: dict | None = None) -> Problem:
         sl = splits[split]
         n = sl.stop - sl.start
         if n:
-            observed[sl] = _mask_for(opts, n, (Y, X), int(args.get("seed", 0)), sl.start)
+            try:
+                observed[sl] = _mask_for(opts, n, (Y, X), int(args.get("seed", 0)), sl.start)
+            except ValueError as err:
+                raise DataError(f"{split} mask for {field.path}: {err}") from None
         masks[split] = dict(opts, label=describe_mask(opts["kind"], opts["mode"], opts["prob_masking"] or 0.0,
                                                       radius=opts["radius"], cloud_range=opts["cloud_range"] or (0.2, 0.6)))
     log.info("splits train/valid/test = %d/%d/%d frames; training mask %s; test mask %s",

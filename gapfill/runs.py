@@ -191,6 +191,18 @@ def peak_memory_mb() -> float:
     return float(mb)
 
 
+def run_cli(main, argv=None) -> int:
+    """Run a script's main; bad input (DataError) ends with one clear log line and exit code 2."""
+    from gapfill.data import DataError
+    try:
+        return main(argv) or 0
+    except DataError as err:
+        if not logging.getLogger().handlers:
+            setup_logging()
+        log.error("%s", err)
+        return 2
+
+
 class Preemption:
     """Catch SLURM's warning signal (`--signal=USR1@90`) and SIGTERM; the training loop polls `requested`.
 

@@ -106,3 +106,24 @@ def test_real_sst_with_land_runs_end_to_end_and_never_scores_land(tmp_path):
         assert not scored[:, 0][:, land].any()
         assert rec["metrics"]["overall"]["n_scored"] == scored.sum()
         assert rec["metrics"]["overall"]["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"]
+
+
+def test_test_mask_options_override_the_training_mask(sweep_run, tmp_path):
+    run = next((sweep_run / "ckpt").glob("*interpolation*"))
+    rec = test_baselines.test_main("baselines", test_baselines.predict, [
+        "--checkpoints", str(run), "--results_folder", str(tmp_path), "--test_mask_type", "dynamic",
+        "--test_mask_kind", "clouds", "--test_cloud_range", "0.3,0.4", "--num_frames_test", "5"])[0]
+    obs = xr.open_dataset(tmp_path / rec["run_name"] / "prediction.nc")["observed"].values
+    hidden = 1 - obs.mean(axis=(1, 2))
+    assert obs.shape == (5, 24, 24) and np.all((hidden > 0.25) & (hidden < 0.45))
+    assert not (obs[0] == obs[1]).all()                                   # dynamic: a new mask per frame
+    assert rec["mask"]["label"].startswith("clouds dynamic")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["baselines/train_baselines.py", "--data_path", "missing.nc"], "missing.nc: file does not exist"),
+    (["baselines/test_baselines.py", "--checkpoints", "tests"], "not a run folder"),
+])
+def test_scripts_end_bad_input_with_one_line(argv, message):
+    res = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and message in res.stdout and "Traceback" not in res.stdout + res.stderr
