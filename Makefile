@@ -25,7 +25,6 @@ demo: $(STAMP)
 	@echo "Per-run PDFs:       results/baselines/*/*.pdf"
 	@echo "Method summary:     results/baselines/summary_baselines.pdf and summary.csv"
 	@echo "Comparison:         results/comparison/comparison.pdf and leaderboard.csv"
-	@column -s, -t < results/comparison/leaderboard.csv | cut -c1-160
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -146,7 +146,7 @@ def rank_grid(max_rank: int) -> list[int]:
     return ranks
 
 
-def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | None = None, max_rank: int = 60,
+def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | None = None, max_rank: int = 100,
            cv_share: float = 0.03, seed: int = 0, tol: float = 1e-3, max_iter: int = 50):
     """DINEOF (Beckers & Rixen 2003). Rank chosen by cross-validation on held-back visible cells of the
     gappy frames unless given. Variance: the cross-validated squared error at that rank, per band,

@@ -67,7 +67,7 @@ def land_mask(ny: int, nx: int, fraction: float = LAND_FRACTION) -> np.ndarray:
     return blob > np.quantile(blob, 1.0 - fraction)
 
 
-def make_field(n_time: int = 365, ny: int = 64, nx: int = 64, length_scale: float = 8.0,
+def make_field(n_time: int = 365, ny: int = 64, nx: int = 64, length_scale: float = 4.0,
                time_scale: float = 5.0, seed: int = 0, land: bool = False, extra_bands: int = 0,
                noise: float = 0.1) -> xr.Dataset:
     """Dataset with `temperature(time, lat, lon)` float32 in K and `band1..bandN` correlated extra bands."""
@@ -145,7 +145,7 @@ def main(argv=None):
     p.add_argument("--n_time", type=int, default=365, help="number of daily frames")
     p.add_argument("--ny", type=int, default=64, help="grid rows (latitudes)")
     p.add_argument("--nx", type=int, default=64, help="grid columns (longitudes)")
-    p.add_argument("--length_scale", type=float, default=8.0, help="anomaly correlation length in cells")
+    p.add_argument("--length_scale", type=float, default=4.0, help="anomaly correlation length in cells")
     p.add_argument("--time_scale", type=float, default=5.0, help="anomaly correlation time in days")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical file values)")
     p.add_argument("--land", action="store_true", help="mask ~20%% of cells as land (NaN at all times)")

@@ -174,6 +174,8 @@ def std_error_corr(truth, mean, var, scored):
     """Pearson correlation of sqrt(var) with |y - m| over scored cells; nan if either is constant."""
     y, m, v = _gather_var(scored, truth, mean, var)
     s, e = np.sqrt(v), np.abs(y - m)
+    if np.ptp(s) <= 1e-9 * np.abs(s).max() or np.ptp(e) == 0:
+        return float("nan")                       # constant std (homoscedastic): no correlation to speak of
     s, e = s - s.mean(), e - e.mean()
     den = np.sqrt(np.sum(s**2) * np.sum(e**2))
     if den == 0:

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
         for i, (img, cmap, lo, hi) in enumerate([(observed_in, "viridis", vmin, vmax), (shown, "viridis", vmin, vmax),
                                                  (np.where(valid[b], recon[b], np.nan), "viridis", vmin, vmax)]):
             im = ax[i].imshow(img, cmap=_cmap(cmap), vmin=lo, vmax=hi, origin=origin, interpolation="nearest")
-            fig.colorbar(im, ax=ax[i], fraction=0.046, pad=0.02).set_label(unit, fontsize=7)
+            fig.colorbar(im, ax=ax[i], fraction=0.046, pad=0.02).ax.set_title(unit, fontsize=7)
         _overlay(ax[0], hidden[b], HIDDEN_GREY, origin)
         if std is None:
             ax[3].set_facecolor("0.96")
@@ -135,12 +136,12 @@ def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
         else:
             im = ax[3].imshow(np.where(valid[b], std[b], np.nan), cmap=_cmap("viridis"), origin=origin,
                               interpolation="nearest")
-            fig.colorbar(im, ax=ax[3], fraction=0.046, pad=0.02).set_label(unit, fontsize=7)
+            fig.colorbar(im, ax=ax[3], fraction=0.046, pad=0.02).ax.set_title(unit, fontsize=7)
         emax = float(np.nanmax(err)) if np.isfinite(err).any() else 1.0
         im = ax[4].imshow(err, cmap=_cmap("magma_r"), vmin=0, vmax=emax if emax > 0 else 1.0, origin=origin,
                           interpolation="nearest")
         _overlay(ax[4], valid[b] & ~hidden[b], "white", origin)
-        fig.colorbar(im, ax=ax[4], fraction=0.046, pad=0.02).set_label(unit, fontsize=7)
+        fig.colorbar(im, ax=ax[4], fraction=0.046, pad=0.02).ax.set_title(unit, fontsize=7)
         ax[0].set_ylabel(f"{p['bands'][b]}" + (f" [{unit}]" if unit else ""), fontsize=9)
         for j, a in enumerate(ax):
             a.set_xticks([])
@@ -167,7 +168,8 @@ def _summary_page(pdf, meta: dict, m: dict):
     ax = fig.add_subplot(gs[0, :])
     ax.axis("off")
     cells = [[_fmt((r.get("overall") or {}).get(k)) for k, _ in TABLE_KEYS] for r in rows.values()]
-    tab = ax.table(cellText=cells, rowLabels=list(rows), colLabels=[c for _, c in TABLE_KEYS], loc="center")
+    tab = ax.table(cellText=cells, rowLabels=[_short(r, 40) for r in rows], colLabels=[c for _, c in TABLE_KEYS],
+                   bbox=[0.22, 0.0, 0.78, 0.9])                              # room on the left for row labels
     tab.auto_set_font_size(False)
     tab.set_fontsize(9)
     tab.scale(1, 1.4)
@@ -246,7 +248,7 @@ def run_report(pdf_path, prediction: xr.Dataset, metrics: dict) -> Path:
     per_frame = {e.get("frame"): e for e in (_scores(metrics).get("per_frame") or [])}
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     with PdfPages(pdf_path) as pdf:
-        for t in range(truth.shape[0]):
+        for t in tqdm(range(truth.shape[0]), desc=f"report {pdf_path.name[:40]}", unit="page", disable=None):
             _frame_page(pdf, p, t, meta, per_frame.get(t))
         _summary_page(pdf, meta, metrics)
     log.info("wrote %s (%d frame pages + summary)", pdf_path, truth.shape[0])
@@ -315,7 +317,7 @@ def method_summary(metrics_list: list[dict], out_dir, method: str) -> tuple[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     fixed = ["method", "run_name", "dataset", "mask"]
     baselines = list(dict.fromkeys(b for m in metrics_list for b in (m.get("baselines") or {})))
-    options = _varying_options(metrics_list, skip=set(fixed + OVERALL_KEYS + ["test_seconds"]))
+    options = _varying_options(metrics_list, skip=set(OVERALL_KEYS + ["run_name", "test_seconds"]))
     rows = []
     for m in metrics_list:
         ov = _scores(m).get("overall") or {}
@@ -426,7 +428,7 @@ def compare(results_root, out_dir) -> tuple[Path, Path]:
                     ax.axvline(v, color="0.3", ls=["--", ":", "-.", (0, (5, 1))][j % 4], lw=1.2,
                                label=f"{b} (baseline) {_fmt(v)}")
             if floor:
-                ax.legend(fontsize=8, loc="lower right")
+                ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="classical floor")
             ax.set_xlabel("RMSE on hidden valid cells (best run per method)", fontsize=9)
             ax.set_title(f"dataset {dataset} | mask {mask} | {len(items)} runs, {len(best)} methods", fontsize=10)
             fig.tight_layout()
@@ -446,9 +448,17 @@ def compare(results_root, out_dir) -> tuple[Path, Path]:
             ax.set_title(f"leaderboard (sorted by dataset, mask, RMSE), rows {start + 1}-"
                          f"{min(start + per_page, len(rows))} of {len(rows)}", fontsize=10)
             pdf.savefig(fig)
+    log.info("leaderboard (best first within each dataset and mask):\n%s", _table_text(rows))
     log.info("wrote %s", csv_path)
     log.info("wrote %s", pdf_path)
     return csv_path, pdf_path
+
+
+def _table_text(rows: list[dict], cols=("dataset", "mask", "method", "rmse", "mae", "crps", "test_seconds")) -> str:
+    """Leaderboard rows as an aligned plain-text table for logs and terminals."""
+    cells = [list(cols)] + [[_short(r[c], 30) if c in cols[:3] else _fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(str(row[i])) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in cells)
 
 
 # ---------------------------------------------------------------- CLI
