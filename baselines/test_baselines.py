@@ -15,7 +15,8 @@ def predict(problem, cfg, run_dir, device):
     """(mean, variance or None), each (T_test, B, Y, X), from the visible cells only."""
     args = cfg["args"]
     state = np.load(run_dir / "best.npz")
-    kw = {"rank": int(state["rank"]) or None, "max_rank": args["max_rank"], "seed": args["seed"]} \
+    kw = {"rank": int(state["rank"]) or None, "max_rank": args["max_rank"], "seed": args["seed"],
+          "max_iter": args["max_iters"]} \
         if args["method"] == "dineof" else {}
     mean, var, _ = reconstruct(args["method"], problem.visible(), problem.splits["train"],
                                problem.splits["test"], **kw)

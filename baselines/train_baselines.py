@@ -1,5 +1,7 @@
-"""Fit a classical baseline: climatology from the training frames; DINEOF also picks its rank by
-cross-validation on the observed cells of the validation frames. Writes the standard run folder.
+"""Fit a classical baseline and write the standard run folder.
+
+Climatology comes from the training frames; DINEOF also picks its rank by cross-validation on the
+observed cells of the validation frames (`--max_iters`: SVD iterations per rank).
 
     python baselines/train_baselines.py --data_path data/synthetic_default.nc --method dineof --prob_masking 0.9
 """
@@ -47,7 +49,8 @@ def main(argv=None) -> int:
     val = {}
     if splits["valid"].stop > splits["valid"].start:
         upto = visible[: splits["valid"].stop]          # the test frames play no part in training
-        kw = {"max_rank": args.max_rank, "seed": args.seed} if args.method == "dineof" else {}
+        kw = {"max_rank": args.max_rank, "seed": args.seed, "max_iter": args.max_iters} \
+            if args.method == "dineof" else {}
         mean, _, info = reconstruct(args.method, upto, splits["train"], splits["valid"], **kw)
         state_dict["rank"] = info.get("rank", 0)
         val = {"valid_rmse": validation_rmse(problem, mean)}

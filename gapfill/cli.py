@@ -45,7 +45,7 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--num_frames_valid", type=int, default=None, help="default: 15%% of the frames")
     add_mask_args(p)
     g = p.add_argument_group("training")
-    g.add_argument("--max_iters", type=int, default=100)
+    g.add_argument("--max_iters", type=int, default=100, help="optimiser steps (DINEOF: SVD iterations per rank)")
     g.add_argument("--checkpoint_dir", default=None, help="default: checkpoints/<method>")
     g.add_argument("--run_name", default=None, help="default: built from the options")
     g.add_argument("--overwrite", action="store_true", help="train a finished run again")

@@ -33,7 +33,7 @@ TABLE_KEYS = [("rmse", "RMSE"), ("mae", "MAE"), ("bias", "bias"), ("r2", "R2"), 
               ("crps", "CRPS"), ("coverage95", "cov95")]
 OVERALL_KEYS = ["rmse", "mae", "bias", "r2", "ssim", "nll", "crps", "coverage95", "std_error_corr",
                 "mean_variance", "n_scored"]
-LEADERBOARD_KEYS = ["method", "run_name", "dataset", "mask", "rmse", "mae", "bias", "r2", "ssim", "crps",
+LEADERBOARD_KEYS = ["method", "run_name", "dataset", "mask", "units", "rmse", "mae", "bias", "r2", "ssim", "crps",
                     "coverage95", "nll", "test_seconds", "train_seconds", "path"]
 
 
@@ -388,8 +388,8 @@ def compare(results_root, out_dir) -> tuple[Path, Path]:
         m = json.loads(path.read_text())
         ov, cost = _scores(m).get("overall") or {}, m.get("cost") or {}
         row = {"method": m.get("method", path.parent.parent.name), "run_name": m.get("run_name", path.parent.name),
-               "dataset": m.get("dataset", ""), "mask": _mask_label(m)}
-        row.update({k: _cell(ov.get(k)) for k in LEADERBOARD_KEYS[4:12]})
+               "dataset": m.get("dataset", ""), "mask": _mask_label(m), "units": ";".join(m.get("units") or [])}
+        row.update({k: _cell(ov.get(k)) for k in LEADERBOARD_KEYS[5:13]})
         row.update({"test_seconds": _cell(cost.get("test_seconds")), "train_seconds": _cell(cost.get("train_seconds")),
                     "path": str(path)})
         rows.append(row)
@@ -454,9 +454,10 @@ def compare(results_root, out_dir) -> tuple[Path, Path]:
     return csv_path, pdf_path
 
 
-def _table_text(rows: list[dict], cols=("dataset", "mask", "method", "rmse", "mae", "crps", "test_seconds")) -> str:
+def _table_text(rows: list[dict], cols=("dataset", "mask", "method", "units", "rmse", "mae", "crps",
+                                       "test_seconds")) -> str:
     """Leaderboard rows as an aligned plain-text table for logs and terminals."""
-    cells = [list(cols)] + [[_short(r[c], 30) if c in cols[:3] else _fmt(r[c]) for c in cols] for r in rows]
+    cells = [list(cols)] + [[_short(r[c], 30) if c in cols[:4] else _fmt(r[c]) for c in cols] for r in rows]
     widths = [max(len(str(row[i])) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in cells)
 
