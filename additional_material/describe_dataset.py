@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from gapfill.runs import setup_logging
 from gapfill.data import Field, open_field  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,7 @@ def main(argv=None) -> dict:
     p.add_argument("--variable", nargs="+", default=None, help="bands to describe (default: every field variable)")
     p.add_argument("--out", default=None, help="figure path (.png or .pdf); default <file stem>_description.png")
     args = p.parse_args(argv)
-    try:
-        from gapfill.runs import setup_logging
-        setup_logging()
-    except ImportError:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     field = open_field(args.file, args.variable)
     d = describe(field)
     log_description(d)

@@ -27,6 +27,9 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter
 
+from gapfill.data import write_dataset
+from gapfill.runs import setup_logging
+
 log = logging.getLogger(__name__)
 
 # ---- defaults (one reason each) ----
@@ -118,26 +121,6 @@ def make_field(n_time: int = 365, ny: int = 64, nx: int = 64, length_scale: floa
     return ds
 
 
-def write_field(ds: xr.Dataset, out) -> Path:
-    """Write ds to NetCDF at out (atomic: temp file, then rename); NaN is the fill value."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    enc = {v: {"_FillValue": np.float32(np.nan), "zlib": True, "complevel": 1} for v in ds.data_vars}
-    enc.update({c: {"_FillValue": None} for c in ds.coords})
-    ds.to_netcdf(tmp, encoding=enc)
-    tmp.replace(out)
-    return out
-
-
-def setup_logging():
-    try:
-        from gapfill.runs import setup_logging as shared
-    except ImportError:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    else:
-        shared()
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -156,7 +139,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     ds = make_field(args.n_time, args.ny, args.nx, args.length_scale, args.time_scale, args.seed,
                     args.land, args.extra_bands, args.noise)
-    out = write_field(ds, args.out)
+    out = write_dataset(ds, args.out)
     log.info("wrote %s: variables %s, (time, lat, lon) = %s, %.1f%% NaN, %.2f s", out, list(ds.data_vars),
              tuple(ds["temperature"].shape), 100 * float(np.isnan(ds["temperature"].values).mean()),
              time.perf_counter() - t0)

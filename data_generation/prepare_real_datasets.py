@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from gapfill.data import write_dataset
+from gapfill.runs import setup_logging
+
 log = logging.getLogger(__name__)
 
 # name -> (package, file, variable, units to set where the source has none)
@@ -109,23 +112,12 @@ def convert_image(name: str, image_size: int = 128) -> xr.Dataset:
                                                   "history": "converted by data_generation.prepare_real_datasets"})
 
 
-def write(ds: xr.Dataset, out: Path) -> Path:
-    """Atomic NetCDF write (temp file, then rename); NaN is the fill value, coordinates carry none."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    enc = {v: {"_FillValue": np.float32(np.nan), "zlib": True, "complevel": 1} for v in ds.data_vars}
-    enc.update({c: {"_FillValue": None} for c in ds.coords})
-    ds.to_netcdf(tmp, encoding=enc)
-    tmp.replace(out)
-    return out
-
-
 def prepare_one(name: str, out_dir, image_size: int = 128) -> Path:
     """Convert dataset `name` into out_dir/<name>.nc and return its path."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
     ds = convert_climate(name) if name in CLIMATE else convert_image(name, image_size)
-    out = write(ds, Path(out_dir) / f"{name}.nc")
+    out = write_dataset(ds, Path(out_dir) / f"{name}.nc")
     first = next(iter(ds.data_vars.values()))
     nan = np.mean([np.isnan(v.values).mean() for v in ds.data_vars.values()])
     log.info("wrote %s: %s %s, variables %s, %.1f%% NaN", out, first.dims, first.shape,
@@ -137,14 +129,6 @@ def prepare_all(out_dir, image_size: int = 128, only: list[str] | None = None) -
     """Convert every dataset (or those in `only`) into out_dir; returns the written paths."""
     return [prepare_one(name, out_dir, image_size) for name in (only or DATASETS)]
 
-
-def setup_logging():
-    try:
-        from gapfill.runs import setup_logging as shared
-    except ImportError:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    else:
-        shared()
 
 
 def main(argv=None):

@@ -184,6 +184,17 @@ def split_frames(n_frames: int, num_frames_train: int | None = None, num_frames_
             "test": slice(n_train + n_valid, n_train + n_valid + n_test)}
 
 
+def write_dataset(ds: xr.Dataset, out) -> Path:
+    """Write a CF dataset atomically (temp file, then rename); NaN is the fill value, coordinates have none."""
+    from gapfill.runs import atomic_path
+    out = Path(out)
+    enc = {v: {"_FillValue": np.float32(np.nan), "zlib": True, "complevel": 1} for v in ds.data_vars}
+    enc.update({c: {"_FillValue": None} for c in ds.coords})
+    with atomic_path(out) as tmp:
+        ds.to_netcdf(tmp, encoding=enc)
+    return out
+
+
 @dataclass
 class Normalizer:
     """Per-band z-score: x_norm = (x - mean[b]) / std[b]. mean, std are (B,)."""

@@ -68,9 +68,6 @@ def build_problem(args: dict, test_args: dict | None = None) -> Problem:
                           test_args.get("num_frames_test"), path=field.path)
     train_opts = cli.mask_options(args)
     test_opts = {k: (v if v is not None else train_opts[k]) for k, v in cli.mask_options(test_args, test=True).items()}
-    if test_args.get("test_mask_kind") and test_args.get("test_prob_masking") is None and \
-            test_opts["kind"] != train_opts["kind"]:
-        test_opts["prob_masking"] = train_opts["prob_masking"]
     observed = np.ones((T, Y, X), dtype=bool)
     masks = {}
     for split, opts in (("train", train_opts), ("valid", train_opts), ("test", test_opts)):

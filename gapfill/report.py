@@ -23,6 +23,8 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from gapfill.runs import setup_logging
+
 log = logging.getLogger(__name__)
 
 PAGE = (11.69, 8.27)                  # A4 landscape, inches
@@ -472,11 +474,7 @@ def main(argv=None):
     r = sub.add_parser("run", help="re-draw the per-run PDF from prediction.nc + metrics.json")
     r.add_argument("--run_dir", required=True, help="folder holding prediction.nc and metrics.json")
     args = parser.parse_args(argv)
-    try:
-        from gapfill.runs import setup_logging
-        setup_logging()
-    except ImportError:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.command == "compare":
         return compare(args.results, args.out)
     run_dir = Path(args.run_dir)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from additional_material import describe_dataset as dd
-from data_generation.make_synthetic_field import make_field, write_field
-from gapfill.data import Field
+from data_generation.make_synthetic_field import make_field
+from gapfill.data import Field, write_dataset
 
 
 def _field(values, time=None, units=None, time_units="days since 2000-01-01"):
@@ -76,7 +76,7 @@ def test_spatial_lag1_hand_computed():
 
 
 def test_synthetic_file_cli_log_and_figure(tmp_path, capsys):
-    path = write_field(make_field(n_time=60, ny=24, nx=32, land=True, extra_bands=1, time_scale=5.0),
+    path = write_dataset(make_field(n_time=60, ny=24, nx=32, land=True, extra_bands=1, time_scale=5.0),
                        tmp_path / "synth.nc")
     fig = tmp_path / "figs" / "synth.png"
     d = dd.main([str(path), "--out", str(fig)])
