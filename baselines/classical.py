@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 from scipy.interpolate import griddata
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 METHODS = ("climatology", "persistence", "interpolation", "anomaly_interpolation", "dineof")
@@ -80,7 +81,7 @@ def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: in
     hide = miss | cv if cv is not None else miss
     Z = np.where(hide, 0.0 if start is None else start, X)
     out = {}
-    for k in ranks:
+    for k in tqdm(ranks, desc="DINEOF ranks", unit="rank", disable=None if len(ranks) > 1 else True):
         for _ in range(max_iter):
             # SVD through the smaller Gram matrix: Z = U S V^T, rank-k part is U_k U_k^T Z
             small_rows = Z.shape[0] <= Z.shape[1]

@@ -127,3 +127,19 @@ def test_test_mask_options_override_the_training_mask(sweep_run, tmp_path):
 def test_scripts_end_bad_input_with_one_line(argv, message):
     res = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and message in res.stdout and "Traceback" not in res.stdout + res.stderr
+
+
+def test_default_field_full_size(tmp_path):
+    """`make demo`'s setting at full size (365 x 64 x 64, 90% random fixed): the README's numbers."""
+    from gapfill.metrics import rmse
+    from baselines.classical import reconstruct
+    make_field().to_netcdf(tmp_path / "default.nc")
+    problem = build_problem({"data_path": str(tmp_path / "default.nc"), "mask_kind": "random", "mask_type": "fixed",
+                             "prob_masking": 0.9, "seed": 0})
+    vis, test = problem.visible(), problem.splits["test"]
+    score = {}
+    for m in ("climatology", "interpolation", "dineof"):
+        mean = reconstruct(m, vis, problem.splits["train"], test)[0]
+        score[m] = rmse(problem.field.values[test], mean, problem.scored("test"))
+    assert score["dineof"] < 0.3 * score["climatology"]
+    assert 0.6 < score["interpolation"] < 0.9                             # README: 0.755 K

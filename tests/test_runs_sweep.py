@@ -81,3 +81,19 @@ def test_sbatch_array_matches_sweep_and_has_no_user_paths(script):
     for directive in ("--output=logs/%x_%A_%a.out", "--signal=USR1@90", "--requeue"):
         assert f"#SBATCH {directive}" in text
     assert not re.search(r"#SBATCH --(account|partition)|/home/|/scratch/", text)
+
+
+def test_preemption_flag_set_by_usr1_and_no_requeue_outside_slurm(monkeypatch):
+    import os
+    import signal
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    old = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        p = runs.Preemption()
+        assert not p.requested
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert p.requested
+        assert runs.Preemption.requeue() is False
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
