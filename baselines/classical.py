@@ -72,9 +72,10 @@ def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly:
 
 
 def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None,
-                start: np.ndarray | None = None):
+                start: np.ndarray | None = None, early_stop: bool = False):
     """Iterative truncated SVD of X (N, M) with `miss` cells filled; warm-started over increasing rank
-    (from `start`'s values in the filled cells when given).
+    (from `start`'s values in the filled cells when given); with `early_stop` the search ends once the
+    cross-validation error has risen twice in a row.
 
     Returns {rank: (reconstruction (N, M), cv_mse)}; cv cells (N, M bool) are hidden and scored.
     """
@@ -96,7 +97,7 @@ def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: in
         err = float(np.mean((Z[cv] - X[cv]) ** 2)) if cv is not None and cv.any() else float("nan")
         out[k] = (Z.copy(), err)
         errs = [e for _, e in out.values()]
-        if len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
+        if early_stop and len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
             break                                   # cross-validation error rising: larger ranks overfit
     return out
 
@@ -162,7 +163,7 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     cv = cv_cells(miss, gappy if gappy.any() else np.ones_like(gappy), cv_share, seed)
     max_rank = max(1, min(max_rank, min(mat.shape) - 1))
     ranks = [k for k in rank_grid(rank) if k < rank] + [rank] if rank else rank_grid(max_rank)
-    fits = _dineof_fit(X, miss, ranks, tol, max_iter, cv)
+    fits = _dineof_fit(X, miss, ranks, tol, max_iter, cv, early_stop=not rank)
     curve = {k: e for k, (_, e) in fits.items()}
     best = rank or min(curve, key=lambda k: curve[k] if np.isfinite(curve[k]) else np.inf)
     # final pass at the chosen rank with the held-back cells given back, warm-started from the CV fit

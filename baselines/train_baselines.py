@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     problem = build_problem(vars(args))
     field, splits = problem.field, problem.splits
     name = args.run_name or runs.make_run_name("baselines", field.name, {
-        "": args.method, "mask": f"{args.mask_kind}-{args.mask_type}", "p": args.prob_masking, "seed": args.seed})
+        "": args.method, "mask": cli.mask_tag(vars(args)), "seed": args.seed})
     run_dir, state = runs.prepare_run(args.checkpoint_dir or "checkpoints/baselines", name, args.overwrite)
     if state == "finished":
         return 0

@@ -71,3 +71,16 @@ def mask_options(args: dict, test: bool = False) -> dict:
     return {"kind": args.get(f"{pre}mask_kind"), "mode": args.get(f"{pre}mask_type"),
             "prob_masking": args.get(f"{pre}prob_masking"), "radius": args.get(f"{pre}radius"),
             "cloud_range": args.get(f"{pre}cloud_range")}
+
+
+def mask_tag(args: dict, test: bool = False) -> str:
+    """Short run-name part for a mask: random-fixed-p0.9, circle-dynamic-r10, clouds-dynamic-c0.2-0.6."""
+    o = mask_options(args, test)
+    if o["kind"] == "clouds":
+        lo, hi = o["cloud_range"]
+        detail = f"c{lo:g}-{hi:g}"
+    elif o["kind"] == "circle" and o["radius"] is not None:
+        detail = f"r{o['radius']:g}"
+    else:
+        detail = f"p{o['prob_masking']:g}"
+    return f"{o['kind']}-{o['mode']}-{detail}"

@@ -60,6 +60,10 @@ def test_dineof_recovers_low_rank_field_and_picks_its_rank():
     assert err < 0.45                                                    # noise floor 0.3, signal std ~5
     assert var.shape == mean.shape and np.all(var == var.flat[0])        # homoscedastic
     assert 0.5 * err**2 < var.flat[0] < 2 * err**2                       # the CV error predicts the real one
+    # a rank given by training is used as is, even past the point where the CV error rises
+    mean6, _, info6 = dineof(vis, slice(40, T), clim, rank=6, seed=0, tol=1e-6, max_iter=300)
+    assert info6["rank"] == 6 and list(info6["cv_mse"]) == [1, 2, 3, 4, 5, 6]
+    assert np.sqrt(np.mean((mean6 - truth[40:])[hidden] ** 2)) > err      # overfitting costs accuracy
 
 
 def test_unknown_method_is_a_clear_error():

@@ -18,6 +18,14 @@ def test_run_name_is_stable_and_safe():
     assert a == runs.make_run_name("exact_gp", "synthetic default", {"t": "matern", "p": 0.9, "range": (0.2, 0.6)})
 
 
+def test_mask_tag_names_the_parameter_that_matters():
+    from gapfill.cli import mask_tag
+    base = {"mask_type": "fixed", "prob_masking": 0.9, "radius": None, "cloud_range": (0.2, 0.6)}
+    assert mask_tag(dict(base, mask_kind="random")) == "random-fixed-p0.9"
+    assert mask_tag(dict(base, mask_kind="clouds", mask_type="dynamic")) == "clouds-dynamic-c0.2-0.6"
+    assert mask_tag(dict(base, mask_kind="circle", radius=10.0)) == "circle-fixed-r10"
+
+
 def test_atomic_path_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "last.npz"
     target.write_text("old")
