@@ -72,34 +72,35 @@ def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly:
 
 
 def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None,
-                start: np.ndarray | None = None, early_stop: bool = False):
-    """Iterative truncated SVD of X (N, M) with `miss` cells filled; warm-started over increasing rank
-    (from `start`'s values in the filled cells when given); with `early_stop` the search ends once the
-    cross-validation error has risen twice in a row.
+                start: np.ndarray | None = None, search: bool = False):
+    """Iterative truncated SVD of X (N, M) with `miss` cells (and `cv` cells, held back and scored) filled,
+    warm-started over increasing rank (from `start`'s values in the filled cells when given).
 
-    Returns {rank: (reconstruction (N, M), cv_mse)}; cv cells (N, M bool) are hidden and scored.
+    With `search` the best rank is the one with the lowest cross-validation error and the search ends once
+    that error has risen twice in a row; otherwise it is the last rank. Returns (cv mse by rank, best rank,
+    its reconstruction (N, M)).
     """
     hide = miss | cv if cv is not None else miss
     Z = np.where(hide, 0.0 if start is None else start, X)
-    out = {}
+    curve, best, best_Z = {}, None, None
     for k in tqdm(ranks, desc="DINEOF ranks", unit="rank", disable=None if len(ranks) > 1 else True):
         for _ in range(max_iter):
             # SVD through the smaller Gram matrix: Z = U S V^T, rank-k part is U_k U_k^T Z
             small_rows = Z.shape[0] <= Z.shape[1]
-            G = Z @ Z.T if small_rows else Z.T @ Z
-            w, vecs = np.linalg.eigh(G)
+            _, vecs = np.linalg.eigh(Z @ Z.T if small_rows else Z.T @ Z)
             Uk = vecs[:, -k:]
             R = Uk @ (Uk.T @ Z) if small_rows else (Z @ Uk) @ Uk.T
             change = np.sqrt(np.mean((R[hide] - Z[hide]) ** 2)) / (np.sqrt(np.mean(R[hide] ** 2)) + 1e-12)
             Z[hide] = R[hide]
             if change < tol:
                 break
-        err = float(np.mean((Z[cv] - X[cv]) ** 2)) if cv is not None and cv.any() else float("nan")
-        out[k] = (Z.copy(), err)
-        errs = [e for _, e in out.values()]
-        if early_stop and len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
+        curve[k] = float(np.mean((Z[cv] - X[cv]) ** 2)) if cv is not None and cv.any() else float("nan")
+        if not search or best is None or curve[k] < curve[best]:
+            best, best_Z = k, Z.copy()
+        errs = list(curve.values())
+        if search and len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
             break                                   # cross-validation error rising: larger ranks overfit
-    return out
+    return curve, best, best_Z
 
 
 def dineof_matrix(visible: np.ndarray, clim: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -129,12 +130,13 @@ def cv_cells(miss: np.ndarray, rows: np.ndarray, share: float, seed: int) -> np.
     rng = np.random.default_rng(seed)
     cand = np.flatnonzero(rows)
     target = share * (~miss[cand]).sum()
-    cv = np.zeros_like(miss)
+    cv, count = np.zeros_like(miss), 0
     for i in rng.permutation(cand):
-        if cv.sum() >= target:
+        if count >= target:
             break
         cv[i] = miss[rng.choice(cand)] & ~miss[i]
-    if cv.sum() < target / 2:
+        count += int(cv[i].sum())
+    if count < target / 2:
         cv |= ~miss & rows[:, None] & (rng.random(miss.shape) < share)
     return cv
 
@@ -163,18 +165,16 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     cv = cv_cells(miss, gappy if gappy.any() else np.ones_like(gappy), cv_share, seed)
     max_rank = max(1, min(max_rank, min(mat.shape) - 1))
     ranks = [k for k in rank_grid(rank) if k < rank] + [rank] if rank else rank_grid(max_rank)
-    fits = _dineof_fit(X, miss, ranks, tol, max_iter, cv, early_stop=not rank)
-    curve = {k: e for k, (_, e) in fits.items()}
-    best = rank or min(curve, key=lambda k: curve[k] if np.isfinite(curve[k]) else np.inf)
+    curve, best, cv_fit = _dineof_fit(X, miss, ranks, tol, max_iter, cv, search=not rank)
     # final pass at the chosen rank with the held-back cells given back, warm-started from the CV fit
-    final = _dineof_fit(X, miss, [best], tol, max_iter, None, start=fits[best][0])[best][0]
+    final = _dineof_fit(X, miss, [best], tol, max_iter, None, start=cv_fit)[2]
     mean = dineof_unmatrix(final, live, shape, clim)[target]
     # keep the filled cells inside the visible range per band: with large holes (single images, rows as
     # the matrix) the rank-k fill can overshoot wildly where a whole stretch of rows is missing
     lo, hi = np.nanmin(visible, axis=(0, 2, 3)), np.nanmax(visible, axis=(0, 2, 3))
     mean = np.clip(mean, lo[:, None, None], hi[:, None, None])
     # per-band CV error as a homoscedastic variance
-    cv_err = dineof_unmatrix(np.where(cv, (fits[best][0] - X) ** 2, 0.0), live, shape, 0 * clim)
+    cv_err = dineof_unmatrix(np.where(cv, (cv_fit - X) ** 2, 0.0), live, shape, 0 * clim)
     cv_n = dineof_unmatrix(cv.astype(float), live, shape, 0 * clim)
     band_var = cv_err.sum(axis=(0, 2, 3)) / np.maximum(cv_n.sum(axis=(0, 2, 3)), 1)
     var = np.broadcast_to(band_var[None, :, None, None], mean.shape).copy()

@@ -40,11 +40,10 @@ def main(argv=None) -> int:
     if state == "finished":
         return 0
     t0 = time.time()
-    normalizer = Normalizer.fit(field.values[splits["train"]]) if splits["train"].stop else \
-        Normalizer.fit(problem.visible())
+    visible, train = problem.visible(), splits["train"]
+    normalizer = Normalizer.fit(visible[train] if train.stop > train.start else visible)  # an image: observed cells
     runs.save_config(run_dir, "baselines", name, vars(args), display_name=args.method, normalization=normalizer.to_dict(),
                      bands=field.bands, units=field.units)
-    visible = problem.visible()
     state_dict = {"climatology": climatology(visible, splits["train"]).astype(np.float32), "rank": 0}
     val = {}
     if splits["valid"].stop > splits["valid"].start:
