@@ -112,7 +112,7 @@ def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
     truth, recon, std, hidden, valid = (p["truth"][t], p["recon"][t], None if p["std"] is None else p["std"][t],
                                         p["hidden"][t], p["valid"][t])                       # (B, Y, X)
     nb = min(truth.shape[0], MAX_BANDS)
-    fig = Figure(figsize=(PAGE[0], max(3.2, 1.2 + 2.0 * nb)))
+    fig = Figure(figsize=(PAGE[0], max(3.6, 1.0 + 2.2 * nb)), layout="constrained")  # no overlapping titles
     axes = fig.subplots(nb, 5, squeeze=False)
     origin = p["origin"]
     titles = ["observed input", "ground truth", "reconstruction", "predictive std", "|error| on hidden cells"]
@@ -133,6 +133,7 @@ def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
         _overlay(ax[0], hidden[b], HIDDEN_GREY, origin)
         if std is None:
             ax[3].set_facecolor("0.96")
+            ax[3].set_box_aspect(truth.shape[1] / truth.shape[2])  # same size as the image panels
             ax[3].text(0.5, 0.5, "no uncertainty\nestimate\n(method gives\nno variance)", ha="center", va="center",
                        fontsize=9, transform=ax[3].transAxes)
         else:
@@ -156,8 +157,8 @@ def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
     fig.suptitle(f"{meta['method']} | {_short(meta['run_name'], 80)} | {meta['dataset']}\n"
                  f"test frame {t + 1}/{p['truth'].shape[0]}  {meta['times'][t]} | mask: {meta['mask']}{scores}{more}",
                  fontsize=10)
-    fig.text(0.5, 0.01, "dark grey: hidden (scored) cells   light grey: never observed (NaN)   "
-             "white in error panel: observed cells", ha="center", fontsize=8)
+    fig.supxlabel("dark grey: hidden (scored) cells   light grey: never observed (NaN)   "
+                  "white in error panel: observed cells", fontsize=8)
     pdf.savefig(fig)
 
 
@@ -165,13 +166,14 @@ def _summary_page(pdf, meta: dict, m: dict):
     """Table of method vs baselines, RMSE bars, per-frame RMSE curves, power spectra."""
     rows = {meta["method"]: _scores(m)}
     rows.update({f"{k} (baseline)": v for k, v in (m.get("baselines") or {}).items()})
-    fig = Figure(figsize=PAGE)
-    gs = fig.add_gridspec(2, 3, height_ratios=[1, 1.4], hspace=0.35, wspace=0.35)
+    fig = Figure(figsize=PAGE, layout="constrained")
+    gs = fig.add_gridspec(2, 3, height_ratios=[1, 1.4])
     ax = fig.add_subplot(gs[0, :])
     ax.axis("off")
-    cells = [[_fmt((r.get("overall") or {}).get(k)) for k, _ in TABLE_KEYS] for r in rows.values()]
-    tab = ax.table(cellText=cells, rowLabels=[_short(r, 40) for r in rows], colLabels=[c for _, c in TABLE_KEYS],
-                   bbox=[0.22, 0.0, 0.78, 0.9])                              # room on the left for row labels
+    cells = [[_short(name, 40)] + [_fmt((r.get("overall") or {}).get(k)) for k, _ in TABLE_KEYS]
+             for name, r in rows.items()]                                    # names as a column: never clipped
+    tab = ax.table(cellText=cells, colLabels=[""] + [c for _, c in TABLE_KEYS], bbox=[0.0, 0.0, 1.0, 0.9],
+                   colWidths=[0.3] + [0.7 / len(TABLE_KEYS)] * len(TABLE_KEYS))
     tab.auto_set_font_size(False)
     tab.set_fontsize(9)
     tab.scale(1, 1.4)
@@ -193,6 +195,9 @@ def _summary_page(pdf, meta: dict, m: dict):
         pf = r.get("per_frame") or []
         ax.plot([e.get("frame", j) for j, e in enumerate(pf)], [_num(e.get("rmse")) for e in pf], marker="o", ms=3,
                 lw=2 if i == 0 else 1, color="C0" if i == 0 else f"C{i}", label=_short(name, 24))
+    n_frames = len(_scores(m).get("per_frame") or [])
+    ax.set_xticks(range(0, max(n_frames, 1), max(1, math.ceil(n_frames / 10))))   # integer frame ticks
+    ax.set_xlim(-0.5, max(n_frames - 1, 0) + 0.5)  # a single frame sits in the middle
     ax.set_xlabel("test frame", fontsize=8)
     ax.set_ylabel("RMSE", fontsize=8)
     ax.set_title("RMSE per test frame", fontsize=9)
