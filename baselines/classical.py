@@ -182,6 +182,13 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     return mean, var, {"rank": int(best), "cv_mse": {int(k): float(v) for k, v in curve.items()}}
 
 
+def method_options(args: dict, rank: int | None = None) -> dict:
+    """Keyword options of `reconstruct` from a run's options (train_baselines' argparse names)."""
+    if args["method"] != "dineof":
+        return {}
+    return {"rank": rank or None, "max_rank": args["max_rank"], "seed": args["seed"], "max_iter": args["max_iters"]}
+
+
 def reconstruct(method: str, visible: np.ndarray, train: slice, target: slice, **kw):
     """Run one classical method; returns (mean, variance or None, info) for the `target` frames."""
     clim = climatology(visible, train)

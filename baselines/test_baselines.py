@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.classical import reconstruct
+from baselines.classical import method_options, reconstruct
 from gapfill import runs
 from gapfill.evaluate import test_main
 
@@ -15,11 +15,8 @@ def predict(problem, cfg, run_dir, device):
     """(mean, variance or None), each (T_test, B, Y, X), from the visible cells only."""
     args = cfg["args"]
     state = np.load(run_dir / "best.npz")
-    kw = {"rank": int(state["rank"]) or None, "max_rank": args["max_rank"], "seed": args["seed"],
-          "max_iter": args["max_iters"]} \
-        if args["method"] == "dineof" else {}
-    mean, var, _ = reconstruct(args["method"], problem.visible(), problem.splits["train"],
-                               problem.splits["test"], **kw)
+    mean, var, _ = reconstruct(args["method"], problem.visible(), problem.splits["train"], problem.splits["test"],
+                               **method_options(args, rank=int(state["rank"])))
     return mean, var
 
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from baselines.classical import METHODS, climatology, reconstruct
+from baselines.classical import METHODS, climatology, method_options, reconstruct
 from gapfill import cli, runs
 from gapfill.data import Normalizer
 from gapfill.evaluate import build_problem, validation_rmse
@@ -48,9 +48,7 @@ def main(argv=None) -> int:
     val = {}
     if splits["valid"].stop > splits["valid"].start:
         upto = visible[: splits["valid"].stop]          # the test frames play no part in training
-        kw = {"max_rank": args.max_rank, "seed": args.seed, "max_iter": args.max_iters} \
-            if args.method == "dineof" else {}
-        mean, _, info = reconstruct(args.method, upto, splits["train"], splits["valid"], **kw)
+        mean, _, info = reconstruct(args.method, upto, splits["train"], splits["valid"], **method_options(vars(args)))
         state_dict["rank"] = info.get("rank", 0)
         val = {"valid_rmse": validation_rmse(problem, mean)}
         logger = runs.CsvLog(run_dir / "train_log.csv", ["rank", "cv_mse", "valid_rmse"])

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from baselines.classical import climatology, dineof, interpolation, persistence, reconstruct
+from baselines.classical import (_dineof_fit, climatology, dineof, dineof_matrix, dineof_unmatrix, interpolation,
+                                 persistence, reconstruct)
 
 
 def test_climatology_is_training_mean_with_band_fallback():
@@ -64,6 +65,23 @@ def test_dineof_recovers_low_rank_field_and_picks_its_rank():
     mean6, _, info6 = dineof(vis, slice(40, T), clim, rank=6, seed=0, tol=1e-6, max_iter=300)
     assert info6["rank"] == 6 and list(info6["cv_mse"]) == [1, 2, 3, 4, 5, 6]
     assert np.sqrt(np.mean((mean6 - truth[40:])[hidden] ** 2)) > err      # overfitting costs accuracy
+
+
+def test_dineof_on_a_single_image_keeps_fills_in_the_visible_range():
+    """One frame: image rows form the matrix; a large hole makes the raw rank-6 fill overshoot."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32] / 32
+    img = (np.sin(6 * yy) * np.cos(5 * xx) + 0.5 * np.sin(13 * xx * yy) + 0.1 * rng.normal(size=(32, 32)))[None, None]
+    vis = img.copy()
+    vis[0, 0, 8:24, 6:26] = np.nan
+    lo, hi = np.nanmin(vis), np.nanmax(vis)
+    clim = climatology(vis, slice(0, 0))
+    assert np.allclose(clim, np.nanmean(vis))                            # no training frames: the band mean
+    mat, live, shape = dineof_matrix(vis, clim)
+    raw = dineof_unmatrix(_dineof_fit(np.nan_to_num(mat), np.isnan(mat), [6], 1e-4, 300, None)[2], live, shape, clim)
+    assert raw.max() > hi + 0.05                                         # the premise: unclipped fill overshoots
+    mean, _, info = dineof(vis, slice(0, 1), clim, rank=6, tol=1e-4, max_iter=300)
+    assert info["rank"] == 6 and lo <= mean.min() and mean.max() <= hi
 
 
 def test_unknown_method_is_a_clear_error():

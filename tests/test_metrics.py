@@ -134,6 +134,9 @@ def test_std_error_corr():
     shuffled = rng.permutation(sd)  # predicted std unrelated to the actual error
     assert abs(M.std_error_corr(y, m, shuffled**2, s)) < 0.02
     assert math.isnan(M.std_error_corr(y, m, np.ones(n), s))  # constant std: undefined
+    # a constant std that is not exactly representable (DINEOF's per-band variance) is still undefined,
+    # not a round-off correlation of 1e-17
+    assert math.isnan(M.std_error_corr(y, m, np.full(n, np.float32(0.7), dtype=np.float64), s))
 
 
 # ---------------------------------------------------------------- SSIM

@@ -69,7 +69,7 @@ def test_leaderboard_lists_all_five_and_dineof_beats_climatology(sweep_run):
     assert pdf_pages(sweep_run / "results" / "comparison" / "comparison.pdf") >= 2
 
 
-def test_rerun_skips_finished_runs(sweep_run, caplog):
+def test_rerun_skips_finished_runs(sweep_run):
     run = next((sweep_run / "ckpt").glob("*dineof*"))
     before = (run / "best.npz").stat().st_mtime_ns
     train_baselines.main(["--data_path", str(sweep_run / "small.nc"), "--checkpoint_dir", str(sweep_run / "ckpt"),
