@@ -72,18 +72,29 @@ def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly:
 
 
 def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None,
-                start: np.ndarray | None = None, search: bool = False):
+                start: np.ndarray | None = None, search: bool = False, resume: dict | None = None,
+                after_rank=None):
     """Iterative truncated SVD of X (N, M) with `miss` cells (and `cv` cells, held back and scored) filled,
     warm-started over increasing rank (from `start`'s values in the filled cells when given).
 
     With `search` the best rank is the one with the lowest cross-validation error and the search ends once
     that error has risen twice in a row; otherwise it is the last rank. Returns (cv mse by rank, best rank,
-    its reconstruction (N, M)).
+    its reconstruction (N, M)). `after_rank(state)` is called after each rank with a state dict (arrays
+    only) that `resume=state` continues from exactly, so a preempted search can be saved and resumed.
     """
     hide = miss | cv if cv is not None else miss
     Z = np.where(hide, 0.0 if start is None else start, X)
-    curve, best, best_Z = {}, None, None
-    for k in tqdm(ranks, desc="DINEOF ranks", unit="rank", disable=None if len(ranks) > 1 else True):
+    curve, best, best_Z, done = {}, None, None, 0
+    if resume is not None:
+        Z, best_Z, done = resume["Z"].copy(), resume["best_Z"].copy(), int(resume["done"])
+        curve = dict(zip(resume["curve_rank"].tolist(), resume["curve_mse"].tolist()))
+        best = int(resume["best"])
+        log.info("DINEOF: resuming the rank search after rank %d", ranks[done - 1])
+    for i in tqdm(range(done, len(ranks)), desc="DINEOF ranks", unit="rank", disable=None if len(ranks) > 1 else True):
+        k = ranks[i]
+        errs = list(curve.values())
+        if search and len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
+            break                                   # cross-validation error rising: larger ranks overfit
         for _ in range(max_iter):
             # SVD through the smaller Gram matrix: Z = U S V^T, rank-k part is U_k U_k^T Z
             small_rows = Z.shape[0] <= Z.shape[1]
@@ -97,9 +108,10 @@ def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: in
         curve[k] = float(np.mean((Z[cv] - X[cv]) ** 2)) if cv is not None and cv.any() else float("nan")
         if not search or best is None or curve[k] < curve[best]:
             best, best_Z = k, Z.copy()
-        errs = list(curve.values())
-        if search and len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
-            break                                   # cross-validation error rising: larger ranks overfit
+        if after_rank is not None:
+            after_rank({"Z": Z, "best_Z": best_Z, "done": np.int64(i + 1), "best": np.int64(best),
+                        "curve_rank": np.array(list(curve), dtype=np.int64),
+                        "curve_mse": np.array(list(curve.values()))})
     return curve, best, best_Z
 
 
@@ -151,10 +163,12 @@ def rank_grid(max_rank: int) -> list[int]:
 
 
 def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | None = None, max_rank: int = 100,
-           cv_share: float = 0.03, seed: int = 0, tol: float = 1e-3, max_iter: int = 50):
+           cv_share: float = 0.03, seed: int = 0, tol: float = 1e-3, max_iter: int = 50,
+           resume: dict | None = None, after_rank=None):
     """DINEOF (Beckers & Rixen 2003). Rank chosen by cross-validation on held-back visible cells of the
     gappy frames unless given. Variance: the cross-validated squared error at that rank, per band,
-    assumed the same for every cell (a homoscedastic estimate, not a posterior).
+    assumed the same for every cell (a homoscedastic estimate, not a posterior). `resume`/`after_rank`:
+    save and continue the rank search (see `_dineof_fit`).
 
     Returns (mean (T_target, B, Y, X), variance (T_target, B, Y, X), info dict).
     """
@@ -165,7 +179,8 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     cv = cv_cells(miss, gappy if gappy.any() else np.ones_like(gappy), cv_share, seed)
     max_rank = max(1, min(max_rank, min(mat.shape) - 1))
     ranks = [k for k in rank_grid(rank) if k < rank] + [rank] if rank else rank_grid(max_rank)
-    curve, best, cv_fit = _dineof_fit(X, miss, ranks, tol, max_iter, cv, search=not rank)
+    curve, best, cv_fit = _dineof_fit(X, miss, ranks, tol, max_iter, cv, search=not rank, resume=resume,
+                                      after_rank=after_rank)
     # final pass at the chosen rank with the held-back cells given back, warm-started from the CV fit
     final = _dineof_fit(X, miss, [best], tol, max_iter, None, start=cv_fit)[2]
     mean = dineof_unmatrix(final, live, shape, clim)[target]

@@ -8,7 +8,7 @@
 #SBATCH --array=0-4
 #SBATCH --output=logs/%x_%A_%a.out
 #SBATCH --open-mode=append
-#SBATCH --signal=USR1@90
+#SBATCH --signal=B:USR1@90
 #SBATCH --requeue
 #SBATCH --time=00:30:00
 #SBATCH --cpus-per-task=2

@@ -1,7 +1,9 @@
 """Fit a classical baseline and write the standard run folder.
 
 Climatology comes from the training frames; DINEOF also picks its rank by cross-validation on the
-observed cells of the validation frames (`--max_iters`: SVD iterations per rank).
+observed cells of the validation frames (`--max_iters`: SVD iterations per rank). On SLURM's warning
+signal (or SIGTERM) DINEOF saves its rank search in `last.npz` after the current rank and stops (requeued
+under SLURM); the same command resumes the search where it stopped, with the same result.
 
     python baselines/train_baselines.py --data_path data/synthetic_default.nc --method dineof --prob_masking 0.9
 """
@@ -28,6 +30,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def save(path, arrays: dict, **config_changes) -> None:
+    """Write an .npz atomically (then record `config_changes` in config.json)."""
+    with runs.atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    if config_changes:
+        runs.update_config(path.parent, **config_changes)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     runs.setup_logging(args.log_level)
@@ -39,26 +50,40 @@ def main(argv=None) -> int:
     run_dir, state = runs.prepare_run(args.checkpoint_dir or "checkpoints/baselines", name, args.overwrite)
     if state == "finished":
         return 0
+    preempt = runs.Preemption()
     t0 = time.time()
     visible, train = problem.visible(), splits["train"]
     normalizer = Normalizer.fit(visible[train] if train.stop > train.start else visible)  # an image: observed cells
-    runs.save_config(run_dir, "baselines", name, vars(args), display_name=args.method, normalization=normalizer.to_dict(),
-                     bands=field.bands, units=field.units)
+    resume = None
+    if state == "resume":
+        with np.load(run_dir / "last.npz") as last:
+            resume = {k[7:]: last[k] for k in last.files if k.startswith("search_")} or None
+        cfg = runs.update_config(run_dir, restarts=runs.read_json(run_dir / "config.json").get("restarts", 0) + 1)
+        t0 -= cfg.get("train_seconds", 0.0)
+    else:
+        runs.save_config(run_dir, "baselines", name, vars(args), display_name=args.method,
+                         normalization=normalizer.to_dict(), bands=field.bands, units=field.units)
+    logger = runs.CsvLog(run_dir / "train_log.csv", ["rank", "cv_mse", "seconds"])
+
+    def after_rank(search: dict) -> None:
+        """Log each rank of DINEOF's search; on a signal save the search as `last` and stop."""
+        k = int(search["curve_rank"][-1])
+        logger.write(rank=k, cv_mse=float(search["curve_mse"][-1]), seconds=round(time.time() - t0, 3))
+        preempt.check(lambda: save(run_dir / "last.npz", {f"search_{key}": v for key, v in search.items()},
+                                   train_seconds=time.time() - t0))
+
     state_dict = {"climatology": climatology(visible, splits["train"]).astype(np.float32), "rank": 0}
     val = {}
     if splits["valid"].stop > splits["valid"].start:
         upto = visible[: splits["valid"].stop]          # the test frames play no part in training
-        mean, _, info = reconstruct(args.method, upto, splits["train"], splits["valid"], **method_options(vars(args)))
+        extra = {"resume": resume, "after_rank": after_rank} if args.method == "dineof" else {}
+        mean, _, info = reconstruct(args.method, upto, splits["train"], splits["valid"],
+                                    **method_options(vars(args)), **extra)
         state_dict["rank"] = info.get("rank", 0)
         val = {"valid_rmse": validation_rmse(problem, mean)}
-        logger = runs.CsvLog(run_dir / "train_log.csv", ["rank", "cv_mse", "valid_rmse"])
-        for k, mse in info.get("cv_mse", {0: float("nan")}).items():
-            logger.write(rank=k, cv_mse=mse, valid_rmse=val["valid_rmse"])
         log.info("%s: validation RMSE %.4g %s", args.method, val["valid_rmse"], field.units[0])
     for which in ("last", "best"):
-        with runs.atomic_path(run_dir / f"{which}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **state_dict)
+        save(run_dir / f"{which}.npz", state_dict)
     runs.update_config(run_dir, finished=True, train_seconds=time.time() - t0, rank=int(state_dict["rank"]), **val)
     log.info("wrote %s", run_dir)
     return 0

@@ -149,6 +149,7 @@ def prepare_run(checkpoint_dir, run_name: str, overwrite: bool = False) -> tuple
             log.info("resuming %s from its last checkpoint", run_dir)
             return run_dir, "resume"
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_log.csv").unlink(missing_ok=True)     # rows of an attempt that never saved `last`
     return run_dir, "new"
 
 
@@ -191,8 +192,15 @@ def peak_memory_mb() -> float:
     return float(mb)
 
 
+EXIT_RESUME = 75   # EX_TEMPFAIL: stopped early after saving `last`; the same command resumes
+
+
 def run_cli(main, argv=None) -> int:
-    """Run a script's main; bad input (DataError) ends with one clear log line and exit code 2."""
+    """Run a script's main; bad input (DataError) ends with one clear log line and exit code 2.
+
+    A run stopped by `Preemption.check` has saved `last`: on SLURM's warning signal (USR1) it requeues its
+    own job (exit 0; the job restarts and resumes); otherwise it exits with EXIT_RESUME.
+    """
     from gapfill.data import DataError
     try:
         return main(argv) or 0
@@ -201,23 +209,45 @@ def run_cli(main, argv=None) -> int:
             setup_logging()
         log.error("%s", err)
         return 2
+    except Preempted as stop:
+        if stop.signal == "SIGUSR1" and Preemption.requeue():
+            return 0
+        log.warning("stopped on %s after saving `last`; run the same command again to resume", stop.signal)
+        return EXIT_RESUME
+
+
+class Preempted(Exception):
+    """Raised by `Preemption.check` once `last` is saved; `signal` names the signal that asked for it."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"stopped on {signal_name}")
+        self.signal = signal_name
 
 
 class Preemption:
-    """Catch SLURM's warning signal (`--signal=USR1@90`) and SIGTERM; the training loop polls `requested`.
+    """Catch SLURM's warning signal (`--signal=B:USR1@90`) and SIGTERM; the training loop calls `check`.
 
-    On a request the loop saves `last` and calls `requeue()`: under SLURM the job's own array task is put
-    back in the queue (`scontrol requeue`), and on restart the run resumes from `last`.
+    On USR1 (time limit near) the run saves `last` and requeues its own array task (`scontrol requeue`);
+    on SIGTERM (scancel, preemption, `kill`) it saves `last` and exits without requeueing,
+    since SLURM's own preemption requeues the job itself and a user's scancel must stay a cancel.
+    The submit scripts `exec` Python, so the batch shell that `B:` signals is this process.
     """
 
     def __init__(self):
-        self.requested = False
+        self.requested: str | None = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._handler)
 
     def _handler(self, signum, frame):
-        log.warning("received %s: will save `last` and stop", signal.Signals(signum).name)
-        self.requested = True
+        self.requested = signal.Signals(signum).name
+        log.warning("received %s: will save `last` and stop", self.requested)
+
+    def check(self, save_last) -> None:
+        """Between two steps: if a signal came, call `save_last()` and raise Preempted."""
+        if self.requested:
+            save_last()
+            log.warning("saved `last` after %s", self.requested)
+            raise Preempted(self.requested)
 
     @staticmethod
     def requeue() -> bool:
@@ -229,5 +259,8 @@ class Preemption:
         if os.environ.get("SLURM_ARRAY_TASK_ID"):
             job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
         res = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        log.warning("scontrol requeue %s -> rc %s %s", job, res.returncode, res.stderr.strip())
+        if res.returncode == 0:
+            log.warning("requeued SLURM job %s: it restarts from `last`", job)
+        else:
+            log.error("scontrol requeue %s failed (rc %s): %s", job, res.returncode, res.stderr.strip())
         return res.returncode == 0

@@ -86,7 +86,7 @@ def test_sbatch_array_matches_sweep_and_has_no_user_paths(script):
     sweep_file = re.search(r"SWEEP_FILE:-([^}]+)}", text).group(1)
     n = len(sweep.entries(sweep.load(ROOT / sweep_file)))
     assert f"#SBATCH --array=0-{n - 1}\n" in text
-    for directive in ("--output=logs/%x_%A_%a.out", "--signal=USR1@90", "--requeue"):
+    for directive in ("--output=logs/%x_%A_%a.out", "--signal=B:USR1@90", "--requeue"):
         assert f"#SBATCH {directive}" in text
     assert not re.search(r"#SBATCH --(account|partition)|/home/|/scratch/", text)
 

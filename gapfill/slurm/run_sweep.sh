@@ -1,16 +1,18 @@
 # Sourced by submit_train_<m>.sh after common.sh: run entry $SLURM_ARRAY_TASK_ID of $SWEEP_FILE,
 # or, outside a job array, every entry in turn. $SWEEP_ARGS is appended to every entry.
+# In a job array Python replaces this shell (exec), so `--signal=B:USR1@90` (sent to the batch shell
+# only) reaches the training loop, which saves `last` and requeues the task.
 n=$("$PYTHON" -m gapfill.sweep "$SWEEP_FILE" --count)
 script=$("$PYTHON" -m gapfill.sweep "$SWEEP_FILE" --script)
-run_entry() {
+run_entry() {  # $1: entry number; $2: "exec" to let Python replace this shell
   local entry
   eval "entry=($("$PYTHON" -m gapfill.sweep "$SWEEP_FILE" --args "$1"))"
   echo "entry $1/$n: $script ${entry[*]} ${SWEEP_ARGS:-}"
   # shellcheck disable=SC2086
-  "$PYTHON" "$script" "${entry[@]}" ${SWEEP_ARGS:-}
+  ${2:-} "$PYTHON" "$script" "${entry[@]}" ${SWEEP_ARGS:-}
 }
 if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
-  run_entry "$SLURM_ARRAY_TASK_ID"
+  run_entry "$SLURM_ARRAY_TASK_ID" exec
 else
   for ((i = 0; i < n; i++)); do run_entry "$i"; done
 fi

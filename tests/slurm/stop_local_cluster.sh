@@ -1,0 +1,28 @@
+#!/bin/bash
+# Stop the cluster started by start_local_cluster.sh: cancel its jobs (`scontrol shutdown` would leave
+# running jobs alive), then end slurmd, slurmctld and munged by the pids the harness recorded, and only
+# those. Logs stay in $GAPFILL_SLURM_DIR/log for a post-mortem; the next start clears the folder.
+set -uo pipefail
+D=${GAPFILL_SLURM_DIR:-/tmp/gapfill-slurm}
+export SLURM_CONF=$D/slurm.conf
+say() { echo "stop_local_cluster: $*" >&2; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if [ ! -d "$D/run" ]; then say "no cluster in $D"; exit 0; fi
+if alive "$D/run/slurmctld.pid"; then
+  scancel --user="$(id -un)" --quiet 2>/dev/null || true
+  for _ in $(seq 50); do
+    [ -z "$(squeue -h -t RUNNING,COMPLETING,CONFIGURING -o %i 2>/dev/null)" ] && break
+    sleep 0.2
+  done
+fi
+for name in slurmd slurmctld munged; do
+  pidfile=$D/run/$name.pid
+  alive "$pidfile" || continue
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then say "$name ($pid) ignored SIGTERM; killing"; kill -KILL "$pid"; fi
+  rm -f "$pidfile"
+done
+say "cluster in $D stopped"

@@ -1,0 +1,44 @@
+"""Checks shared by the sweep tests (bash in test_pipeline, sbatch in test_slurm): every run of the
+baselines' sweep wrote its checkpoints, prediction, metrics and PDF, and the leaderboard lists them all."""
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+METHODS = ["climatology", "persistence", "interpolation", "anomaly_interpolation", "dineof"]
+
+
+def pdf_pages(path) -> int:
+    return len(re.findall(rb"/Type\s*/Page[^s]", Path(path).read_bytes()))
+
+
+def assert_sweep_outputs(ckpt: Path, results: Path, n_test: int, ny: int, nx: int) -> None:
+    """Five finished runs, each with best/last, prediction.nc (test frames), metrics matching the file,
+    a PDF of one page per test frame plus a summary; the method summary and a leaderboard of all five."""
+    runs = sorted(ckpt.iterdir())
+    assert [r.name.split("_")[2] for r in runs] == sorted(m.replace("_", "") for m in METHODS)
+    for run in runs:
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["finished"] and cfg["normalization"]["std"][0] > 0 and len(cfg["git_commit"]) >= 7
+        assert (run / "best.npz").exists() and (run / "last.npz").exists()
+        res = results / "baselines" / run.name
+        pred = xr.open_dataset(res / "prediction.nc")
+        assert pred["truth"].shape == (n_test, 1, ny, nx) and pdf_pages(res / f"{run.name}.pdf") == n_test + 1
+        m = json.loads((res / "metrics.json").read_text())
+        hidden = (pred["valid"].values == 1) & (pred["observed"].values[:, None] == 0)
+        assert m["metrics"]["overall"]["n_scored"] == hidden.sum()
+        assert abs(hidden.mean() - 0.9) < 0.02                           # the 90% test mask was applied
+        err = (pred["mean"].values - pred["truth"].values)[hidden]       # metrics.json agrees with the file
+        assert m["metrics"]["overall"]["rmse"] == pytest.approx(np.sqrt(np.mean(err.astype(float) ** 2)), rel=1e-5)
+        assert set(m["baselines"]) == {"climatology", "persistence", "interpolation", "anomaly_interpolation"}
+    assert (results / "baselines" / "summary.csv").exists()
+    rows = list(csv.DictReader(open(results / "comparison" / "leaderboard.csv")))
+    rmse = {r["run_name"].split("_")[2]: float(r["rmse"]) for r in rows}
+    assert set(rmse) == {m.replace("_", "") for m in METHODS}
+    assert rmse["dineof"] < 0.8 * rmse["climatology"]
+    assert rmse["anomalyinterpolation"] < rmse["climatology"]
+    assert pdf_pages(results / "comparison" / "comparison.pdf") >= 2
