@@ -67,6 +67,33 @@ def test_dineof_recovers_low_rank_field_and_picks_its_rank():
     assert np.sqrt(np.mean((mean6 - truth[40:])[hidden] ** 2)) > err      # overfitting costs accuracy
 
 
+def test_dineof_search_stopped_after_a_rank_resumes_to_the_same_result():
+    """What a preempted run does: save the search state after rank 3, stop, resume from the saved copy."""
+    rng = np.random.default_rng(1)
+    T, Y, X = 50, 10, 10
+    truth = (rng.normal(size=(T, 4)) @ rng.normal(size=(4, Y * X))).reshape(T, 1, Y, X)
+    vis = truth + 0.2 * rng.normal(size=truth.shape)
+    vis[30:][rng.random((T - 30, 1, Y, X)) < 0.7] = np.nan
+    clim, target = np.zeros((1, Y, X)), slice(30, T)
+    plain = dineof(vis, target, clim, max_rank=12, seed=0, max_iter=40)
+    saved = []
+
+    def stop_after_third(state):
+        if int(state["done"]) == 3:
+            saved.append({k: np.array(v, copy=True) for k, v in state.items()})   # what np.savez keeps
+            raise KeyboardInterrupt                                             # the run ends here
+
+    with pytest.raises(KeyboardInterrupt):
+        dineof(vis, target, clim, max_rank=12, seed=0, max_iter=40, after_rank=stop_after_third)
+    seen = []
+    resumed = dineof(vis, target, clim, max_rank=12, seed=0, max_iter=40, resume=saved[0],
+                     after_rank=lambda st: seen.append(int(st["curve_rank"][-1])))
+    assert seen[0] == 4 and resumed[2] == plain[2]                  # ranks 4.. only; same rank and CV curve
+    np.testing.assert_array_equal(resumed[0], plain[0])
+    np.testing.assert_array_equal(resumed[1], plain[1])
+    assert len(plain[2]["cv_mse"]) > 4
+
+
 def test_dineof_on_a_single_image_keeps_fills_in_the_visible_range():
     """One frame: image rows form the matrix; a large hole makes the raw rank-6 fill overshoot."""
     rng = np.random.default_rng(0)

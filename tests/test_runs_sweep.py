@@ -105,3 +105,26 @@ def test_preemption_flag_set_by_usr1_and_no_requeue_outside_slurm(monkeypatch):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def test_preempted_run_requeues_only_on_usr1_under_slurm(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runs.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or
+                        runs.subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+
+    def stopped(sig):
+        def main(argv):
+            p = runs.Preemption.__new__(runs.Preemption)      # no handlers installed in the test process
+            p.requested = sig
+            saved = []
+            p.check(lambda: saved.append(sig))
+            return 0 if not saved else 99                      # not reached: check raises after saving
+        return main
+
+    assert runs.run_cli(stopped("SIGUSR1")) == 0 and calls == [["scontrol", "requeue", "40_3"]]
+    assert runs.run_cli(stopped("SIGTERM")) == runs.EXIT_RESUME and len(calls) == 1   # scancel stays a cancel
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert runs.run_cli(stopped("SIGUSR1")) == runs.EXIT_RESUME and len(calls) == 1   # no SLURM: rerun resumes

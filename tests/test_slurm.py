@@ -79,7 +79,8 @@ def test_failing_task_cancels_the_test_job_with_a_clear_line(slurm_cluster, smal
 
 
 def test_signal_requeue_and_resume_give_the_uninterrupted_result(slurm_cluster, tmp_path):
-    """Two identical DINEOF runs; one gets SLURM's warning signal after two ranks of its search."""
+    """Two identical DINEOF runs side by side (one CPU each); one gets SLURM's warning signal after two
+    ranks of its search."""
     make_field(n_time=300, ny=48, nx=48, length_scale=4.0, seed=5).to_netcdf(tmp_path / "field.nc")
     sweep = tmp_path / "dineof.toml"
     sweep.write_text(f'script = "baselines/train_baselines.py"\n[fixed]\nmethod = "dineof"\n'
@@ -89,7 +90,7 @@ def test_signal_requeue_and_resume_give_the_uninterrupted_result(slurm_cluster, 
     for name in ("plain", "signalled"):
         env = job_env(tmp_path, SWEEP_FILE=str(sweep), SWEEP_ARGS=f"--checkpoint_dir {tmp_path / name}")
         jobs[name] = submit.sbatch(ROOT / "baselines" / "submit_train_baselines.sh", "--array=0",
-                                   f"--job-name=train_{name}", env=env, cwd=tmp_path)
+                                   "--cpus-per-task=1", f"--job-name=train_{name}", env=env, cwd=tmp_path)
     log_csv = tmp_path / "signalled"
     deadline = time.time() + 120
     while time.time() < deadline:                     # wait until two ranks of the search are done

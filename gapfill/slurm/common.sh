@@ -8,4 +8,7 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 mkdir -p logs
+# one OpenMP/BLAS/torch thread per CPU the job was given; by default each library starts one per core of
+# the whole node, and jobs sharing a node then slow each other down many times over
+if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$SLURM_CPUS_PER_TASK}; fi
 echo "$(date '+%F %T') host $(hostname) root $ROOT python $PYTHON job ${SLURM_JOB_ID:-none} task ${SLURM_ARRAY_TASK_ID:-all}"

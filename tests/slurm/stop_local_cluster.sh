@@ -16,13 +16,13 @@ if alive "$D/run/slurmctld.pid"; then
     sleep 0.2
   done
 fi
-for name in slurmd slurmctld munged; do
-  pidfile=$D/run/$name.pid
-  alive "$pidfile" || continue
-  pid=$(cat "$pidfile")
-  kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then say "$name ($pid) ignored SIGTERM; killing"; kill -KILL "$pid"; fi
-  rm -f "$pidfile"
+pids=()
+for name in slurmd slurmctld munged; do               # all at once: each takes a second or two to exit
+  if alive "$D/run/$name.pid"; then pids+=("$(cat "$D/run/$name.pid")"); kill -TERM "${pids[-1]}"; fi
+  rm -f "$D/run/$name.pid"
+done
+for pid in "${pids[@]}"; do
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  if kill -0 "$pid" 2>/dev/null; then say "pid $pid ignored SIGTERM; killing it"; kill -KILL "$pid"; fi
 done
 say "cluster in $D stopped"
