@@ -195,8 +195,13 @@ def peak_memory_mb() -> float:
 EXIT_RESUME = 75   # EX_TEMPFAIL: stopped early after saving `last`; the same command resumes
 
 
+class RunError(RuntimeError):
+    """A run that cannot go on, with a one-line reason for the user (numerical failure...): exit code 3."""
+
+
 def run_cli(main, argv=None) -> int:
-    """Run a script's main; bad input (DataError) ends with one clear log line and exit code 2.
+    """Run a script's main; bad input (DataError) ends with one clear log line and exit code 2, a run
+    that cannot go on (RunError) with one line and exit code 3.
 
     A run stopped by `Preemption.check` has saved `last`: on SLURM's warning signal (USR1) it requeues its
     own job (exit 0; the job restarts and resumes); otherwise it exits with EXIT_RESUME.
@@ -209,6 +214,11 @@ def run_cli(main, argv=None) -> int:
             setup_logging()
         log.error("%s", err)
         return 2
+    except RunError as err:
+        if not logging.getLogger().handlers:
+            setup_logging()
+        log.error("%s", err)
+        return 3
     except Preempted as stop:
         if stop.signal == "SIGUSR1" and Preemption.requeue():
             return 0

@@ -1,0 +1,245 @@
+"""Exact spatio-temporal GP (GPyTorch) for gappy fields: inputs, kernels, the model, and inpainting.
+
+Inputs are the cells' real coordinates (time, y, x), each divided by its median grid spacing, so that
+length scales read in frames and cells. Kernels act on time (dim 0) and space (dims 1, 2) and combine as
+a product (separable space-time, the default) or a sum. The posterior for a frame conditions on the
+observed cells of the frames within `context_frames` of it (Cholesky in float64 by default, chunked over
+the predicted cells so that a large frame never runs out of memory).
+"""
+from __future__ import annotations
+
+import logging
+
+import gpytorch
+import numpy as np
+import torch
+
+from gapfill.runs import RunError
+
+log = logging.getLogger(__name__)
+
+TIME_KERNELS = ("rbf", "matern", "periodic", "spectral", "softdisabled", "disabled")
+SPACE_KERNELS = ("rbf", "matern", "periodic", "spectral")
+COMBINATIONS = ("product", "additive")
+JITTERS = (0.0, 1e-6, 1e-4, 1e-2)        # added to the diagonal (relative to its mean) when Cholesky fails
+
+
+def add_model_args(p) -> None:
+    """The exact GP's own options (the variational GP shares them)."""
+    g = p.add_argument_group("kernels")
+    g.add_argument("--timekernel", choices=TIME_KERNELS, default="matern")
+    g.add_argument("--spacekernel", choices=SPACE_KERNELS, default="matern")
+    g.add_argument("--kernel_combination", choices=COMBINATIONS, default="product",
+                   help="product: separable space-time kernel; additive: time kernel + space kernel")
+    g.add_argument("--matern_nu", type=float, choices=(0.5, 1.5, 2.5), default=1.5)
+    g.add_argument("--num_mixtures", type=int, default=4, help="spectral mixture components")
+    g.add_argument("--time_lengthscale", type=float, default=100.0, help="softdisabled: fixed, in frames")
+    g.add_argument("--time_outputscale", type=float, default=1.0, help="softdisabled: fixed")
+    g.add_argument("--mean_function", choices=("climatology", "constant"), default="climatology",
+                   help="climatology: model anomalies from the per-cell mean of the training frames")
+    g.add_argument("--context_frames", type=int, default=None,
+                   help="frames either side a prediction conditions on (default: where the learned time "
+                        "kernel keeps a correlation above 0.01, at most the training window)")
+    g.add_argument("--max_context_points", type=int, default=3000,
+                   help="cap on the observed cells one frame's posterior conditions on (farthest frames dropped)")
+    g.add_argument("--precision", choices=("64", "32"), default="64", help="float64 or float32 linear algebra")
+
+
+def kernel_label(args: dict) -> str:
+    t, s = args["timekernel"], args["spacekernel"]
+    return s if t == "disabled" else f"{t}{'x' if args['kernel_combination'] == 'product' else '+'}{s}"
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def grid_inputs(field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t (T,), y (Y,), x (X,)) float64: coordinates in units of their median spacing, starting at 0."""
+    def scaled(v):
+        v = np.asarray(v, dtype=np.float64)
+        step = np.median(np.abs(np.diff(v))) if v.size > 1 else 1.0
+        return (v - v[0]) / (step if step > 0 else 1.0)
+    return scaled(field.time_days), scaled(field.y), scaled(field.x)
+
+
+def cell_inputs(grid, frames: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(N, 3) [t, y, x] of the True cells of `cells` (n, Y, X), frame k of which is frame `frames[k]`."""
+    t, y, x = grid
+    k, i, j = np.nonzero(cells)
+    return np.stack([t[frames[k]], y[i], x[j]], axis=1)
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def _base(name: str, dims: tuple, args: dict, extent: float):
+    """An unscaled kernel on input `dims`; initial length scales of about 3 frames or cells."""
+    ard = len(dims)
+    if name == "rbf":
+        k = gpytorch.kernels.RBFKernel(ard_num_dims=ard, active_dims=dims)
+    elif name == "matern":
+        k = gpytorch.kernels.MaternKernel(nu=args["matern_nu"], ard_num_dims=ard, active_dims=dims)
+    elif name == "periodic":
+        k = gpytorch.kernels.PeriodicKernel(ard_num_dims=ard, active_dims=dims)
+        k.period_length = torch.full_like(k.period_length, max(extent / 2, 2.0))
+    elif name == "spectral":
+        return gpytorch.kernels.SpectralMixtureKernel(num_mixtures=args["num_mixtures"], ard_num_dims=ard,
+                                                      active_dims=dims)
+    else:
+        raise ValueError(f"unknown kernel {name!r}")
+    k.lengthscale = torch.full_like(k.lengthscale, 3.0)
+    return k
+
+
+def build_kernel(args: dict, extent_t: float, extent_s: float):
+    """Covariance module over (t, y, x) from the run options (see the module docstring)."""
+    space = _base(args["spacekernel"], (1, 2), args, extent_s)
+    tk = args["timekernel"]
+    if tk == "disabled":
+        return gpytorch.kernels.ScaleKernel(space)
+    if tk == "softdisabled":
+        time = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(active_dims=(0,)))
+        time.base_kernel.lengthscale = torch.tensor(float(args["time_lengthscale"]))
+        time.outputscale = torch.tensor(float(args["time_outputscale"]))
+        time.base_kernel.raw_lengthscale.requires_grad_(False)
+        time.raw_outputscale.requires_grad_(False)
+    else:
+        time = _base(tk, (0,), args, extent_t)
+    if args["kernel_combination"] == "product":
+        return gpytorch.kernels.ScaleKernel(time * space)
+    return (time if tk == "softdisabled" else gpytorch.kernels.ScaleKernel(time)) + gpytorch.kernels.ScaleKernel(space)
+
+
+def time_factor(kernel):
+    """The time part of a kernel from build_kernel (None for a spatial-only model)."""
+    inner = kernel.base_kernel if isinstance(kernel, gpytorch.kernels.ScaleKernel) else kernel
+    parts = getattr(inner, "kernels", None)
+    return parts[0] if parts else None
+
+
+class ExactGP(gpytorch.models.ExactGP):
+    """Exact GP on (N, 3) inputs; zero mean on climatology anomalies, a learned constant otherwise."""
+
+    def __init__(self, x, y, likelihood, kernel, constant_mean: bool):
+        super().__init__(x, y, likelihood)
+        self.mean_module = gpytorch.means.ConstantMean() if constant_mean else gpytorch.means.ZeroMean()
+        self.covar_module = kernel
+
+    def forward(self, x):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+def make_model(args: dict, grid, x=None, y=None, dtype=torch.float64, device="cpu"):
+    """Model + likelihood for one band; spectral kernels are initialised from (x, y) when given."""
+    t, gy, gx = grid
+    kernel = build_kernel(args, extent_t=float(t[-1] - t[0]) or 1.0,
+                          extent_s=float(max(gy[-1] - gy[0], gx[-1] - gx[0])) or 1.0)
+    if x is not None:
+        for k in kernel.modules():
+            if isinstance(k, gpytorch.kernels.SpectralMixtureKernel):
+                k.initialize_from_data(x, y)
+    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-5))
+    lik.noise = torch.tensor(0.05)
+    model = ExactGP(x, y, lik, kernel, args["mean_function"] == "constant")
+    return model.to(device=device, dtype=dtype), lik.to(device=device, dtype=dtype)
+
+
+def context_width(model, args: dict, n_train: int, dtype=torch.float64) -> int:
+    """Frames either side a posterior conditions on: --context_frames, or where the time factor's
+    correlation stays above 0.01 (the whole training window for periodic or spectral kernels)."""
+    if args["timekernel"] == "disabled":
+        return 0
+    if args.get("context_frames") is not None:
+        return int(args["context_frames"])
+    tf = time_factor(model.covar_module)
+    lags = torch.arange(0, max(n_train, 1) + 1, dtype=dtype, device=next(model.parameters()).device)
+    pts = torch.zeros(len(lags), 3, dtype=dtype, device=lags.device)
+    pts[:, 0] = lags
+    with torch.no_grad():
+        corr = tf(pts[:1], pts).to_dense()[0]
+    corr = (corr / corr[0]).cpu().numpy()
+    above = np.flatnonzero(np.abs(corr) >= 0.01)
+    return int(above.max()) if above.size else 0
+
+
+# ---------------------------------------------------------------------------------------- posterior
+def cholesky(K: torch.Tensor, what: str) -> torch.Tensor:
+    """Cholesky factor with growing jitter; RunError naming `what` when even the largest fails."""
+    scale = K.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
+    for j in JITTERS:
+        L, info = torch.linalg.cholesky_ex(K + j * scale * eye)
+        if int(info) == 0 and torch.isfinite(L).all():
+            if j:
+                log.warning("%s: covariance needed jitter %.0e to factorise", what, j)
+            return L
+    raise RunError(f"{what}: the covariance matrix is not positive definite even with jitter "
+                   f"{JITTERS[-1]:g} x its mean diagonal; try another kernel pair or --precision 64")
+
+
+def context_cells(observed: np.ndarray, finite: np.ndarray, frame: int, width: int, cap: int) -> np.ndarray:
+    """(T, Y, X) bool: observed cells of the frames within `width` of `frame`, nearest frames first until
+    `cap` cells; the frame itself always (a random `cap` of its cells if it alone has more)."""
+    T = observed.shape[0]
+    usable = observed & finite
+    out = np.zeros_like(usable)
+    order = sorted(range(max(0, frame - width), min(T, frame + width + 1)), key=lambda f: (abs(f - frame), f))
+    total = 0
+    for f in order:
+        n = int(usable[f].sum())
+        if f != frame and total + n > cap:
+            break
+        out[f] = usable[f]
+        total += n
+    if total > cap:                          # the frame alone is larger than the cap
+        idx = np.flatnonzero(out[frame])
+        keep = np.random.default_rng(frame).choice(idx, cap, replace=False)
+        out[frame] = False
+        out[frame].flat[keep] = True
+    return out
+
+
+@torch.no_grad()
+def posterior(model, lik, xc: torch.Tensor, yc: torch.Tensor, xs: torch.Tensor, what: str,
+              chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive mean and variance (of a new observation, noise included) at xs (M, 3) given (xc (N, 3),
+    yc (N,)); both (M,). Kernel blocks are built chunk by chunk."""
+    kern, mean_fn = model.covar_module, model.mean_module
+    noise = lik.noise.reshape(())
+    K = kern(xc, xc).to_dense() + noise * torch.eye(len(xc), dtype=xc.dtype, device=xc.device)
+    L = cholesky(K, what)
+    alpha = torch.cholesky_solve((yc - mean_fn(xc)).unsqueeze(-1), L).squeeze(-1)
+    means, variances = [], []
+    for s in range(0, len(xs), chunk):
+        xq = xs[s:s + chunk]
+        Kqc = kern(xq, xc).to_dense()
+        v = torch.linalg.solve_triangular(L, Kqc.T, upper=False)
+        means.append(mean_fn(xq) + Kqc @ alpha)
+        variances.append((kern(xq, diag=True) - (v * v).sum(0)).clamp_min(0) + noise)
+    return torch.cat(means), torch.cat(variances)
+
+
+def inpaint(model, lik, grid, anomaly: np.ndarray, observed: np.ndarray, frames, width: int, cap: int,
+            what: str, dtype=torch.float64, device="cpu", progress: bool = False):
+    """Posterior mean and variance of every cell of `frames` given the observed cells around each.
+
+    anomaly (T, Y, X): the model's target (NaN where not visible); observed (T, Y, X) bool.
+    Returns two (len(frames), Y, X) float64 arrays.
+    """
+    from tqdm import tqdm
+    T, Y, X = anomaly.shape
+    finite = np.isfinite(anomaly)
+    all_cells = np.ones((1, Y, X), dtype=bool)
+    mean, var = np.empty((len(frames), Y, X)), np.empty((len(frames), Y, X))
+    tt = lambda a: torch.as_tensor(a, dtype=dtype, device=device)      # noqa: E731
+    for n, f in enumerate(tqdm(frames, desc=f"posterior {what}", unit="frame", disable=not progress)):
+        ctx = context_cells(observed, finite, int(f), width, cap)
+        xc = cell_inputs(grid, np.arange(T), ctx)
+        if len(xc) == 0:
+            raise RunError(f"{what}: frame {f} and the frames around it have no observed cell to condition on")
+        xs = cell_inputs(grid, np.array([f]), all_cells)
+        m, v = posterior(model, lik, tt(xc), tt(anomaly[ctx]), tt(xs), what)
+        mean[n], var[n] = m.cpu().numpy().reshape(Y, X), v.cpu().numpy().reshape(Y, X)
+    return mean, var
+
+
+def band_targets(values: np.ndarray, clim: np.ndarray | None) -> np.ndarray:
+    """(T, Y, X) what the GP models for one band: normalised values minus the normalised climatology."""
+    return values - clim[None] if clim is not None else values.copy()
+

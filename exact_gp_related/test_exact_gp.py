@@ -1,0 +1,46 @@
+"""Test exact-GP runs by inpainting: each test frame's posterior conditions on its observed cells and on
+those of the frames within the run's context; writes prediction.nc, metrics.json, PDFs and the summary.
+
+    python exact_gp_related/test_exact_gp.py --checkpoints D/* --results_folder R --num_frames_test 10 \\
+        --test_mask_type fixed --test_prob_masking 0.9
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from exact_gp_related.exact_gp_utils import context_width, inpaint, kernel_label, make_model
+from exact_gp_related.train_exact_gp import METHOD, Setup
+from gapfill import runs
+from gapfill.data import Normalizer
+from gapfill.evaluate import test_main
+
+
+def predict(problem, cfg, run_dir, device):
+    """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
+    args = cfg["args"]
+    setup = Setup(args, problem, Normalizer.from_dict(cfg["normalization"]))
+    best = torch.load(run_dir / "best.pt", weights_only=False)["bands"]
+    sl = problem.splits["test"]
+    means, variances = [], []
+    for b in range(problem.field.shape[1]):
+        model, lik = make_model(args, setup.grid, dtype=setup.dtype, device=device)
+        model.load_state_dict(best[b]["model"])
+        model.eval()
+        width = context_width(model, args, setup.train.stop - setup.train.start, setup.dtype)
+        mean, var = inpaint(model, lik, setup.grid, setup.target(b), setup.observed, range(sl.start, sl.stop),
+                            width, args["max_context_points"], f"exact GP {kernel_label(args)} band {b}",
+                            setup.dtype, device, progress=True)
+        mean, var = setup.to_physical(b, mean, var)
+        means.append(mean)
+        variances.append(var)
+    return np.stack(means, axis=1), np.stack(variances, axis=1)
+
+
+def main(argv=None):
+    test_main(METHOD, predict, argv, __doc__.splitlines()[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(runs.run_cli(main))

@@ -1,0 +1,247 @@
+"""Train an exact spatio-temporal GP (GPyTorch) on the observed cells of the training frames.
+
+Hyperparameters maximise the exact marginal likelihood (Adam, Cholesky) on up to --max_train_points
+observed cells of the training frames, one band at a time. Every --eval_every steps the validation frames
+are inpainted (conditioning on their observed cells and those of nearby frames) and scored on their
+hidden cells (RMSE, NLL); the best state is kept, --patience evaluations without improvement stop the
+band. On SLURM's warning signal (or SIGTERM) the run saves `last` and stops; the same command resumes.
+
+    python exact_gp_related/train_exact_gp.py --data_path F --timekernel matern --spacekernel rbf \\
+        --prob_masking 0.9 --mask_type dynamic --max_iters 100 --num_frames_train 50 --num_frames_valid 10 \\
+        --checkpoint_dir D
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+
+import gpytorch
+import numpy as np
+import torch
+from linear_operator.utils.errors import NotPSDError
+from tqdm import tqdm
+
+from baselines.classical import climatology
+from exact_gp_related.exact_gp_utils import (JITTERS, add_model_args, band_targets, cell_inputs, context_width,
+                                             grid_inputs, inpaint, kernel_label, make_model)
+from gapfill import cli, runs
+from gapfill.data import DataError, Normalizer
+from gapfill.evaluate import build_problem
+from gapfill.metrics import gaussian_nll, rmse
+
+log = logging.getLogger("exact_gp.train")
+METHOD = "exact_gp"
+
+
+def parse_args(argv=None):
+    p = cli.train_parser(__doc__.splitlines()[0])
+    add_model_args(p)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=0.05)
+    g.add_argument("--max_train_points", type=int, default=2000,
+                   help="observed training cells the likelihood uses (a random subset when there are more)")
+    g.add_argument("--eval_every", type=int, default=10, help="steps between validation inpaintings")
+    g.add_argument("--patience", type=int, default=5, help="evaluations without improvement before stopping")
+    return p.parse_args(argv)
+
+
+def run_name(args, dataset: str) -> str:
+    extra = {"nu": args.matern_nu} if "matern" in (args.timekernel, args.spacekernel) else {}
+    return args.run_name or runs.make_run_name(METHOD, dataset, {
+        "": kernel_label(vars(args)), **extra, "mean": args.mean_function, "mask": cli.mask_tag(vars(args)),
+        "seed": args.seed})
+
+
+class Setup:
+    """Everything a band's fit and its validation need, in normalised units."""
+
+    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None):
+        f, s = problem.field, problem.splits
+        self.args, self.problem, self.grid = args, problem, grid_inputs(f)
+        self.train = s["train"] if s["train"].stop > s["train"].start else slice(0, f.shape[0])
+        if s["train"].stop == s["train"].start:
+            log.warning("no training frames (a single image?): fitting on the observed cells of every frame")
+        visible = problem.visible()
+        self.normalizer = normalizer or Normalizer.fit(visible[self.train])
+        self.norm = self.normalizer.normalize(visible)                                  # (T, B, Y, X)
+        self.clim = climatology(self.norm, s["train"]) if args["mean_function"] == "climatology" else None
+        self.observed = problem.observed
+        self.dtype = torch.float64 if args["precision"] == "64" else torch.float32
+
+    def target(self, b: int) -> np.ndarray:
+        """(T, Y, X) the model's view of band b: observed cells only, NaN elsewhere."""
+        t = band_targets(self.norm[:, b], None if self.clim is None else self.clim[b])
+        return np.where(self.observed, t, np.nan)
+
+    def training_data(self, b: int, device):
+        target = self.target(b)
+        cells = np.isfinite(target[self.train])
+        frames = np.arange(self.train.start, self.train.stop)
+        x, y = cell_inputs(self.grid, frames, cells), target[self.train][cells]
+        cap = self.args["max_train_points"]
+        if len(y) > cap:
+            keep = np.sort(np.random.default_rng(self.args["seed"] + b).choice(len(y), cap, replace=False))
+            x, y = x[keep], y[keep]
+        if len(y) < 3:
+            raise DataError(f"{self.problem.field.path}: band {b} has {len(y)} observed training cells; "
+                            "the GP needs a few (lower --prob_masking or add frames)")
+        tt = lambda a: torch.as_tensor(a, dtype=self.dtype, device=device)   # noqa: E731
+        return tt(x), tt(y)
+
+    def to_physical(self, b: int, mean: np.ndarray, var: np.ndarray):
+        """Normalised anomaly mean/variance (n, Y, X) of band b -> physical units."""
+        mu, sd = self.normalizer.mean[b], self.normalizer.std[b]
+        full = mean + (self.clim[b] if self.clim is not None else 0.0)
+        return full * sd + mu, var * sd * sd
+
+    def validate(self, b: int, model, lik, device) -> dict:
+        """Inpaint the validation frames of band b; RMSE and NLL (physical units) on their hidden cells."""
+        sl = self.problem.splits["valid"]
+        if sl.stop == sl.start:
+            return {}
+        width = context_width(model, self.args, self.train.stop - self.train.start, self.dtype)
+        mean, var = inpaint(model, lik, self.grid, self.target(b), self.observed, range(sl.start, sl.stop), width,
+                            self.args["max_context_points"], kernel_label(self.args), self.dtype, device)
+        mean, var = self.to_physical(b, mean, var)
+        truth = self.problem.field.values[sl, b]
+        scored = self.problem.scored("valid")[:, b]
+        return {"valid_rmse": rmse(truth, mean, scored), "valid_nll": gaussian_nll(truth, mean, var, scored)}
+
+
+def fit_band(setup: Setup, b: int, state: dict, preempt, run_dir, logger, t0: float, device) -> dict:
+    """Adam on the exact marginal likelihood for band b; resumes from `state['current']` when present."""
+    args = setup.args
+    x, y = setup.training_data(b, device)
+    model, lik = make_model(args, setup.grid, x, y, setup.dtype, device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args["lr"])
+    cur = state.get("current")
+    if cur and cur["band"] == b:
+        model.load_state_dict(cur["model"])
+        opt.load_state_dict(cur["optimizer"])
+        log.info("band %d: resuming at step %d", b, cur["step"])
+    else:
+        cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+    what = f"exact GP {kernel_label(args)} band {b}"
+    model.train()
+    bar = tqdm(range(cur["step"], args["max_iters"]), desc=f"{what}", unit="step", disable=None)
+    for step in bar:
+        snapshot = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+        while True:
+            jitter = max(JITTERS[cur["jitter"]], 1e-8 if setup.dtype == torch.float64 else 1e-6)
+            try:
+                opt.zero_grad()
+                with gpytorch.settings.max_cholesky_size(10**7), \
+                        gpytorch.settings.cholesky_jitter(float_value=jitter, double_value=jitter):
+                    loss = -mll(model(x), y)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError("loss is not finite")
+                    loss.backward()
+                opt.step()
+                break
+            except (NotPSDError, FloatingPointError, torch.linalg.LinAlgError) as err:
+                model.load_state_dict(snapshot[0])
+                opt.load_state_dict(snapshot[1])
+                if cur["jitter"] + 1 >= len(JITTERS):
+                    raise runs.RunError(f"{what}: {err} at step {step} even with jitter {jitter:g}; "
+                                        f"try a smaller --lr or another kernel pair") from None
+                cur["jitter"] += 1
+                log.warning("%s: %s at step %d; retrying with jitter %g", what, type(err).__name__, step,
+                            JITTERS[cur["jitter"]])
+        bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}")
+        cur["step"] = step + 1
+        row = {"band": b, "step": step + 1, "loss": loss.item(), "noise": lik.noise.item(),
+               "seconds": round(time.time() - t0, 2)}
+        last_step = step + 1 == args["max_iters"]
+        if (step + 1) % args["eval_every"] == 0 or last_step:
+            model.eval()
+            val = setup.validate(b, model, lik, device)
+            model.train()
+            row.update(val)
+            score = val.get("valid_rmse", loss.item())        # no validation frames: the training loss
+            if score < cur["best_val"]:
+                cur["best_val"], cur["best"], cur["bad"] = score, copy.deepcopy(model.state_dict()), 0
+                save_best(run_dir, state, cur)
+            else:
+                cur["bad"] += 1
+            if val:
+                bar.write(f"{what} step {step + 1}: valid RMSE {val['valid_rmse']:.4g}, NLL {val['valid_nll']:.4g}")
+        logger.write(**row)
+        done = last_step or cur["bad"] >= args["patience"]
+        cur["model"], cur["optimizer"] = model.state_dict(), opt.state_dict()
+        if not done:
+            preempt.check(lambda: save_last(run_dir, state, cur, time.time() - t0))
+        if done:
+            if cur["bad"] >= args["patience"]:
+                log.info("%s: no improvement in %d evaluations, stopping at step %d", what, args["patience"], step + 1)
+            break
+    if cur["best"] is None:                                       # max_iters 0
+        cur["best"], cur["best_val"] = copy.deepcopy(model.state_dict()), float("nan")
+    model.load_state_dict(cur["best"])
+    model.eval()
+    width = context_width(model, args, setup.train.stop - setup.train.start, setup.dtype)
+    return {"model": cur["best"], "valid": cur["best_val"], "steps": cur["step"], "context_width": width,
+            "n_train": len(y)}
+
+
+def save_last(run_dir, state: dict, cur: dict, seconds: float) -> None:
+    with runs.atomic_path(run_dir / "last.pt") as tmp:
+        torch.save({**state, "current": cur}, tmp)
+    runs.update_config(run_dir, train_seconds=seconds)
+
+
+def save_best(run_dir, state: dict, cur: dict | None) -> None:
+    """best.pt: the finished bands and the best state so far of the band being fitted."""
+    bands = dict(state["bands"])
+    if cur is not None and cur.get("best") is not None:
+        bands[cur["band"]] = {"model": cur["best"], "valid": cur["best_val"], "partial": True}
+    with runs.atomic_path(run_dir / "best.pt") as tmp:
+        torch.save({"bands": bands}, tmp)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    runs.setup_logging(args.log_level)
+    runs.seed_everything(args.seed)
+    problem = build_problem(vars(args))
+    field = problem.field
+    name = run_name(args, field.name)
+    run_dir, status = runs.prepare_run(args.checkpoint_dir or f"checkpoints/{METHOD}", name, args.overwrite)
+    if status == "finished":
+        return 0
+    preempt = runs.Preemption()
+    device = runs.resolve_device(args.device, args.local_rank)
+    setup = Setup(vars(args), problem)
+    t0 = time.time()
+    if status == "resume":
+        state = torch.load(run_dir / "last.pt", weights_only=False)
+        cfg = runs.update_config(run_dir, restarts=runs.read_json(run_dir / "config.json").get("restarts", 0) + 1)
+        t0 -= cfg.get("train_seconds", 0.0)
+    else:
+        state = {"bands": {}}
+        runs.save_config(run_dir, METHOD, name, vars(args), display_name=f"exact GP {kernel_label(vars(args))}",
+                         normalization=setup.normalizer.to_dict(), bands=field.bands, units=field.units,
+                         device=device)
+    logger = runs.CsvLog(run_dir / "train_log.csv", ["band", "step", "loss", "noise", "valid_rmse", "valid_nll",
+                                                     "seconds"])
+    for b in range(field.shape[1]):
+        if b in state["bands"]:
+            continue
+        state["bands"][b] = fit_band(setup, b, state, preempt, run_dir, logger, t0, device)
+        state.pop("current", None)
+        save_best(run_dir, state, None)
+        save_last(run_dir, state, {"band": -1}, time.time() - t0)
+        log.info("band %s: best validation RMSE %.4g %s after %d steps; posterior context +-%d frames",
+                 field.bands[b], state["bands"][b]["valid"], field.units[b], state["bands"][b]["steps"],
+                 state["bands"][b]["context_width"])
+    vals = [v["valid"] for v in state["bands"].values()]
+    runs.update_config(run_dir, finished=True, train_seconds=time.time() - t0, peak_memory_mb=runs.peak_memory_mb(),
+                       valid_rmse=float(np.mean(vals)) if vals else None,
+                       context_width=[state["bands"][b]["context_width"] for b in sorted(state["bands"])])
+    log.info("wrote %s", run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(runs.run_cli(main))
