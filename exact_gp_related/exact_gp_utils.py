@@ -216,26 +216,28 @@ def posterior(model, lik, xc: torch.Tensor, yc: torch.Tensor, xs: torch.Tensor, 
 
 
 def inpaint(model, lik, grid, anomaly: np.ndarray, observed: np.ndarray, frames, width: int, cap: int,
-            what: str, dtype=torch.float64, device="cpu", progress: bool = False):
+            what: str, dtype=torch.float64, device="cpu", progress: bool = False, only: np.ndarray | None = None):
     """Posterior mean and variance of every cell of `frames` given the observed cells around each.
 
-    anomaly (T, Y, X): the model's target (NaN where not visible); observed (T, Y, X) bool.
-    Returns two (len(frames), Y, X) float64 arrays.
+    anomaly (T, Y, X): the model's target (NaN where not visible); observed (T, Y, X) bool; `only`
+    (len(frames), Y, X) bool: predict just those cells (NaN elsewhere). Returns two (len(frames), Y, X).
     """
     from tqdm import tqdm
     T, Y, X = anomaly.shape
     finite = np.isfinite(anomaly)
-    all_cells = np.ones((1, Y, X), dtype=bool)
-    mean, var = np.empty((len(frames), Y, X)), np.empty((len(frames), Y, X))
+    mean, var = np.full((len(frames), Y, X), np.nan), np.full((len(frames), Y, X), np.nan)
     tt = lambda a: torch.as_tensor(a, dtype=dtype, device=device)      # noqa: E731
     for n, f in enumerate(tqdm(frames, desc=f"posterior {what}", unit="frame", disable=not progress)):
         ctx = context_cells(observed, finite, int(f), width, cap)
         xc = cell_inputs(grid, np.arange(T), ctx)
         if len(xc) == 0:
             raise RunError(f"{what}: frame {f} and the frames around it have no observed cell to condition on")
-        xs = cell_inputs(grid, np.array([f]), all_cells)
+        want = np.ones((1, Y, X), dtype=bool) if only is None else only[n][None]
+        if not want.any():
+            continue
+        xs = cell_inputs(grid, np.array([f]), want)
         m, v = posterior(model, lik, tt(xc), tt(anomaly[ctx]), tt(xs), what)
-        mean[n], var[n] = m.cpu().numpy().reshape(Y, X), v.cpu().numpy().reshape(Y, X)
+        mean[n][want[0]], var[n][want[0]] = m.cpu().numpy(), v.cpu().numpy()
     return mean, var
 
 

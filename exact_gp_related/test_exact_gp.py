@@ -15,6 +15,9 @@ from gapfill import runs
 from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
 
+# summary heatmaps: one row per kernel pair, one column per masking probability and mask type
+SUMMARY_GRID = (["timekernel", "kernel_combination", "spacekernel"], ["prob_masking", "mask_type"])
+
 
 def predict(problem, cfg, run_dir, device):
     """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
@@ -38,7 +41,7 @@ def predict(problem, cfg, run_dir, device):
 
 
 def main(argv=None):
-    test_main(METHOD, predict, argv, __doc__.splitlines()[0])
+    test_main(METHOD, predict, argv, __doc__.splitlines()[0], summary_grid=SUMMARY_GRID)
     return 0
 
 

@@ -159,13 +159,15 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     return record
 
 
-def test_main(method: str, predict: Callable, argv=None, description: str | None = None) -> list[dict]:
-    """Shared body of every test_<method>.py: test each checkpoint, then write the method summary."""
+def test_main(method: str, predict: Callable, argv=None, description: str | None = None,
+              summary_grid: tuple[list[str], list[str]] | None = None) -> list[dict]:
+    """Shared body of every test_<method>.py: test each checkpoint, then write the method summary
+    (with heatmaps by `summary_grid` = (row options, column options) when given)."""
     from gapfill.report import method_summary
     args = cli.test_parser(description or f"Test {method} runs: inpainting of the test frames").parse_args(argv)
     runs.setup_logging(args.log_level)
     results = Path(args.results_folder or Path("results") / method)
     records = [evaluate_run(method, d, predict, vars(args), results) for d in args.checkpoints]
-    csv_path, pdf_path = method_summary(records, results, method)
+    csv_path, pdf_path = method_summary(records, results, method, grid=summary_grid)
     log.info("summary of %d run(s): %s and %s", len(records), csv_path, pdf_path)
     return records

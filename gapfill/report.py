@@ -316,8 +316,58 @@ def _grouped_barh(ax, labels, series: dict, title: str):
     ax.grid(axis="x", alpha=0.3)
 
 
-def method_summary(metrics_list: list[dict], out_dir, method: str) -> tuple[Path, Path]:
-    """Write summary.csv (one row per run) and summary_<method>.pdf. Returns (csv_path, pdf_path)."""
+def _grid_pages(pdf, metrics_list: list[dict], method: str, rows: list[str], cols: list[str]) -> None:
+    """Heatmaps of RMSE, MAE, CRPS and 95% coverage: one row per value of the options `rows` (e.g. the
+    kernel pair), one column per value of `cols` (e.g. masking probability and mask type), averaged over
+    runs that share both; RMSE and MAE get a last row with the best classical baseline on the same cells."""
+    def key(m, ks):
+        cfg = m.get("config") or {}
+        return " x ".join(f"{cfg.get(k):g}" if isinstance(cfg.get(k), float) else str(cfg.get(k)) for k in ks)
+
+    rkeys = sorted({key(m, rows) for m in metrics_list})
+    ckeys = sorted({key(m, cols) for m in metrics_list})
+    for metric, title in (("rmse", "RMSE"), ("mae", "MAE"), ("crps", "CRPS"), ("coverage95", "95% coverage")):
+        table = np.full((len(rkeys) + 1, len(ckeys)), np.nan)
+        for i, r in enumerate(rkeys):
+            for j, c in enumerate(ckeys):
+                v = [_num((_scores(m).get("overall") or {}).get(metric)) for m in metrics_list
+                     if key(m, rows) == r and key(m, cols) == c]
+                table[i, j] = np.nanmean(v) if v and np.isfinite(v).any() else np.nan
+        floor = metric in ("rmse", "mae")
+        for j, c in enumerate(ckeys):
+            if floor:
+                vals = [min(_num((b.get("overall") or {}).get(metric)) for b in (m.get("baselines") or {}).values())
+                        for m in metrics_list if key(m, cols) == c and m.get("baselines")]
+                table[-1, j] = np.nanmean(vals) if vals else np.nan
+        if not np.isfinite(table).any():
+            continue
+        labels = rkeys + (["best classical baseline"] if floor else [])
+        data = table if floor else table[:-1]
+        fig = Figure(figsize=(PAGE[0], min(max(PAGE[1], 1.5 + 0.3 * len(labels)), 60)), layout="constrained")
+        ax = fig.subplots()
+        im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=_cmap("viridis_r" if metric != "coverage95"
+                                                                              else "viridis"))
+        for (i, j), v in np.ndenumerate(data):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7,
+                        color="w" if v > np.nanmean(data) else "k")
+        ax.set_xticks(range(len(ckeys)), ckeys, fontsize=8, rotation=30, ha="right")
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel(" x ".join(cols))
+        ax.set_ylabel(" x ".join(rows))
+        if floor:
+            ax.axhline(len(rkeys) - 0.5, color="w", lw=3)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.suptitle(f"{method}: {title} on hidden valid cells by {' x '.join(rows)} and {' x '.join(cols)}",
+                     fontsize=11)
+        pdf.savefig(fig)
+
+
+def method_summary(metrics_list: list[dict], out_dir, method: str,
+                   grid: tuple[list[str], list[str]] | None = None) -> tuple[Path, Path]:
+    """Write summary.csv (one row per run) and summary_<method>.pdf. Returns (csv_path, pdf_path).
+
+    `grid` = (row options, column options) adds heatmap pages (see _grid_pages) when runs differ in both."""
     if not metrics_list:
         raise ValueError(f"method_summary got no runs for method {method!r}.")
     out_dir = Path(out_dir)
@@ -374,6 +424,8 @@ def method_summary(metrics_list: list[dict], out_dir, method: str) -> tuple[Path
                          fontsize=11)
             fig.tight_layout()
             pdf.savefig(fig)
+        if grid and len(metrics_list) > 1:
+            _grid_pages(pdf, metrics_list, method, list(grid[0]), list(grid[1]))
     log.info("wrote %s and %s", csv_path, pdf_path)
     return csv_path, pdf_path
 

@@ -13,7 +13,7 @@ import pytest
 from baselines import test_baselines
 from data_generation.make_synthetic_field import make_field
 from gapfill import submit
-from sweep_checks import assert_sweep_outputs
+from sweep_checks import assert_sweep_outputs, pdf_pages
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,8 @@ def job_env(tmp: Path, **extra) -> dict:
     return env
 
 
-def run_submit(tmp: Path, env: dict, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gapfill.submit", "baselines", "--wait", "--poll", "0.5",
+def run_submit(tmp: Path, env: dict, *argv: str, method: str = "baselines") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gapfill.submit", method, "--wait", "--poll", "0.5",
                            "--timeout", "400", *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=500)
 
 
@@ -58,6 +58,28 @@ def test_sweep_as_job_array_then_test_job_after_it(slurm_cluster, small_field, t
     test_log = next((tmp_path / "logs").glob("test_baselines_*.out")).read_text()
     assert "leaderboard" in test_log.lower()
     assert_sweep_outputs(tmp_path / "ckpt", tmp_path / "results", n_test=4, ny=16, nx=16)
+
+
+def test_exact_gp_sweep_with_gpu_gres_as_job_array_then_test_job(slurm_cluster, tmp_path):
+    """The exact GP's scripts ask for --gres=gpu:1 (the test node has one fake GPU; torch runs on the CPU)."""
+    make_field(n_time=30, ny=10, nx=10, length_scale=3.0, seed=2).to_netcdf(tmp_path / "tiny.nc")
+    env = job_env(tmp_path, SWEEP_ARGS=f"--data_path {tmp_path / 'tiny.nc'} --checkpoint_dir {tmp_path / 'ckpt'}",
+                  CHECKPOINT_DIR=str(tmp_path / "ckpt"), RESULTS_DIR=str(tmp_path / "results"),
+                  TEST_ARGS="--num_frames_test 2")
+    res = run_submit(tmp_path, env, "--sweep", str(ROOT / "tests" / "sweeps" / "exact_gp_small.toml"),
+                     method="exact_gp_related")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    runs = sorted((tmp_path / "ckpt").iterdir())
+    assert [r.name.split("_")[3] for r in runs] == ["maternxrbf", "rbf"]
+    for run in runs:
+        assert json.loads((run / "config.json").read_text())["finished"]
+        m = json.loads((tmp_path / "results" / "exact_gp" / run.name / "metrics.json").read_text())
+        assert m["metrics"]["overall"]["rmse"] < m["baselines"]["climatology"]["overall"]["rmse"]
+        assert pdf_pages(tmp_path / "results" / "exact_gp" / run.name / f"{run.name}.pdf") == 3
+    board = (tmp_path / "results" / "comparison" / "leaderboard.csv").read_text()
+    assert board.count("exact GP") == 2
+    log = next((tmp_path / "logs").glob("train_exact_gp_*_0.out")).read_text()
+    assert "cpus 4 gpus 0" in log                                              # the job got its GPU
 
 
 def test_failing_task_cancels_the_test_job_with_a_clear_line(slurm_cluster, small_field, tmp_path):

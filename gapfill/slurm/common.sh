@@ -11,4 +11,4 @@ mkdir -p logs
 # one OpenMP/BLAS/torch thread per CPU the job was given; by default each library starts one per core of
 # the whole node, and jobs sharing a node then slow each other down many times over
 if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$SLURM_CPUS_PER_TASK}; fi
-echo "$(date '+%F %T') host $(hostname) root $ROOT python $PYTHON job ${SLURM_JOB_ID:-none} task ${SLURM_ARRAY_TASK_ID:-all}"
+echo "$(date '+%F %T') host $(hostname) root $ROOT python $PYTHON job ${SLURM_JOB_ID:-none} task ${SLURM_ARRAY_TASK_ID:-all} cpus ${SLURM_CPUS_PER_TASK:-all} gpus ${CUDA_VISIBLE_DEVICES:-none}"

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Test every trained exact GP run (inpainting of the test frames), then compare all methods:
+#   jid=$(sbatch --parsable exact_gp_related/submit_train_exact_gp.sh)
+#   sbatch --dependency=afterok:$jid --kill-on-invalid-dep=yes exact_gp_related/submit_test_exact_gp.sh
+#   bash exact_gp_related/submit_test_exact_gp.sh     # no SLURM
+#SBATCH --job-name=test_exact_gp
+#SBATCH --output=logs/%x_%j.out
+#SBATCH --time=04:00:00
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=32G
+#SBATCH --gres=gpu:1
+source "${GAPFILL_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}/gapfill/slurm/common.sh"
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/exact_gp}
+RESULTS_DIR=${RESULTS_DIR:-results}
+# shellcheck disable=SC2086
+"$PYTHON" exact_gp_related/test_exact_gp.py --checkpoints "$CHECKPOINT_DIR"/*/ --results_folder "$RESULTS_DIR/exact_gp" \
+  ${TEST_ARGS:---num_frames_test 10}
+"$PYTHON" -m gapfill.report compare --results "$RESULTS_DIR" --out "$RESULTS_DIR/comparison"

@@ -1,0 +1,234 @@
+"""Exact GP: the posterior against float64 numpy GP equations, inpainting that beats the classical floor
+on a crop of the default field, every kernel pair of the sweep end to end, clear numerical errors, resume."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.classical import reconstruct
+from data_generation.make_synthetic_field import make_field
+from exact_gp_related import exact_gp_utils as U
+from exact_gp_related import test_exact_gp, train_exact_gp
+from gapfill import runs
+from gapfill.evaluate import build_problem
+from gapfill.metrics import rmse
+from gapfill.sweep import entries, load
+from sweep_checks import pdf_pages
+
+ARGS = {"matern_nu": 1.5, "num_mixtures": 2, "time_lengthscale": 50.0, "time_outputscale": 0.7,
+        "mean_function": "climatology", "context_frames": None, "max_context_points": 3000, "precision": "64"}
+
+
+# ------------------------------------------------------------------ float64 numpy reference
+def np_rbf(a, b, ls):
+    d2 = (((a[:, None, :] - b[None, :, :]) / ls) ** 2).sum(-1)
+    return np.exp(-0.5 * d2)
+
+
+def np_matern(a, b, ls, nu):
+    d = np.sqrt((((a[:, None, :] - b[None, :, :]) / ls) ** 2).sum(-1))
+    if nu == 0.5:
+        return np.exp(-d)
+    if nu == 1.5:
+        return (1 + np.sqrt(3) * d) * np.exp(-np.sqrt(3) * d)
+    return (1 + np.sqrt(5) * d + 5 / 3 * d**2) * np.exp(-np.sqrt(5) * d)
+
+
+def np_periodic(a, b, ls, period):
+    """GPyTorch's periodic kernel: exp(-2 sum_i sin^2(pi |a_i - b_i| / p_i) / l_i)."""
+    s = np.sin(np.pi * np.abs(a[:, None, :] - b[None, :, :]) / period) ** 2
+    return np.exp(-2 * (s / ls).sum(-1))
+
+
+def hyper(k):
+    return {n: p.detach().double().numpy().ravel() for n, p in
+            (("ls", getattr(k, "lengthscale", None)), ("period", getattr(k, "period_length", None))) if p is not None}
+
+
+def np_kernel(name, k, a, b):
+    h = hyper(k)
+    if name == "rbf":
+        return np_rbf(a, b, h["ls"])
+    if name == "matern":
+        return np_matern(a, b, h["ls"], k.nu)
+    return np_periodic(a, b, h["ls"], h["period"])
+
+
+@pytest.mark.parametrize("combination, tk, sk", [("product", "matern", "rbf"), ("additive", "periodic", "matern"),
+                                                 ("product", "rbf", "periodic")])
+def test_posterior_matches_float64_numpy_gp_equations(combination, tk, sk):
+    rng = np.random.default_rng(0)
+    args = dict(ARGS, timekernel=tk, spacekernel=sk, kernel_combination=combination)
+    grid = (np.arange(20.0), np.arange(12.0), np.arange(12.0))
+    model, lik = U.make_model(args, grid)
+    with torch.no_grad():                                  # hyperparameters away from their initial values
+        for m in model.covar_module.modules():
+            if getattr(m, "has_lengthscale", False) and m.raw_lengthscale.requires_grad:
+                m.lengthscale = torch.as_tensor(rng.uniform(1.5, 5.0, m.lengthscale.shape))
+            if isinstance(m, __import__("gpytorch").kernels.PeriodicKernel):
+                m.period_length = torch.as_tensor(rng.uniform(4.0, 9.0, m.period_length.shape))
+            if hasattr(m, "outputscale"):
+                m.outputscale = torch.tensor(rng.uniform(0.5, 2.0))
+        lik.noise = torch.tensor(0.07)
+    xc = np.column_stack([rng.uniform(0, 19, 80), rng.uniform(0, 11, 80), rng.uniform(0, 11, 80)])
+    xs = np.column_stack([rng.uniform(0, 19, 30), rng.uniform(0, 11, 30), rng.uniform(0, 11, 30)])
+    yc = np.sin(xc[:, 0] / 3) + np.cos(xc[:, 1] / 2) + 0.1 * rng.normal(size=80)
+    model.eval()
+    mean, var = U.posterior(model, lik, torch.tensor(xc), torch.tensor(yc), torch.tensor(xs), "test", chunk=7)
+
+    ck = model.covar_module
+    if combination == "product":
+        t_k, s_k = ck.base_kernel.kernels
+        kfun = lambda a, b: float(ck.outputscale) * np_kernel(tk, t_k, a[:, :1], b[:, :1]) \
+            * np_kernel(sk, s_k, a[:, 1:], b[:, 1:])                                         # noqa: E731
+    else:
+        t_s, s_s = ck.kernels
+        kfun = lambda a, b: float(t_s.outputscale) * np_kernel(tk, t_s.base_kernel, a[:, :1], b[:, :1]) \
+            + float(s_s.outputscale) * np_kernel(sk, s_s.base_kernel, a[:, 1:], b[:, 1:])    # noqa: E731
+    noise = float(lik.noise)
+    K = kfun(xc, xc) + noise * np.eye(80)
+    Ks = kfun(xs, xc)
+    ref_mean = Ks @ np.linalg.solve(K, yc)
+    ref_var = np.diag(kfun(xs, xs)) - np.einsum("ij,ji->i", Ks, np.linalg.solve(K, Ks.T)) + noise
+    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=1e-4, atol=1e-4 * np.abs(ref_mean).max())
+    np.testing.assert_allclose(var.numpy(), ref_var, rtol=1e-4)
+    assert ref_var.min() > noise and ref_var.max() < noise + kfun(xs[:1], xs[:1])[0, 0] + 1e-9
+
+
+def test_softdisabled_time_kernel_is_fixed_and_disabled_is_spatial_only():
+    grid = (np.arange(10.0), np.arange(8.0), np.arange(8.0))
+    model, _ = U.make_model(dict(ARGS, timekernel="softdisabled", spacekernel="rbf", kernel_combination="product"), grid)
+    t = U.time_factor(model.covar_module)
+    assert float(t.base_kernel.lengthscale) == pytest.approx(50.0) and float(t.outputscale) == pytest.approx(0.7)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert not any("kernels.0" in n for n in trainable)                       # nothing of the time part trains
+    model, _ = U.make_model(dict(ARGS, timekernel="disabled", spacekernel="rbf", kernel_combination="product"), grid)
+    a, b = torch.tensor([[0.0, 2.0, 3.0]]), torch.tensor([[9.0, 2.0, 3.0]])
+    assert U.time_factor(model.covar_module) is None
+    assert float(model.covar_module(a, b).to_dense()) == pytest.approx(float(model.covar_module(a, a).to_dense()))
+    assert U.context_width(model, {"timekernel": "disabled"}, 10) == 0
+
+
+def test_cholesky_adds_jitter_then_names_the_kernel_pair():
+    v = torch.tensor([[1.0, 1.0, 1.0]], dtype=torch.float64)
+    singular = v.T @ v                                                        # rank 1: needs jitter
+    L = U.cholesky(singular, "exact GP rbfxrbf band 0")
+    assert torch.isfinite(L).all()
+    bad = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)       # indefinite: no jitter helps
+    with pytest.raises(runs.RunError, match=r"exact GP maternxspectral band 0: .*not positive definite"):
+        U.cholesky(bad, "exact GP maternxspectral band 0")
+
+
+def test_context_cells_nearest_frames_first_within_the_cap():
+    obs = np.zeros((9, 4, 4), dtype=bool)
+    obs[:, :2, :2] = True                                                     # 4 cells per frame
+    ctx = U.context_cells(obs, np.ones_like(obs), frame=4, width=3, cap=13)
+    assert ctx.sum(axis=(1, 2)).tolist() == [0, 0, 0, 4, 4, 4, 0, 0, 0]       # frame 4, then 3 and 5; 2 would pass 13
+    ctx = U.context_cells(obs, np.ones_like(obs), frame=0, width=0, cap=3)
+    assert ctx.sum() == 3 and ctx[0].sum() == 3                                # the frame alone, subsampled
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def crop(tmp_path_factory):
+    """The default synthetic field (365 x 64 x 64), its first 20 x 20 cells."""
+    path = tmp_path_factory.mktemp("gp") / "crop.nc"
+    make_field().isel(lat=slice(0, 20), lon=slice(0, 20)).to_netcdf(path)
+    return path
+
+
+def test_product_matern_beats_every_classical_baseline_on_a_crop(crop, tmp_path):
+    common = ["--data_path", str(crop), "--prob_masking", "0.9", "--mask_type", "fixed", "--num_frames_train", "255",
+              "--num_frames_valid", "10"]
+    train_exact_gp.main(common + ["--timekernel", "matern", "--spacekernel", "matern", "--max_iters", "30",
+                                  "--max_train_points", "1500", "--checkpoint_dir", str(tmp_path)])
+    run = next(tmp_path.iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    problem = build_problem(cfg["args"], {"num_frames_test": 20})
+    mean, var = test_exact_gp.predict(problem.for_model(), cfg, run, "cpu")
+    test, scored = problem.splits["test"], problem.scored("test")
+    truth, vis = problem.field.values[test], problem.visible()
+    gp = rmse(truth, mean, scored)
+    floor = {m: rmse(truth, reconstruct(m, vis, problem.splits["train"], test, **({"max_rank": 30} if m == "dineof"
+                                                                                     else {}))[0], scored)
+             for m in ("climatology", "persistence", "interpolation", "anomaly_interpolation", "dineof")}
+    assert gp < 0.92 * min(floor.values()), (gp, floor)
+    z = (mean - truth)[scored] / np.sqrt(var[scored])
+    assert 0.3 < np.std(z) < 1.5                                              # the variance is of the right size
+
+
+def tiny_field(path):
+    make_field(n_time=30, ny=10, nx=10, length_scale=3.0, seed=2).to_netcdf(path)
+
+
+def test_every_kernel_pair_of_the_sweep_trains_and_tests(tmp_path):
+    """The sweep's 6 x 4 kernel pairs on a 30 x 10 x 10 field: finite metrics and a full PDF for each."""
+    spec = entries(load(train_exact_gp.runs.REPO_ROOT / "exact_gp_related" / "sweep_exact_gp.toml"))
+    pairs = sorted({(e["timekernel"], e["spacekernel"]) for e in spec})
+    assert len(pairs) == 24 and len(spec) == 24 * 3 * 2
+    tiny_field(tmp_path / "tiny.nc")
+    for tk, sk in pairs:
+        train_exact_gp.main(["--data_path", str(tmp_path / "tiny.nc"), "--timekernel", tk, "--spacekernel", sk,
+                             "--prob_masking", "0.5", "--num_frames_train", "20", "--num_frames_valid", "4",
+                             "--max_iters", "4", "--eval_every", "2", "--max_train_points", "300",
+                             "--checkpoint_dir", str(tmp_path / "ck"), "--num_mixtures", "2"])
+    runs_ = sorted((tmp_path / "ck").iterdir())
+    assert len(runs_) == 24
+    records = test_exact_gp.test_main("exact_gp", test_exact_gp.predict, [
+        "--checkpoints", *map(str, runs_), "--results_folder", str(tmp_path / "res"), "--num_frames_test", "2"],
+        summary_grid=test_exact_gp.SUMMARY_GRID)
+    for rec in records:
+        ov = rec["metrics"]["overall"]
+        assert all(np.isfinite(ov[k]) for k in ("rmse", "mae", "crps", "nll", "coverage95")), rec["run_name"]
+        assert ov["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"] * 1.5, rec["run_name"]
+        assert pdf_pages(tmp_path / "res" / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1
+    assert pdf_pages(tmp_path / "res" / "summary_exact_gp.pdf") == 2 + 4        # bars, uncertainty, 4 heatmaps
+
+
+def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    tiny_field(tmp_path / "tiny.nc")
+    argv = ["--data_path", str(tmp_path / "tiny.nc"), "--timekernel", "rbf", "--spacekernel", "matern",
+            "--num_frames_train", "20", "--num_frames_valid", "4", "--max_iters", "12", "--eval_every", "3",
+            "--max_train_points", "300"]
+    train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "plain")])
+    calls = {"n": 0}
+    real_check = runs.Preemption.check
+
+    def signal_at_step_5(self, save_last):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            self.requested = "SIGUSR1"
+        return real_check(self, save_last)
+
+    monkeypatch.setattr(runs.Preemption, "check", signal_at_step_5)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert runs.run_cli(train_exact_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "cut")]) == runs.EXIT_RESUME
+    cut = next((tmp_path / "cut").iterdir())
+    assert torch.load(cut / "last.pt", weights_only=False)["current"]["step"] == 5
+    assert not json.loads((cut / "config.json").read_text())["finished"]
+    train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "cut")])      # the requeued run
+    plain = next((tmp_path / "plain").iterdir())
+    a, b = (torch.load(d / "best.pt", weights_only=False)["bands"][0]["model"] for d in (plain, cut))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
+    rows = (cut / "train_log.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[1] for r in rows] == [str(i) for i in range(1, 13)]   # each step logged once
+
+
+def test_bad_kernel_option_and_too_few_cells_are_one_line_errors(tmp_path):
+    tiny_field(tmp_path / "tiny.nc")
+    with pytest.raises(SystemExit):
+        train_exact_gp.parse_args(["--data_path", "x.nc", "--timekernel", "cosine"])
+    rc = runs.run_cli(train_exact_gp.main, ["--data_path", str(tmp_path / "tiny.nc"), "--prob_masking", "0.999",
+                                            "--num_frames_train", "1", "--num_frames_valid", "1",
+                                            "--checkpoint_dir", str(tmp_path / "ck")])
+    assert rc == 2
+
+
+def test_run_names_tell_sweep_entries_apart():
+    spec = entries(load(train_exact_gp.runs.REPO_ROOT / "exact_gp_related" / "sweep_exact_gp.toml"))
+    names = {train_exact_gp.run_name(train_exact_gp.parse_args(
+        [a for k, v in e.items() for a in (f"--{k}", str(v))]), "field") for e in spec}
+    assert len(names) == len(spec) and all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) for n in names)
