@@ -232,3 +232,31 @@ def test_run_names_tell_sweep_entries_apart():
     names = {train_exact_gp.run_name(train_exact_gp.parse_args(
         [a for k, v in e.items() for a in (f"--{k}", str(v))]), "field") for e in spec}
     assert len(names) == len(spec) and all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) for n in names)
+
+
+def test_training_step_that_fails_is_retried_with_jitter_then_stops_with_the_kernel_pair(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from linear_operator.utils.errors import NotPSDError
+    tiny_field(tmp_path / "tiny.nc")
+    real = train_exact_gp.gpytorch.mlls.ExactMarginalLogLikelihood
+    failures = {"left": 2}
+
+    class Flaky(real):
+        def forward(self, *a, **kw):
+            if failures["left"]:
+                failures["left"] -= 1
+                raise NotPSDError("matrix not positive definite")
+            return super().forward(*a, **kw)
+
+    monkeypatch.setattr(train_exact_gp.gpytorch.mlls, "ExactMarginalLogLikelihood", Flaky)
+    argv = ["--data_path", str(tmp_path / "tiny.nc"), "--timekernel", "periodic", "--spacekernel", "spectral",
+            "--num_frames_train", "20", "--num_frames_valid", "4", "--max_iters", "3", "--max_train_points", "200"]
+    assert train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "a")]) == 0    # two retries, then fine
+    assert failures["left"] == 0
+    failures["left"] = 10**6                                                  # never recovers
+    rc = runs.run_cli(train_exact_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "b")])
+    assert rc == 3
+    out = capsys.readouterr().out                                              # the log goes to stdout
+    assert "retrying with jitter 0.0001" in out
+    assert "ERROR gapfill.runs: exact GP periodicxspectral band 0: matrix not positive definite at step 0 even " \
+        "with jitter 0.01" in out
