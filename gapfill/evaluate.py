@@ -126,8 +126,11 @@ def load_run(run_dir) -> dict:
     return cfg
 
 
-def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, results_folder) -> dict:
-    """Predict the test frames of one run, score them, write prediction.nc, metrics.json and the PDF."""
+def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, results_folder,
+                 analyses: Callable | None = None) -> dict:
+    """Predict the test frames of one run, score them, write prediction.nc, metrics.json and the PDF.
+    `analyses(problem, cfg, run_dir, device)` returns extra Figures for the PDF: a method's own experiments
+    on the test frames with masks of their own (it gets the whole problem; the scores above never use it)."""
     from gapfill.report import run_report
     cfg = load_run(run_dir)
     problem = build_problem(cfg["args"], test_args)
@@ -152,7 +155,8 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     with runs.atomic_path(out_dir / "prediction.nc") as tmp:
         pred.to_netcdf(tmp)
     runs.write_json(out_dir / "metrics.json", record)
-    pdf = run_report(out_dir / f"{cfg['run_name']}.pdf", pred, record)
+    figures = analyses(problem, cfg, Path(run_dir), device) if analyses else ()
+    pdf = run_report(out_dir / f"{cfg['run_name']}.pdf", pred, record, figures)
     floor = min(v["overall"]["rmse"] for v in record["baselines"].values())
     log.info("%s: RMSE %.4g %s (best classical floor %.4g) on %d hidden cells; wrote %s",
              cfg["run_name"], metrics["overall"]["rmse"], f.units[0], floor, metrics["overall"]["n_scored"], pdf)
@@ -160,14 +164,14 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
 
 
 def test_main(method: str, predict: Callable, argv=None, description: str | None = None,
-              summary_grid: tuple[list[str], list[str]] | None = None) -> list[dict]:
+              summary_grid: tuple[list[str], list[str]] | None = None, analyses: Callable | None = None) -> list[dict]:
     """Shared body of every test_<method>.py: test each checkpoint, then write the method summary
     (with heatmaps by `summary_grid` = (row options, column options) when given)."""
     from gapfill.report import method_summary
     args = cli.test_parser(description or f"Test {method} runs: inpainting of the test frames").parse_args(argv)
     runs.setup_logging(args.log_level)
     results = Path(args.results_folder or Path("results") / method)
-    records = [evaluate_run(method, d, predict, vars(args), results) for d in args.checkpoints]
+    records = [evaluate_run(method, d, predict, vars(args), results, analyses) for d in args.checkpoints]
     csv_path, pdf_path = method_summary(records, results, method, grid=summary_grid)
     log.info("summary of %d run(s): %s and %s", len(records), csv_path, pdf_path)
     return records

@@ -223,8 +223,9 @@ def _summary_page(pdf, meta: dict, m: dict):
     pdf.savefig(fig)
 
 
-def run_report(pdf_path, prediction: xr.Dataset, metrics: dict) -> Path:
-    """Write the per-run PDF: one page per test frame, then a summary page. Returns the PDF path.
+def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=()) -> Path:
+    """Write the per-run PDF: one page per test frame, a summary page, then `extra_figures` (a method's
+    own analyses, matplotlib Figures). Returns the PDF path.
 
     prediction: truth, mean, optional variance (time, band, y, x); observed (time, y, x); valid
     (time, band, y, x). metrics: a metrics.json dict (or a bare compute_metrics dict).
@@ -258,7 +259,10 @@ def run_report(pdf_path, prediction: xr.Dataset, metrics: dict) -> Path:
         for t in tqdm(range(truth.shape[0]), desc=f"report {pdf_path.name[:40]}", unit="page", disable=None):
             _frame_page(pdf, p, t, meta, per_frame.get(t))
         _summary_page(pdf, meta, metrics)
-    log.info("wrote %s (%d frame pages + summary)", pdf_path, truth.shape[0])
+        for fig in extra_figures:
+            pdf.savefig(fig)
+    log.info("wrote %s (%d frame pages + summary%s)", pdf_path, truth.shape[0],
+             f" + {len(extra_figures)} analysis pages" if extra_figures else "")
     return pdf_path
 
 

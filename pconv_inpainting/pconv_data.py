@@ -1,0 +1,93 @@
+"""Inputs of the partial-convolution UNet: normalised frames with their masks (and neighbouring frames as
+extra channels), random training patches with gapfill.masks holes, and padding of whole frames."""
+from __future__ import annotations
+
+import numpy as np
+
+import pconv_inpainting  # noqa: F401  (sets the default Keras backend)
+import keras
+
+from gapfill.masks import make_mask
+
+
+def stack_context(values: np.ndarray, known: np.ndarray, t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame t and the k frames either side as channels. values (T, B, Y, X) normalised (any fill),
+    known (T, B, Y, X) bool. Returns x, m (Y, X, B * (1 + 2k)); frames outside the series are all holes."""
+    T = values.shape[0]
+    xs, ms = [], []
+    for d in [0] + [s * j for j in range(1, k + 1) for s in (-1, 1)]:
+        f = t + d
+        if 0 <= f < T:
+            m = known[f].astype(np.float32)
+            xs.append(np.where(known[f], values[f], 0.0).astype(np.float32))
+            ms.append(m)
+        else:
+            xs.append(np.zeros(values.shape[1:], np.float32))
+            ms.append(np.zeros(values.shape[1:], np.float32))
+    x = np.concatenate(xs, axis=0).transpose(1, 2, 0)
+    m = np.concatenate(ms, axis=0).transpose(1, 2, 0)
+    return x, m
+
+
+class Patches(keras.utils.PyDataset):
+    """Random training patches: frame t of `frames`, a `patch` x `patch` window, a hole from gapfill.masks
+    over the cells the model would see. Yields ([x, mask], y_true) with y_true = concat(truth, hole, known)
+    (see pconv_model.make_loss). Deterministic for a seed, epoch and batch index."""
+
+    def __init__(self, values, known, visible_in, frames, patch: int, batch: int, steps: int, context: int,
+                 mask_kwargs: dict, seed: int, **kw):
+        super().__init__(**kw)
+        self.values, self.known, self.visible_in = values, known, visible_in
+        self.frames, self.patch, self.batch, self.steps, self.context = frames, patch, batch, steps, context
+        self.mask_kwargs, self.seed, self.epoch = mask_kwargs, seed, 0
+
+    def __len__(self):
+        return self.steps
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    def __getitem__(self, idx):
+        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        T, B, Y, X = self.values.shape
+        P = self.patch
+        xs, ms, ys = [], [], []
+        for _ in range(self.batch):
+            t = int(rng.choice(self.frames))
+            y0, x0 = int(rng.integers(0, Y - P + 1)), int(rng.integers(0, X - P + 1))
+            x, m = stack_context(self.values, self.visible_in, t, self.context)
+            x, m = x[y0:y0 + P, x0:x0 + P], m[y0:y0 + P, x0:x0 + P]
+            keep = make_mask(seed=int(rng.integers(2**31)), shape=(1, P, P), **self.mask_kwargs)[0]
+            hole = np.repeat((~keep)[..., None], B, axis=-1).astype(np.float32)
+            m[..., :B] *= 1.0 - hole                                     # hide the hole in frame t only
+            x[..., :B] *= 1.0 - hole
+            known = self.known[t][:, y0:y0 + P, x0:x0 + P].transpose(1, 2, 0).astype(np.float32)
+            truth = np.where(known > 0, self.values[t][:, y0:y0 + P, x0:x0 + P].transpose(1, 2, 0), 0.0)
+            xs.append(x)
+            ms.append(m)
+            ys.append(np.concatenate([truth, hole * known, known], axis=-1).astype(np.float32))
+        return (np.stack(xs), np.stack(ms)), np.stack(ys)
+
+
+def pad_to(a: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Zero-pad (N, Y, X, C) at the bottom/right to multiples of `multiple`; returns it and (Y, X)."""
+    _, Y, X, _ = a.shape
+    py, px = (-Y) % multiple, (-X) % multiple
+    return np.pad(a, ((0, 0), (0, py), (0, px), (0, 0))), (Y, X)
+
+
+def frame_batch(values, visible_in, truth_known, frames, context: int, multiple: int):
+    """Whole frames for validation and test: ([x, mask], y_true) padded to `multiple`.
+    The hole is every known cell the model does not see."""
+    B = values.shape[1]
+    xs, ms, ys = [], [], []
+    for t in frames:
+        x, m = stack_context(values, visible_in, int(t), context)
+        kn = truth_known[t].transpose(1, 2, 0).astype(np.float32)
+        hole = kn * (1.0 - m[..., :B])
+        truth = np.where(kn > 0, values[t].transpose(1, 2, 0), 0.0)
+        xs.append(x)
+        ms.append(m)
+        ys.append(np.concatenate([truth, hole, kn], axis=-1).astype(np.float32))
+    (x, shape), (m, _), (y, _) = (pad_to(np.stack(a), multiple) for a in (xs, ms, ys))
+    return (x, m), y, shape

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Test every trained partial-convolution UNet run (inpainting and analyses), then compare all methods:
+#   jid=$(sbatch --parsable pconv_inpainting/submit_train_pconv.sh)
+#   sbatch --dependency=afterok:$jid --kill-on-invalid-dep=yes pconv_inpainting/submit_test_pconv.sh
+#   bash pconv_inpainting/submit_test_pconv.sh     # no SLURM
+#SBATCH --job-name=test_pconv
+#SBATCH --output=logs/%x_%j.out
+#SBATCH --time=04:00:00
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=32G
+#SBATCH --gres=gpu:1
+source "${GAPFILL_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}/gapfill/slurm/common.sh"
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/pconv}
+RESULTS_DIR=${RESULTS_DIR:-results}
+# shellcheck disable=SC2086
+"$PYTHON" pconv_inpainting/test_pconv.py --checkpoints "$CHECKPOINT_DIR"/*/ --results_folder "$RESULTS_DIR/pconv" \
+  ${TEST_ARGS:---num_frames_test 10}
+"$PYTHON" -m gapfill.report compare --results "$RESULTS_DIR" --out "$RESULTS_DIR/comparison"

@@ -1,0 +1,122 @@
+"""Test partial-convolution UNet runs by inpainting the test frames (the model sees their observed cells),
+then the analyses: hole error against the radius of a centred circular hole (12 radii, 5 to 65 cells),
+validation loss per epoch, value distributions on hole cells, and the standard pages and summaries.
+
+    python pconv_inpainting/test_pconv.py --checkpoints checkpoints/pconv/* --results_folder results/pconv
+"""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+import pconv_inpainting  # noqa: F401  (default Keras backend: torch)
+import keras
+from matplotlib.figure import Figure
+
+from gapfill import runs
+from gapfill.data import Normalizer
+from gapfill.evaluate import test_main
+from gapfill.metrics import rmse
+from pconv_inpainting.pconv_data import frame_batch
+from pconv_inpainting.train_pconv import METHOD, Data
+
+RADII = np.linspace(5, 65, 12)
+
+
+def load(run_dir, cfg, problem):
+    data = Data(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
+    return data, keras.models.load_model(run_dir / "best.keras", compile=False)
+
+
+def inpaint(model, data: Data, seen: np.ndarray, frames, batch: int = 8):
+    """Mean and variance or None, (len(frames), B, Y, X) physical units, given the cells `seen` (T, B, Y, X)."""
+    (x, m), _, (Y, X) = frame_batch(data.values, seen, data.truth_known, frames, data.args["context_frames"],
+                                    2 ** data.depth)
+    out = np.asarray(model.predict([x, m], batch_size=batch, verbose=0))[:, :Y, :X]     # (n, Y, X, C)
+    B = data.bands
+    mean = data.normalizer.denormalize(out[..., :B].transpose(0, 3, 1, 2).astype(np.float64))
+    var = None
+    if out.shape[-1] == 2 * B:
+        var = data.normalizer.denormalize_variance(np.exp(np.clip(out[..., B:], -10, 10)).transpose(0, 3, 1, 2))
+    return mean, var
+
+
+def predict(problem, cfg, run_dir, device):
+    """(mean, variance or None), (T_test, B, Y, X): each test frame from its observed cells."""
+    data, model = load(run_dir, cfg, problem)
+    seen = data.visible_in & problem.observed[:, None]
+    sl = problem.splits["test"]
+    return inpaint(model, data, seen, range(sl.start, sl.stop))
+
+
+def analyses(problem, cfg, run_dir, device) -> list:
+    """Extra PDF pages: circle-size curve, validation loss per epoch, value distributions on hole cells."""
+    data, model = load(run_dir, cfg, problem)
+    f, sl = problem.field, problem.splits["test"]
+    frames = np.arange(sl.start, sl.stop)[:4]
+    T, B, Y, X = f.shape
+    yy, xx = np.mgrid[:Y, :X]
+    truth = f.values[frames]
+    errs, floor = [], []
+    clim = np.nanmean(f.values[problem.splits["train"]], axis=0) if problem.splits["train"].stop else None
+    for r in RADII:                                # a centred disc hidden, every other valid cell seen
+        hole = (yy - (Y - 1) / 2) ** 2 + (xx - (X - 1) / 2) ** 2 <= r * r
+        seen = data.truth_known.copy()
+        seen[frames] &= ~hole[None, None]
+        mean, _ = inpaint(model, data, seen, frames)
+        scored = np.isfinite(truth) & hole[None, None]
+        errs.append(rmse(truth, mean, scored) if scored.any() else np.nan)
+        floor.append(rmse(truth, np.broadcast_to(clim, truth.shape), scored) if clim is not None and scored.any()
+                     else np.nan)
+    figs = []
+    fig = Figure(figsize=(11.69, 8.27), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(RADII, errs, "o-", label="pconv UNet")
+    ax.plot(RADII, floor, "s--", color="grey", label="climatology (training frames)")
+    ax.set(xlabel="radius of the centred circular hole (cells)", ylabel=f"hole RMSE ({f.units[0]})",
+           title=f"hole error against hole size, first {len(frames)} test frames")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figs.append(fig)
+
+    fig = Figure(figsize=(11.69, 8.27), layout="constrained")
+    ax = fig.subplots()
+    rows = list(csv.DictReader(open(run_dir / "train_log.csv"))) if (run_dir / "train_log.csv").exists() else []
+    for key in ("loss", "val_loss"):
+        vals = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+        if vals:
+            ax.plot(np.arange(1, len(vals) + 1), vals, "o-", label=key.replace("val_", "validation "))
+    ax.set(xlabel="epoch (stages in order)", ylabel="loss", title="training and validation loss per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figs.append(fig)
+
+    seen = data.visible_in & problem.observed[:, None]
+    mean, _ = inpaint(model, data, seen, np.arange(sl.start, sl.stop))
+    hidden = problem.scored("test")
+    fig = Figure(figsize=(11.69, 8.27), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, B, squeeze=False)[0])
+    for b, ax in enumerate(axes):
+        t, p = f.values[sl][:, b][hidden[:, b]], mean[:, b][hidden[:, b]]
+        bins = np.linspace(min(t.min(), p.min()), max(t.max(), p.max()), 60)
+        for v, name, c in ((t, "truth", "k"), (p, "prediction", "C0")):
+            mu, sd = float(v.mean()), float(v.std())
+            ax.hist(v, bins=bins, density=True, histtype="step", color=c, lw=1.5,
+                    label=f"{name}: mean {mu:.4g}, std {sd:.3g}")
+            g = np.linspace(bins[0], bins[-1], 200)
+            ax.plot(g, np.exp(-0.5 * ((g - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), color=c, ls=":")
+        ax.set(xlabel=f"{f.bands[b]} ({f.units[b]})", ylabel="density",
+               title=f"values on hole cells ({hidden[:, b].sum():,} cells), fitted normals dotted")
+        ax.legend(fontsize=8)
+    figs.append(fig)
+    return figs
+
+
+def main(argv=None):
+    test_main(METHOD, predict, argv, __doc__.splitlines()[0], analyses=analyses)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(runs.run_cli(main))

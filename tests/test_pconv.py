@@ -1,0 +1,120 @@
+"""Partial-convolution UNet: the layer against a brute-force loop and a short training on both Keras
+backends, the UNet's shape rules, the VGG loss terms from a local weights file, stage 2, the quality
+bar on the default field, the analyses pages and an RGB photograph."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pconv_inpainting  # noqa: F401
+import keras
+
+from data_generation.make_synthetic_field import make_field
+from gapfill.evaluate import build_problem
+from gapfill.metrics import rmse
+from pconv_inpainting import test_pconv, train_pconv
+from pconv_inpainting.pconv_model import build_unet, make_loss, unet_depth, vgg_features
+from sweep_checks import pdf_pages
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--max_iters", "4", "--steps_per_epoch", "2", "--batch_size", "2", "--base_filters", "8",
+         "--log_level", "WARNING"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_layer_matches_brute_force_and_a_short_training_runs(backend, tmp_path):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    res = subprocess.run([sys.executable, str(ROOT / "tests" / "helpers" / "pconv_backend_check.py"), str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["backend"] == backend
+    assert out["layer_rel_error"] < 1e-5
+    assert len(out["losses"]) == 2 and all(np.isfinite(out["losses"]))
+    assert np.isfinite(out["rmse"]) and np.isfinite(out["crps"])               # mean and variance heads
+
+
+def test_unet_depth_and_shapes():
+    assert unet_depth(128) == 7 and unet_depth(512) == 8 and unet_depth(64) == 6
+    model = build_unet(bands=3, patch_size=32, context_frames=1, predict_variance=True, base_filters=8)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 9)).astype("float32")
+    m = np.ones_like(x)
+    out = keras.ops.convert_to_numpy(model([x, m]))
+    assert out.shape == (2, 32, 32, 6)
+    assert "enc_bn_0" not in [layer.name for layer in model.layers]          # no BatchNorm on the first layer
+    assert sum(layer.name.startswith("enc_pconv") for layer in model.layers) == 5
+
+
+def test_vgg_terms_load_from_a_local_weights_file(tmp_path, caplog):
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    vgg.save_weights(tmp_path / "vgg16.weights.h5")
+    feats = vgg_features(str(tmp_path / "vgg16.weights.h5"))
+    w = keras.ops.convert_to_numpy(feats.get_layer("block1_conv1").kernel)
+    np.testing.assert_array_equal(w, keras.ops.convert_to_numpy(vgg.get_layer("block1_conv1").kernel))
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(2, 16, 16, 1)).astype("float32")
+    hole = (rng.random((2, 16, 16, 1)) < 0.3).astype("float32")
+    y_true = np.concatenate([truth, hole, np.ones_like(hole)], axis=-1)
+    y_pred = truth + 0.5 * rng.normal(size=truth.shape).astype("float32")
+    plain = float(make_loss(1)(y_true, y_pred))
+    full = float(make_loss(1, feats)(y_true, y_pred))
+    assert np.isfinite(full) and full > plain                             # perceptual and style terms add
+    err = np.abs(y_pred - truth)
+    assert plain > np.mean(err * (1 - hole)) + 6 * np.mean(err * hole)    # L1 terms plus the TV term
+    assert vgg_features(None) is None
+
+
+def test_quality_bar_on_the_default_field_with_shapes_masks(tmp_path):
+    """32 x 32 crop of the default field, shapes masks (30%): hole RMSE 30% or more below climatology."""
+    make_field().isel(lat=slice(16, 48), lon=slice(16, 48)).to_netcdf(tmp_path / "crop.nc")
+    train_pconv.main(["--data_path", str(tmp_path / "crop.nc"), "--max_iters", "150", "--steps_per_epoch", "50",
+                      "--batch_size", "8", "--base_filters", "16", "--lr", "1e-3", "--checkpoint_dir",
+                      str(tmp_path / "ck"), "--log_level", "WARNING"])
+    run = next((tmp_path / "ck").iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    problem = build_problem(cfg["args"], {"num_frames_test": 20})
+    mean, _ = test_pconv.predict(problem.for_model(), cfg, run, "cpu")
+    sl, scored = problem.splits["test"], problem.scored("test")
+    clim = np.nanmean(problem.field.values[problem.splits["train"]], axis=0)
+    truth = problem.field.values[sl]
+    model_rmse = rmse(truth, mean, scored)
+    clim_rmse = rmse(truth, np.broadcast_to(clim, truth.shape), scored)
+    assert model_rmse < 0.7 * clim_rmse, (model_rmse, clim_rmse)
+
+
+def test_stage_two_freezes_encoder_batchnorm_and_the_pdf_has_the_analyses(tmp_path):
+    make_field(n_time=24, ny=32, nx=32, seed=1).to_netcdf(tmp_path / "f.nc")
+    common = ["--data_path", str(tmp_path / "f.nc"), "--num_frames_train", "16", "--num_frames_valid", "4",
+              "--checkpoint_dir", str(tmp_path / "ck")] + SMALL
+    train_pconv.main(common)
+    stage1 = next((tmp_path / "ck").iterdir())
+    train_pconv.main(common + ["--stage", "2", "--init_from", str(stage1)])
+    stage2 = next(p for p in (tmp_path / "ck").iterdir() if "stage2" in p.name)
+    a = keras.models.load_model(stage1 / "best.keras", compile=False)
+    b = keras.models.load_model(stage2 / "best.keras", compile=False)
+    for name in [layer.name for layer in a.layers if layer.name.startswith("enc_bn_")]:
+        for wa, wb in zip(a.get_layer(name).get_weights(), b.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(wa, wb)                          # statistics, scale and shift kept
+    moved = [not np.array_equal(wa, wb) for wa, wb in zip(a.get_layer("dec_pconv_out").get_weights(),
+                                                           b.get_layer("dec_pconv_out").get_weights())]
+    assert any(moved)                                                      # the rest trained on
+    rec = test_pconv.test_main("pconv", test_pconv.predict, ["--checkpoints", str(stage2), "--results_folder",
+                               str(tmp_path / "res"), "--num_frames_test", "2"], analyses=test_pconv.analyses)[0]
+    assert pdf_pages(tmp_path / "res" / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1 + 3
+
+
+def test_rgb_photograph_single_frame(tmp_path):
+    """The astronaut at 64 px, three bands, one frame: trained on its own observed pixels."""
+    from data_generation.prepare_real_datasets import convert_image
+    convert_image("astronaut", 64).to_netcdf(tmp_path / "astronaut.nc")
+    train_pconv.main(["--data_path", str(tmp_path / "astronaut.nc"), "--checkpoint_dir", str(tmp_path / "ck"),
+                      "--prob_masking", "0.2"] + SMALL)
+    run = next((tmp_path / "ck").iterdir())
+    rec = test_pconv.test_main("pconv", test_pconv.predict, ["--checkpoints", str(run), "--results_folder",
+                               str(tmp_path / "res")])[0]
+    assert rec["bands"] == ["red", "green", "blue"] and np.isfinite(rec["metrics"]["overall"]["rmse"])
+    assert len(rec["metrics"]["per_band"]) == 3
