@@ -94,15 +94,23 @@ def save_best(run_dir: Path, model) -> None:
 class Keeper(keras.callbacks.Callback):
     """After each epoch: best.keras on a lower validation loss, then `last`; stops on a SLURM signal."""
 
-    def __init__(self, run_dir, state, preempt, phase):
+    def __init__(self, run_dir, state, preempt, phase, t0):
         super().__init__()
-        self.run_dir, self.state, self.preempt, self.phase = run_dir, state, preempt, phase
+        self.run_dir, self.state, self.preempt, self.phase, self.t0 = run_dir, state, preempt, phase, t0
+        self.log = runs.CsvLog(run_dir / "train_log.csv", ["phase", "epoch", "loss", "val_loss", "seconds"])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.partial = False
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.preempt.requested:
+        if self.preempt.requested and not self.model.stop_training:
             self.model.stop_training = True
+            self.partial = batch + 1 < (self.params.get("steps") or 0)
 
     def on_epoch_end(self, epoch, logs=None):
+        if getattr(self, "partial", False):
+            log.warning("stopped in epoch %d: `last` stays at the end of epoch %d", epoch + 1, epoch)
+            return
         val = (logs or {}).get("val_loss", (logs or {}).get("loss"))
         if val is not None and math.isfinite(val) and val < self.state["best"]:
             self.state["best"] = float(val)
@@ -112,6 +120,8 @@ class Keeper(keras.callbacks.Callback):
                                 "try a smaller --lr")
         self.state.update(phase=self.phase, epoch=epoch + 1)
         save_last(self.run_dir, self.model, self.state)
+        self.log.write(phase=self.phase, epoch=epoch + 1, loss=logs.get("loss"), val_loss=logs.get("val_loss"),
+                       seconds=round(time.time() - self.t0, 2))
 
 
 def compile_model(model, args: dict, data: Data, lr: float, vgg) -> None:
@@ -158,7 +168,6 @@ def main(argv=None) -> int:
         (vx, vm), vy, _ = frame_batch(data.values, seen, data.truth_known, range(vs.start, vs.stop),
                                       args.context_frames, 2 ** data.depth)
         valid = ((vx, vm), vy)
-    logger = keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True)
     for phase in phases:
         if phase < state["phase"]:
             continue                                                      # done before a requeue
@@ -182,7 +191,7 @@ def main(argv=None) -> int:
                     v.assign(opt[f"arr_{i}"])
             log.info("phase %d: resuming after epoch %d", phase, state["epoch"])
         model.fit(train, validation_data=valid, epochs=epochs, initial_epoch=state["epoch"],
-                  callbacks=[Keeper(run_dir, state, preempt, phase), logger], verbose=2)
+                  callbacks=[Keeper(run_dir, state, preempt, phase, t0)], verbose=2)
         preempt.check(lambda: None)                                       # `last` is the last finished epoch
         if phase < phases[-1]:
             state.update(phase=phase + 1, epoch=0, best=float("inf"))

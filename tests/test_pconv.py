@@ -60,8 +60,9 @@ def test_vgg_terms_load_from_a_local_weights_file(tmp_path, caplog):
     hole = (rng.random((2, 16, 16, 1)) < 0.3).astype("float32")
     y_true = np.concatenate([truth, hole, np.ones_like(hole)], axis=-1)
     y_pred = truth + 0.5 * rng.normal(size=truth.shape).astype("float32")
-    plain = float(make_loss(1)(y_true, y_pred))
-    full = float(make_loss(1, feats)(y_true, y_pred))
+    t = keras.ops.convert_to_tensor
+    plain = float(keras.ops.convert_to_numpy(make_loss(1)(t(y_true), t(y_pred))))
+    full = float(keras.ops.convert_to_numpy(make_loss(1, feats)(t(y_true), t(y_pred))))
     assert np.isfinite(full) and full > plain                             # perceptual and style terms add
     err = np.abs(y_pred - truth)
     assert plain > np.mean(err * (1 - hole)) + 6 * np.mean(err * hole)    # L1 terms plus the TV term
@@ -118,3 +119,27 @@ def test_rgb_photograph_single_frame(tmp_path):
                                str(tmp_path / "res")])[0]
     assert rec["bands"] == ["red", "green", "blue"] and np.isfinite(rec["metrics"]["overall"]["rmse"])
     assert len(rec["metrics"]["per_band"]) == 3
+
+
+def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkeypatch):
+    from gapfill import runs
+    make_field(n_time=24, ny=32, nx=32, seed=1).to_netcdf(tmp_path / "f.nc")
+    argv = ["--data_path", str(tmp_path / "f.nc"), "--num_frames_train", "16", "--num_frames_valid", "4",
+            "--checkpoint_dir", str(tmp_path / "ck"), "--max_iters", "6", "--steps_per_epoch", "2",
+            "--batch_size", "2", "--base_filters", "8"]
+    real = train_pconv.Keeper.on_epoch_end
+
+    def signal_after_first(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 0:
+            self.preempt.requested = "SIGTERM"
+
+    monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", signal_after_first)
+    assert runs.run_cli(train_pconv.main, argv) == runs.EXIT_RESUME
+    run = next((tmp_path / "ck").iterdir())
+    assert runs.read_json(run / "last_state.json")["epoch"] == 1 and (run / "last_optimizer.npz").exists()
+    monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", real)
+    assert train_pconv.main(argv) == 0                                     # the requeued run
+    epochs = [line.split(",")[1] for line in (run / "train_log.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]                                       # each epoch once
+    assert runs.read_json(run / "config.json")["restarts"] == 1

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from baselines import test_baselines
@@ -60,25 +61,26 @@ def test_sweep_as_job_array_then_test_job_after_it(slurm_cluster, small_field, t
     assert_sweep_outputs(tmp_path / "ckpt", tmp_path / "results", n_test=4, ny=16, nx=16)
 
 
-def test_exact_gp_sweep_with_gpu_gres_as_job_array_then_test_job(slurm_cluster, tmp_path):
-    """The exact GP's scripts ask for --gres=gpu:1 (the test node has one fake GPU; torch runs on the CPU)."""
-    make_field(n_time=30, ny=10, nx=10, length_scale=3.0, seed=2).to_netcdf(tmp_path / "tiny.nc")
-    env = job_env(tmp_path, SWEEP_ARGS=f"--data_path {tmp_path / 'tiny.nc'} --checkpoint_dir {tmp_path / 'ckpt'}",
+@pytest.mark.parametrize("folder, short, extra_pages", [("exact_gp_related", "exact_gp", 0), ("pconv_inpainting", "pconv", 3)])
+def test_gpu_method_sweep_as_job_array_then_test_job(slurm_cluster, tmp_path, folder, short, extra_pages):
+    """A method's own sbatch scripts with a 2-entry sweep file (tests/sweeps/); they ask for --gres=gpu:1
+    (the test node has one fake GPU; torch runs on the CPU)."""
+    make_field(n_time=30, ny=32, nx=32, length_scale=3.0, seed=2).to_netcdf(tmp_path / "f.nc")
+    env = job_env(tmp_path, SWEEP_ARGS=f"--data_path {tmp_path / 'f.nc'} --checkpoint_dir {tmp_path / 'ckpt'}",
                   CHECKPOINT_DIR=str(tmp_path / "ckpt"), RESULTS_DIR=str(tmp_path / "results"),
                   TEST_ARGS="--num_frames_test 2")
-    res = run_submit(tmp_path, env, "--sweep", str(ROOT / "tests" / "sweeps" / "exact_gp_small.toml"),
-                     method="exact_gp_related")
+    res = run_submit(tmp_path, env, "--sweep", str(ROOT / "tests" / "sweeps" / f"{short}_small.toml"), method=folder)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     runs = sorted((tmp_path / "ckpt").iterdir())
-    assert [r.name.split("_")[3] for r in runs] == ["maternxrbf", "rbf"]
+    assert len(runs) == 2
     for run in runs:
         assert json.loads((run / "config.json").read_text())["finished"]
-        m = json.loads((tmp_path / "results" / "exact_gp" / run.name / "metrics.json").read_text())
-        assert m["metrics"]["overall"]["rmse"] < m["baselines"]["climatology"]["overall"]["rmse"]
-        assert pdf_pages(tmp_path / "results" / "exact_gp" / run.name / f"{run.name}.pdf") == 3
+        m = json.loads((tmp_path / "results" / short / run.name / "metrics.json").read_text())
+        assert np.isfinite(m["metrics"]["overall"]["rmse"]) and m["baselines"]
+        assert pdf_pages(tmp_path / "results" / short / run.name / f"{run.name}.pdf") == 2 + 1 + extra_pages
     board = (tmp_path / "results" / "comparison" / "leaderboard.csv").read_text()
-    assert board.count("exact GP") == 2
-    log = next((tmp_path / "logs").glob("train_exact_gp_*_0.out")).read_text()
+    assert sum(r.name in board for r in runs) == 2
+    log = next((tmp_path / "logs").glob(f"train_{short}_*_0.out")).read_text()
     assert "cpus 4 gpus 0" in log                                              # the job got its GPU
 
 
