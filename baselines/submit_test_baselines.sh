@@ -8,9 +8,7 @@
 #SBATCH --time=00:30:00
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=8G
+RESULTS_NAME=baselines
+TEST_SCRIPT=baselines/test_baselines.py
 source "${GAPFILL_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}/gapfill/slurm/common.sh"
-CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/baselines}
-RESULTS_DIR=${RESULTS_DIR:-results}
-# shellcheck disable=SC2086
-"$PYTHON" baselines/test_baselines.py --checkpoints "$CHECKPOINT_DIR"/*/ --results_folder "$RESULTS_DIR/baselines" ${TEST_ARGS:-}
-"$PYTHON" -m gapfill.report compare --results "$RESULTS_DIR" --out "$RESULTS_DIR/comparison"
+source gapfill/slurm/run_tests.sh

@@ -17,7 +17,7 @@ import numpy as np
 from baselines.classical import METHODS, climatology, method_options, reconstruct
 from gapfill import cli, runs
 from gapfill.data import Normalizer
-from gapfill.evaluate import build_problem, validation_rmse
+from gapfill.evaluate import open_training, validation_rmse
 
 log = logging.getLogger("baselines.train")
 
@@ -41,13 +41,9 @@ def save(path, arrays: dict, **config_changes) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    runs.setup_logging(args.log_level)
-    runs.seed_everything(args.seed)
-    problem = build_problem(vars(args))
+    problem, name, run_dir, state = open_training(args, "baselines", lambda dataset: args.run_name or runs.make_run_name(
+        "baselines", dataset, {"": args.method, "mask": cli.mask_tag(vars(args)), "seed": args.seed}))
     field, splits = problem.field, problem.splits
-    name = args.run_name or runs.make_run_name("baselines", field.name, {
-        "": args.method, "mask": cli.mask_tag(vars(args)), "seed": args.seed})
-    run_dir, state = runs.prepare_run(args.checkpoint_dir or "checkpoints/baselines", name, args.overwrite)
     if state == "finished":
         return 0
     preempt = runs.Preemption()
@@ -58,8 +54,7 @@ def main(argv=None) -> int:
     if state == "resume":
         with np.load(run_dir / "last.npz") as last:
             resume = {k[7:]: last[k] for k in last.files if k.startswith("search_")} or None
-        cfg = runs.update_config(run_dir, restarts=runs.read_json(run_dir / "config.json").get("restarts", 0) + 1)
-        t0 -= cfg.get("train_seconds", 0.0)
+        t0 -= runs.note_restart(run_dir)
     else:
         runs.save_config(run_dir, "baselines", name, vars(args), display_name=args.method,
                          normalization=normalizer.to_dict(), bands=field.bands, units=field.units)

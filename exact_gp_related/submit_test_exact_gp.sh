@@ -9,10 +9,8 @@
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=32G
 #SBATCH --gres=gpu:1
+RESULTS_NAME=exact_gp
+TEST_SCRIPT=exact_gp_related/test_exact_gp.py
+DEFAULT_TEST_ARGS="--num_frames_test 10"
 source "${GAPFILL_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}/gapfill/slurm/common.sh"
-CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/exact_gp}
-RESULTS_DIR=${RESULTS_DIR:-results}
-# shellcheck disable=SC2086
-"$PYTHON" exact_gp_related/test_exact_gp.py --checkpoints "$CHECKPOINT_DIR"/*/ --results_folder "$RESULTS_DIR/exact_gp" \
-  ${TEST_ARGS:---num_frames_test 10}
-"$PYTHON" -m gapfill.report compare --results "$RESULTS_DIR" --out "$RESULTS_DIR/comparison"
+source gapfill/slurm/run_tests.sh

@@ -27,7 +27,7 @@ from exact_gp_related.exact_gp_utils import (JITTERS, add_model_args, band_targe
                                              grid_inputs, inpaint, kernel_label, make_model)
 from gapfill import cli, runs
 from gapfill.data import DataError, Normalizer
-from gapfill.evaluate import build_problem
+from gapfill.evaluate import open_training
 from gapfill.metrics import gaussian_nll, rmse
 
 log = logging.getLogger("exact_gp.train")
@@ -207,12 +207,8 @@ def save_best(run_dir, state: dict, cur: dict | None) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    runs.setup_logging(args.log_level)
-    runs.seed_everything(args.seed)
-    problem = build_problem(vars(args))
+    problem, name, run_dir, status = open_training(args, METHOD, lambda dataset: run_name(args, dataset))
     field = problem.field
-    name = run_name(args, field.name)
-    run_dir, status = runs.prepare_run(args.checkpoint_dir or f"checkpoints/{METHOD}", name, args.overwrite)
     if status == "finished":
         return 0
     preempt = runs.Preemption()
@@ -221,8 +217,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     if status == "resume":
         state = torch.load(run_dir / "last.pt", weights_only=False)
-        cfg = runs.update_config(run_dir, restarts=runs.read_json(run_dir / "config.json").get("restarts", 0) + 1)
-        t0 -= cfg.get("train_seconds", 0.0)
+        t0 -= runs.note_restart(run_dir)
     else:
         state = {"bands": {}}
         runs.save_config(run_dir, METHOD, name, vars(args), display_name=f"exact GP {kernel_label(vars(args))}",

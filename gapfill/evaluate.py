@@ -86,6 +86,17 @@ def build_problem(args: dict, test_args: dict | None = None) -> Problem:
     return Problem(field, splits, observed, masks)
 
 
+def open_training(args, method: str, run_name: Callable[[str], str]) -> tuple[Problem, str, Path, str]:
+    """Shared start of every train_<m>.py: logging, seeds, the problem, the run folder.
+    `run_name(dataset)` names the run; returns (problem, name, run_dir, status new|resume|finished)."""
+    runs.setup_logging(args.log_level)
+    runs.seed_everything(args.seed)
+    problem = build_problem(vars(args))
+    name = run_name(problem.field.name)
+    run_dir, status = runs.prepare_run(args.checkpoint_dir or f"checkpoints/{method}", name, args.overwrite)
+    return problem, name, run_dir, status
+
+
 def reference_metrics(problem: Problem, split: str = "test") -> dict:
     """compute_metrics of the cheap classical floor on the hidden cells of `split`."""
     from baselines.classical import REFERENCE, reconstruct   # baselines build on gapfill, not the reverse

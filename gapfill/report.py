@@ -376,7 +376,6 @@ def method_summary(metrics_list: list[dict], out_dir, method: str,
         raise ValueError(f"method_summary got no runs for method {method!r}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fixed = ["method", "run_name", "dataset", "mask"]
     baselines = list(dict.fromkeys(b for m in metrics_list for b in (m.get("baselines") or {})))
     options = _varying_options(metrics_list, skip=set(OVERALL_KEYS + ["run_name", "test_seconds"]))
     rows = []

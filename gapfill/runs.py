@@ -168,6 +168,12 @@ def update_config(run_dir, **changes) -> dict:
     return cfg
 
 
+def note_restart(run_dir) -> float:
+    """A resumed run: count the restart in config.json; returns the training seconds spent before it."""
+    cfg = update_config(run_dir, restarts=read_json(Path(run_dir) / "config.json").get("restarts", 0) + 1)
+    return float(cfg.get("train_seconds", 0.0))
+
+
 class CsvLog:
     """Append-only training log; a resumed run keeps its earlier rows."""
 

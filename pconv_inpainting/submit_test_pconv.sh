@@ -9,10 +9,8 @@
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=32G
 #SBATCH --gres=gpu:1
+RESULTS_NAME=pconv
+TEST_SCRIPT=pconv_inpainting/test_pconv.py
+DEFAULT_TEST_ARGS="--num_frames_test 10"
 source "${GAPFILL_ROOT:-${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}}/gapfill/slurm/common.sh"
-CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/pconv}
-RESULTS_DIR=${RESULTS_DIR:-results}
-# shellcheck disable=SC2086
-"$PYTHON" pconv_inpainting/test_pconv.py --checkpoints "$CHECKPOINT_DIR"/*/ --results_folder "$RESULTS_DIR/pconv" \
-  ${TEST_ARGS:---num_frames_test 10}
-"$PYTHON" -m gapfill.report compare --results "$RESULTS_DIR" --out "$RESULTS_DIR/comparison"
+source gapfill/slurm/run_tests.sh

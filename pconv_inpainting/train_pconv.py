@@ -11,7 +11,6 @@ last.weights.h5 + last_optimizer.npz + last_state.json let a requeued run go on 
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ import keras
 
 from gapfill import cli, runs
 from gapfill.data import DataError, Normalizer
-from gapfill.evaluate import build_problem
+from gapfill.evaluate import open_training
 from pconv_inpainting.pconv_data import Patches, frame_batch
 from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_loss, unet_depth, vgg_features
 
@@ -131,13 +130,9 @@ def compile_model(model, args: dict, data: Data, lr: float, vgg) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    runs.setup_logging(args.log_level)
-    runs.seed_everything(args.seed)
+    problem, name, run_dir, status = open_training(args, METHOD, lambda dataset: run_name(args, dataset))
     keras.utils.set_random_seed(args.seed)
-    problem = build_problem(vars(args))
     field = problem.field
-    name = run_name(args, field.name)
-    run_dir, status = runs.prepare_run(args.checkpoint_dir or f"checkpoints/{METHOD}", name, args.overwrite)
     if status == "finished":
         return 0
     preempt = runs.Preemption()
@@ -147,8 +142,7 @@ def main(argv=None) -> int:
     state = {"phase": phases[0], "epoch": 0, "best": float("inf")}
     if status == "resume" and (run_dir / "last_state.json").exists():
         state = runs.read_json(run_dir / "last_state.json")
-        cfg = runs.update_config(run_dir, restarts=runs.read_json(run_dir / "config.json").get("restarts", 0) + 1)
-        t0 -= cfg.get("train_seconds", 0.0)
+        t0 -= runs.note_restart(run_dir)
     else:
         runs.save_config(run_dir, METHOD, name, vars(args), display_name="pconv UNet", bands=field.bands,
                          units=field.units, normalization=data.normalizer.to_dict(), patch=data.patch,

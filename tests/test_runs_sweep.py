@@ -1,5 +1,4 @@
 """gapfill.runs and gapfill.sweep: names, atomic files, resume states, devices, sweep entries."""
-import json
 import re
 import subprocess
 import sys
