@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def parse_args(argv=None):
     g.add_argument("--steps_per_epoch", type=int, default=50)
     g.add_argument("--stage", type=int, choices=(1, 2), default=1)
     g.add_argument("--lr", type=float, default=None, help="default: 1e-4 (stage 1), 5e-5 (stage 2)")
-    g.add_argument("--init_from", default=None, help="stage 2: a best.keras or a stage-1 run folder")
+    g.add_argument("--init_from", default=None,
+                   help="start from this best.keras or run folder (stage 2: the stage-1 run; stage 1: a chunk "
+                        "of training continued under a new --run_name)")
     g.add_argument("--context_frames", type=int, default=0, help="neighbouring frames either side as channels")
     g.add_argument("--predict_variance", action="store_true", help="second head trained with Gaussian NLL")
     g.add_argument("--base_filters", type=int, default=64, help="filters of the first level (64 in the paper)")
@@ -167,14 +170,14 @@ def main(argv=None) -> int:
             continue                                                      # done before a requeue
         model = build_unet(data.bands, data.patch, args.context_frames, args.predict_variance, args.base_filters)
         lr = args.lr or STAGE_LR[phase]
+        if state["epoch"] == 0 and (phase == 2 or args.init_from):
+            src = Path(args.init_from) if args.init_from else run_dir / "best.keras"
+            src = src / "best.keras" if src.is_dir() else src
+            if not src.exists():
+                raise DataError(f"--init_from: {src} does not exist (stage 2 starts from a stage-1 model)")
+            model.set_weights(keras.models.load_model(src, compile=False).get_weights())
+            log.info("stage %d starts from %s", phase, src)
         if phase == 2:
-            if state["epoch"] == 0:
-                src = Path(args.init_from) if args.init_from else run_dir / "best.keras"
-                src = src / "best.keras" if src.is_dir() else src
-                if not src.exists():
-                    raise DataError(f"stage 2 starts from a stage-1 model: {src} does not exist")
-                model.set_weights(keras.models.load_model(src, compile=False).get_weights())
-                log.info("stage 2 starts from %s", src)
             log.info("stage 2: lr %g, %d encoder BatchNorm layers frozen", lr, freeze_encoder_bn(model))
         compile_model(model, vars(args), data, lr, vgg)
         if state["epoch"] > 0:                                            # a requeued run: back to `last`
@@ -185,7 +188,7 @@ def main(argv=None) -> int:
                     v.assign(opt[f"arr_{i}"])
             log.info("phase %d: resuming after epoch %d", phase, state["epoch"])
         model.fit(train, validation_data=valid, epochs=epochs, initial_epoch=state["epoch"],
-                  callbacks=[Keeper(run_dir, state, preempt, phase, t0)], verbose=2)
+                  callbacks=[Keeper(run_dir, state, preempt, phase, t0)], verbose=1 if sys.stdout.isatty() else 2)
         preempt.check(lambda: None)                                       # `last` is the last finished epoch
         if phase < phases[-1]:
             state.update(phase=phase + 1, epoch=0, best=float("inf"))
