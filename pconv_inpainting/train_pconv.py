@@ -187,6 +187,7 @@ def main(argv=None) -> int:
                 for i, v in enumerate(model.optimizer.variables):
                     v.assign(opt[f"arr_{i}"])
             log.info("phase %d: resuming after epoch %d", phase, state["epoch"])
+        train.epoch = state["epoch"] + (phase - 1) * epochs                # the patches an uninterrupted run sees
         model.fit(train, validation_data=valid, epochs=epochs, initial_epoch=state["epoch"],
                   callbacks=[Keeper(run_dir, state, preempt, phase, t0)], verbose=1 if sys.stdout.isatty() else 2)
         preempt.check(lambda: None)                                       # `last` is the last finished epoch
