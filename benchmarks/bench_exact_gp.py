@@ -2,7 +2,7 @@
 observed cells it conditions on (doubling from --start until a size fails, runs out of --max_gb or takes
 longer than --max_seconds). Each size runs in a fresh process so that its peak memory is its own.
 
-    python -m benchmarks.bench_exact_gp --out benchmarks/results            # CSV + PDF plot
+    python -m benchmarks.bench_exact_gp --out benchmarks/records            # CSV + PDF plot
     python -m benchmarks.bench_exact_gp --sizes 1000 2000 --device cuda     # chosen sizes, on a GPU
 
 Per size: one exact marginal-likelihood step (forward + backward, Cholesky, product Matern x Matern,
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--max_gb", type=float, default=20, help="stop before a size expected to pass this")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=("64", "32"), default="64")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/records")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
