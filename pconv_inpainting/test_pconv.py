@@ -14,6 +14,7 @@ import pconv_inpainting  # noqa: F401  (default Keras backend: torch)
 import keras
 from matplotlib.figure import Figure
 
+from baselines.classical import climatology
 from gapfill import runs
 from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
@@ -59,7 +60,7 @@ def analyses(problem, cfg, run_dir, device) -> list:
     yy, xx = np.mgrid[:Y, :X]
     truth = f.values[frames]
     errs, floor = [], []
-    clim = np.nanmean(f.values[problem.splits["train"]], axis=0) if problem.splits["train"].stop else None
+    clim = climatology(problem.visible(), problem.splits["train"])       # (B, Y, X) the classical floor
     for r in RADII:                                # a centred disc hidden, every other valid cell seen
         hole = (yy - (Y - 1) / 2) ** 2 + (xx - (X - 1) / 2) ** 2 <= r * r
         seen = data.truth_known.copy()
@@ -67,13 +68,12 @@ def analyses(problem, cfg, run_dir, device) -> list:
         mean, _ = inpaint(model, data, seen, frames)
         scored = np.isfinite(truth) & hole[None, None]
         errs.append(rmse(truth, mean, scored) if scored.any() else np.nan)
-        floor.append(rmse(truth, np.broadcast_to(clim, truth.shape), scored) if clim is not None and scored.any()
-                     else np.nan)
+        floor.append(rmse(truth, np.broadcast_to(clim, truth.shape), scored) if scored.any() else np.nan)
     figs = []
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
     ax = fig.subplots()
     ax.plot(RADII, errs, "o-", label="pconv UNet")
-    ax.plot(RADII, floor, "s--", color="grey", label="climatology (training frames)")
+    ax.plot(RADII, floor, "s--", color="grey", label="climatology")
     ax.set(xlabel="radius of the centred circular hole (cells)", ylabel=f"hole RMSE ({f.units[0]})",
            title=f"hole error against hole size, first {len(frames)} test frames")
     ax.grid(alpha=0.3)
