@@ -406,16 +406,15 @@ def method_summary(metrics_list: list[dict], out_dir, method: str,
 
     pdf_path = out_dir / f"summary_{method}.pdf"
     with PdfPages(pdf_path) as pdf:
-        fig = Figure(figsize=(PAGE[0], height))
+        fig = Figure(figsize=(PAGE[0], height), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
         _grouped_barh(axes[0], labels, series("rmse"), "RMSE per run (method vs baselines)")
         _grouped_barh(axes[1], labels, series("mae"), "MAE per run (method vs baselines)")
         axes[1].legend(fontsize=7, loc="lower right")
         fig.suptitle(f"{method}: errors on hidden valid cells ({len(labels)} runs)", fontsize=11)
-        fig.tight_layout()
         pdf.savefig(fig)
         if any(_scores(m).get("has_variance") for m in metrics_list):
-            fig = Figure(figsize=(PAGE[0], min(max(PAGE[1], 1.5 + 0.3 * len(labels)), 60)))
+            fig = Figure(figsize=(PAGE[0], min(max(PAGE[1], 1.5 + 0.3 * len(labels)), 60)), layout="constrained")
             axes = fig.subplots(1, 4, sharey=True)
             for ax, (key, title, ref) in zip(axes, [("crps", "CRPS", None), ("coverage95", "95% coverage", 0.95),
                                                      ("std_error_corr", "corr(std, |error|)", 0.0),
@@ -425,7 +424,6 @@ def method_summary(metrics_list: list[dict], out_dir, method: str,
                     ax.axvline(ref, color="k", ls="--", lw=1)
             fig.suptitle(f"{method}: uncertainty on hidden valid cells (runs without variance show no bar)",
                          fontsize=11)
-            fig.tight_layout()
             pdf.savefig(fig)
         if grid and len(metrics_list) > 1:
             _grid_pages(pdf, metrics_list, method, list(grid[0]), list(grid[1]))
