@@ -140,8 +140,9 @@ def load_run(run_dir) -> dict:
 def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, results_folder,
                  analyses: Callable | None = None) -> dict:
     """Predict the test frames of one run, score them, write prediction.nc, metrics.json and the PDF.
-    `analyses(problem, cfg, run_dir, device)` returns extra Figures for the PDF: a method's own experiments
-    on the test frames with masks of their own (it gets the whole problem; the scores above never use it)."""
+    `analyses(problem, cfg, run_dir, device, mean)` returns extra Figures for the PDF: a method's own
+    experiments on the test frames with masks of their own (it gets the whole problem and the prediction
+    `mean` (T_test, B, Y, X) just made; the scores above never use it)."""
     from gapfill.report import run_report
     cfg = load_run(run_dir)
     problem = build_problem(cfg["args"], test_args)
@@ -166,7 +167,7 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     with runs.atomic_path(out_dir / "prediction.nc") as tmp:
         pred.to_netcdf(tmp)
     runs.write_json(out_dir / "metrics.json", record)
-    figures = analyses(problem, cfg, Path(run_dir), device) if analyses else ()
+    figures = analyses(problem, cfg, Path(run_dir), device, mean) if analyses else ()
     pdf = run_report(out_dir / f"{cfg['run_name']}.pdf", pred, record, figures)
     floor = min(v["overall"]["rmse"] for v in record["baselines"].values())
     log.info("%s: RMSE %.4g %s (best classical floor %.4g) on %d hidden cells; wrote %s",

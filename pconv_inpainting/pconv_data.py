@@ -31,13 +31,14 @@ def stack_context(values: np.ndarray, known: np.ndarray, t: int, k: int) -> tupl
 
 class Patches(keras.utils.PyDataset):
     """Random training patches: frame t of `frames`, a `patch` x `patch` window, a hole from gapfill.masks
-    over the cells the model would see. Yields ([x, mask], y_true) with y_true = concat(truth, hole, known)
-    (see pconv_model.make_loss). Deterministic for a seed, epoch and batch index."""
+    over the cells the model may see (`visible` (T, B, Y, X), which is also where the loss looks: a single
+    image trains on its own visible pixels only). Yields ([x, mask], y_true) with y_true = concat(truth,
+    hole, known) (see pconv_model.make_loss). Deterministic for a seed, epoch and batch index."""
 
-    def __init__(self, values, known, visible_in, frames, patch: int, batch: int, steps: int, context: int,
+    def __init__(self, values, visible, frames, patch: int, batch: int, steps: int, context: int,
                  mask_kwargs: dict, seed: int, **kw):
         super().__init__(**kw)
-        self.values, self.known, self.visible_in = values, known, visible_in
+        self.values, self.visible = values, visible
         self.frames, self.patch, self.batch, self.steps, self.context = frames, patch, batch, steps, context
         self.mask_kwargs, self.seed, self.epoch = mask_kwargs, seed, 0
 
@@ -55,13 +56,13 @@ class Patches(keras.utils.PyDataset):
         for _ in range(self.batch):
             t = int(rng.choice(self.frames))
             y0, x0 = int(rng.integers(0, Y - P + 1)), int(rng.integers(0, X - P + 1))
-            x, m = stack_context(self.values, self.visible_in, t, self.context)
+            x, m = stack_context(self.values, self.visible, t, self.context)
             x, m = x[y0:y0 + P, x0:x0 + P], m[y0:y0 + P, x0:x0 + P]
             keep = make_mask(seed=int(rng.integers(2**31)), shape=(1, P, P), **self.mask_kwargs)[0]
             hole = np.repeat((~keep)[..., None], B, axis=-1).astype(np.float32)
             m[..., :B] *= 1.0 - hole                                     # hide the hole in frame t only
             x[..., :B] *= 1.0 - hole
-            known = self.known[t][:, y0:y0 + P, x0:x0 + P].transpose(1, 2, 0).astype(np.float32)
+            known = self.visible[t][:, y0:y0 + P, x0:x0 + P].transpose(1, 2, 0).astype(np.float32)
             truth = np.where(known > 0, self.values[t][:, y0:y0 + P, x0:x0 + P].transpose(1, 2, 0), 0.0)
             xs.append(x)
             ms.append(m)

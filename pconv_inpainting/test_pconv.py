@@ -51,8 +51,9 @@ def predict(problem, cfg, run_dir, device):
     return inpaint(model, data, seen, range(sl.start, sl.stop))
 
 
-def analyses(problem, cfg, run_dir, device) -> list:
-    """Extra PDF pages: circle-size curve, validation loss per epoch, value distributions on hole cells."""
+def analyses(problem, cfg, run_dir, device, mean) -> list:
+    """Extra PDF pages: circle-size curve, validation loss per epoch, value distributions on hole cells
+    (of `mean` (T_test, B, Y, X), the prediction the test just scored)."""
     data, model = load(run_dir, cfg, problem)
     f, sl = problem.field, problem.splits["test"]
     frames = np.arange(sl.start, sl.stop)[:4]
@@ -65,9 +66,9 @@ def analyses(problem, cfg, run_dir, device) -> list:
         hole = (yy - (Y - 1) / 2) ** 2 + (xx - (X - 1) / 2) ** 2 <= r * r
         seen = data.truth_known.copy()
         seen[frames] &= ~hole[None, None]
-        mean, _ = inpaint(model, data, seen, frames)
+        disc, _ = inpaint(model, data, seen, frames)
         scored = np.isfinite(truth) & hole[None, None]
-        errs.append(rmse(truth, mean, scored) if scored.any() else np.nan)
+        errs.append(rmse(truth, disc, scored) if scored.any() else np.nan)
         floor.append(rmse(truth, np.broadcast_to(clim, truth.shape), scored) if scored.any() else np.nan)
     figs = []
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
@@ -92,8 +93,6 @@ def analyses(problem, cfg, run_dir, device) -> list:
     ax.legend()
     figs.append(fig)
 
-    seen = data.visible_in & problem.observed[:, None]
-    mean, _ = inpaint(model, data, seen, np.arange(sl.start, sl.stop))
     hidden = problem.scored("test")
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, B, squeeze=False)[0])

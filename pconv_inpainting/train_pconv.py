@@ -59,7 +59,9 @@ def run_name(args, dataset: str) -> str:
 
 
 class Data:
-    """Normalised series and masks: what the model may see (`visible_in`) and where the truth is known."""
+    """Normalised series (T, B, Y, X) of the problem's field, what the model may see (`visible_in`: the
+    problem's visible cells) and where the field has a value (`truth_known`: in training, the hidden cells
+    of the validation frames, which validation scores; at test time the problem is the model's view)."""
 
     def __init__(self, args: dict, problem, normalizer: Normalizer | None = None):
         f, s = problem.field, problem.splits
@@ -68,9 +70,9 @@ class Data:
         train = s["train"] if s["train"].stop > s["train"].start else slice(0, f.shape[0])
         self.train_frames = np.arange(train.start, train.stop)
         self.normalizer = normalizer or Normalizer.fit(vis[train])
-        self.values = np.nan_to_num(self.normalizer.normalize(vis)).astype(np.float32)
+        self.values = np.nan_to_num(self.normalizer.normalize(f.values)).astype(np.float32)
         self.visible_in = np.isfinite(vis)                                # (T, B, Y, X)
-        self.truth_known = np.isfinite(vis)
+        self.truth_known = np.isfinite(f.values)
         T, B, Y, X = f.shape
         self.bands = B
         self.patch = min(args["patch_size"], 2 ** int(math.log2(min(Y, X))))
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     epochs = max(1, math.ceil(args.max_iters / args.steps_per_epoch))
     mask_kwargs = {k: v for k, v in cli.mask_options(vars(args)).items() if v is not None}
     mask_kwargs["mode"] = "dynamic"
-    train = Patches(data.values, data.truth_known, data.visible_in, data.train_frames, data.patch, args.batch_size,
+    train = Patches(data.values, data.visible_in, data.train_frames, data.patch, args.batch_size,
                     args.steps_per_epoch, args.context_frames, mask_kwargs, args.seed)
     vs = problem.splits["valid"]
     valid = None

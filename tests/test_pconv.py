@@ -143,3 +143,31 @@ def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkey
     epochs = [line.split(",")[1] for line in (run / "train_log.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]                                       # each epoch once
     assert runs.read_json(run / "config.json")["restarts"] == 1
+
+
+def test_validation_scores_the_hidden_cells_and_an_image_trains_only_on_its_visible_pixels(tmp_path):
+    from data_generation.prepare_real_datasets import convert_image
+    from pconv_inpainting.pconv_data import Patches, frame_batch
+    make_field(n_time=24, ny=32, nx=32, seed=1).to_netcdf(tmp_path / "f.nc")
+    args = vars(train_pconv.parse_args(["--data_path", str(tmp_path / "f.nc"), "--num_frames_train", "16",
+                                        "--num_frames_valid", "4"]))
+    problem = build_problem(args)
+    data = train_pconv.Data(args, problem)
+    vs = problem.splits["valid"]
+    seen = data.visible_in & problem.observed[:, None]
+    (x, m), y, _ = frame_batch(data.values, seen, data.truth_known, range(vs.start, vs.stop), 0, 2 ** data.depth)
+    hole = y[..., 1].astype(bool)
+    assert hole.sum() == problem.scored("valid").sum() > 0                  # every hidden valid cell, scored
+    assert not (m[..., 0].astype(bool) & hole).any()                        # and none of them seen
+    truth = data.normalizer.denormalize(y[..., :1].transpose(0, 3, 1, 2))[:, 0]
+    np.testing.assert_allclose(truth[hole], problem.field.values[vs, 0][hole], rtol=1e-5)
+
+    convert_image("astronaut", 32).to_netcdf(tmp_path / "a.nc")
+    args = vars(train_pconv.parse_args(["--data_path", str(tmp_path / "a.nc"), "--prob_masking", "0.4"]))
+    problem = build_problem(args)
+    data = train_pconv.Data(args, problem)
+    batch = Patches(data.values, data.visible_in, data.train_frames, data.patch, 4, 1, 0,
+                    {"kind": "shapes", "mode": "dynamic", "prob_masking": 0.2}, 0)[0][1]
+    known = batch[..., 6:].astype(bool)                                      # (N, P, P, 3): where the loss looks
+    assert data.patch == 32 and np.array_equal(known[0, ..., 0], problem.observed[0])   # the whole image
+    assert abs(known.mean() - 0.6) < 0.05                                    # its 60% visible pixels, no more
