@@ -8,11 +8,13 @@ the predicted cells so that a large frame never runs out of memory).
 """
 from __future__ import annotations
 
+import copy
 import logging
 
 import gpytorch
 import numpy as np
 import torch
+from linear_operator.utils.errors import NotPSDError
 
 from gapfill.runs import RunError
 
@@ -125,8 +127,8 @@ class ExactGP(gpytorch.models.ExactGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
-def make_model(args: dict, grid, x=None, y=None, dtype=torch.float64, device="cpu"):
-    """Model + likelihood for one band; spectral kernels are initialised from (x, y) when given."""
+def make_kernel(args: dict, grid, x=None, y=None):
+    """Covariance module for the run options on this grid; spectral kernels initialised from (x, y) when given."""
     t, gy, gx = grid
     kernel = build_kernel(args, extent_t=float(t[-1] - t[0]) or 1.0,
                           extent_s=float(max(gy[-1] - gy[0], gx[-1] - gx[0])) or 1.0)
@@ -134,9 +136,20 @@ def make_model(args: dict, grid, x=None, y=None, dtype=torch.float64, device="cp
         for k in kernel.modules():
             if isinstance(k, gpytorch.kernels.SpectralMixtureKernel):
                 k.initialize_from_data(x, y)
+    return kernel
+
+
+def make_likelihood():
+    """Gaussian likelihood, noise 0.05 (of a unit-variance normalised field) to start, at least 1e-5."""
     lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-5))
     lik.noise = torch.tensor(0.05)
-    model = ExactGP(x, y, lik, kernel, args["mean_function"] == "constant")
+    return lik
+
+
+def make_model(args: dict, grid, x=None, y=None, dtype=torch.float64, device="cpu"):
+    """Model + likelihood for one band; spectral kernels are initialised from (x, y) when given."""
+    lik = make_likelihood()
+    model = ExactGP(x, y, lik, make_kernel(args, grid, x, y), args["mean_function"] == "constant")
     return model.to(device=device, dtype=dtype), lik.to(device=device, dtype=dtype)
 
 
@@ -156,6 +169,29 @@ def context_width(model, args: dict, n_train: int, dtype=torch.float64) -> int:
     corr = (corr / corr[0]).cpu().numpy()
     above = np.flatnonzero(np.abs(corr) >= 0.01)
     return int(above.max()) if above.size else 0
+
+
+def robust_step(step_fn, objs, cur: dict, what: str, step: int, dtype=torch.float64) -> torch.Tensor:
+    """loss = step_fn(jitter): one optimiser step. A failed Cholesky or a non-finite loss restores `objs`
+    (models, optimisers) as they were and retries with the next of JITTERS (kept in cur['jitter'] for the
+    rest of the run); past the last, RunError naming `what`."""
+    snapshot = [copy.deepcopy(o.state_dict()) for o in objs]
+    while True:
+        jitter = max(JITTERS[cur["jitter"]], 1e-8 if dtype == torch.float64 else 1e-6)
+        try:
+            loss = step_fn(jitter)
+            if not torch.isfinite(loss):
+                raise FloatingPointError("loss is not finite")
+            return loss
+        except (NotPSDError, FloatingPointError, torch.linalg.LinAlgError) as err:
+            for o, s in zip(objs, snapshot):
+                o.load_state_dict(s)
+            if cur["jitter"] + 1 >= len(JITTERS):
+                raise RunError(f"{what}: {err} at step {step} even with jitter {jitter:g}; "
+                               f"try a smaller --lr or another kernel pair") from None
+            cur["jitter"] += 1
+            log.warning("%s: %s at step %d; retrying with jitter %g", what, type(err).__name__, step,
+                        JITTERS[cur["jitter"]])
 
 
 # ---------------------------------------------------------------------------------------- posterior
@@ -216,11 +252,14 @@ def posterior(model, lik, xc: torch.Tensor, yc: torch.Tensor, xs: torch.Tensor, 
 
 
 def inpaint(model, lik, grid, anomaly: np.ndarray, observed: np.ndarray, frames, width: int, cap: int,
-            what: str, dtype=torch.float64, device="cpu", progress: bool = False, only: np.ndarray | None = None):
+            what: str, dtype=torch.float64, device="cpu", progress: bool = False, only: np.ndarray | None = None,
+            solve=None):
     """Posterior mean and variance of every cell of `frames` given the observed cells around each.
 
     anomaly (T, Y, X): the model's target (NaN where not visible); observed (T, Y, X) bool; `only`
-    (len(frames), Y, X) bool: predict just those cells (NaN elsewhere). Returns two (len(frames), Y, X).
+    (len(frames), Y, X) bool: predict just those cells (NaN elsewhere). `solve(xc (N, 3), yc (N,), xs (M, 3))`
+    -> (mean (M,), var (M,)) replaces the exact posterior (the variational GP's sparse one).
+    Returns two (len(frames), Y, X).
     """
     from tqdm import tqdm
     T, Y, X = anomaly.shape
@@ -236,7 +275,10 @@ def inpaint(model, lik, grid, anomaly: np.ndarray, observed: np.ndarray, frames,
         if not want.any():
             continue
         xs = cell_inputs(grid, np.array([f]), want)
-        m, v = posterior(model, lik, tt(xc), tt(anomaly[ctx]), tt(xs), what)
+        if solve is None:
+            m, v = posterior(model, lik, tt(xc), tt(anomaly[ctx]), tt(xs), what)
+        else:
+            m, v = solve(tt(xc), tt(anomaly[ctx]), tt(xs))
         mean[n][want[0]], var[n][want[0]] = m.cpu().numpy(), v.cpu().numpy()
     return mean, var
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from exact_gp_related.exact_gp_utils import context_width, inpaint, kernel_label, make_model
+from exact_gp_related.exact_gp_utils import make_model
 from exact_gp_related.train_exact_gp import METHOD, Setup
 from gapfill import runs
 from gapfill.data import Normalizer
@@ -30,11 +30,7 @@ def predict(problem, cfg, run_dir, device):
         model, lik = make_model(args, setup.grid, dtype=setup.dtype, device=device)
         model.load_state_dict(best[b]["model"])
         model.eval()
-        width = context_width(model, args, setup.train.stop - setup.train.start, setup.dtype)
-        mean, var = inpaint(model, lik, setup.grid, setup.target(b), setup.observed, range(sl.start, sl.stop),
-                            width, args["max_context_points"], f"exact GP {kernel_label(args)} band {b}",
-                            setup.dtype, device, progress=True)
-        mean, var = setup.to_physical(b, mean, var)
+        mean, var = setup.inpaint(b, model, lik, range(sl.start, sl.stop), device, progress=True)
         means.append(mean)
         variances.append(var)
     return np.stack(means, axis=1), np.stack(variances, axis=1)

@@ -19,12 +19,11 @@ import time
 import gpytorch
 import numpy as np
 import torch
-from linear_operator.utils.errors import NotPSDError
 from tqdm import tqdm
 
 from baselines.classical import climatology
-from exact_gp_related.exact_gp_utils import (JITTERS, add_model_args, band_targets, cell_inputs, context_width,
-                                             grid_inputs, inpaint, kernel_label, make_model)
+from exact_gp_related.exact_gp_utils import (add_model_args, band_targets, cell_inputs, context_width, grid_inputs,
+                                             inpaint, kernel_label, make_model, robust_step)
 from gapfill import cli, runs
 from gapfill.data import DataError, Normalizer
 from gapfill.evaluate import open_training
@@ -70,24 +69,31 @@ class Setup:
         self.clim = climatology(self.norm, s["train"]) if args["mean_function"] == "climatology" else None
         self.observed = problem.observed
         self.dtype = torch.float64 if args["precision"] == "64" else torch.float32
+        self.label = f"exact GP {kernel_label(args)}"
 
     def target(self, b: int) -> np.ndarray:
         """(T, Y, X) the model's view of band b: observed cells only, NaN elsewhere."""
         t = band_targets(self.norm[:, b], None if self.clim is None else self.clim[b])
         return np.where(self.observed, t, np.nan)
 
-    def training_data(self, b: int, device):
+    def training_cells(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x (N, 3), y (N,)) float64: every observed cell of the training frames of band b."""
         target = self.target(b)
         cells = np.isfinite(target[self.train])
         frames = np.arange(self.train.start, self.train.stop)
         x, y = cell_inputs(self.grid, frames, cells), target[self.train][cells]
+        if len(y) < 3:
+            raise DataError(f"{self.problem.field.path}: band {b} has {len(y)} observed training cells; "
+                            "the GP needs a few (lower --prob_masking or add frames)")
+        return x, y
+
+    def training_data(self, b: int, device):
+        """Tensors (x (n, 3), y (n,)): up to --max_train_points of the observed training cells of band b."""
+        x, y = self.training_cells(b)
         cap = self.args["max_train_points"]
         if len(y) > cap:
             keep = np.sort(np.random.default_rng(self.args["seed"] + b).choice(len(y), cap, replace=False))
             x, y = x[keep], y[keep]
-        if len(y) < 3:
-            raise DataError(f"{self.problem.field.path}: band {b} has {len(y)} observed training cells; "
-                            "the GP needs a few (lower --prob_masking or add frames)")
         tt = lambda a: torch.as_tensor(a, dtype=self.dtype, device=device)   # noqa: E731
         return tt(x), tt(y)
 
@@ -96,6 +102,19 @@ class Setup:
         mu, sd = self.normalizer.mean[b], self.normalizer.std[b]
         full = mean + (self.clim[b] if self.clim is not None else 0.0)
         return full * sd + mu, var * sd * sd
+
+    def solver(self, b: int, model, lik):
+        """How a frame's posterior is computed (None: exact_gp_utils.posterior)."""
+        return None
+
+    def inpaint(self, b: int, model, lik, frames, device, only=None, progress: bool = False):
+        """Posterior mean and variance (len(frames), Y, X) of band b, physical units, from the observed cells
+        of each frame and of the frames within the model's context."""
+        width = context_width(model, self.args, self.train.stop - self.train.start, self.dtype)
+        mean, var = inpaint(model, lik, self.grid, self.target(b), self.observed, frames, width,
+                            self.args["max_context_points"], f"{self.label} band {b}", self.dtype, device,
+                            progress, only, self.solver(b, model, lik))
+        return self.to_physical(b, mean, var)
 
     def validate(self, b: int, model, lik, device) -> dict:
         """Inpaint the validation frames of band b; RMSE and NLL (physical units) on their hidden cells."""
@@ -106,10 +125,7 @@ class Setup:
         pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), self.args["max_valid_frames"])).round()
                          .astype(int))                                  # evenly spaced, bounded cost
         scored = self.problem.scored("valid")[pick, b]
-        width = context_width(model, self.args, self.train.stop - self.train.start, self.dtype)
-        mean, var = inpaint(model, lik, self.grid, self.target(b), self.observed, frames[pick], width,
-                            self.args["max_context_points"], kernel_label(self.args), self.dtype, device, only=scored)
-        mean, var = self.to_physical(b, mean, var)
+        mean, var = self.inpaint(b, model, lik, frames[pick], device, only=scored)
         truth = self.problem.field.values[frames[pick], b]
         return {"valid_rmse": rmse(truth, mean, scored), "valid_nll": gaussian_nll(truth, mean, var, scored)}
 
@@ -132,28 +148,17 @@ def fit_band(setup: Setup, b: int, state: dict, preempt, run_dir, logger, t0: fl
     model.train()
     bar = tqdm(range(cur["step"], args["max_iters"]), desc=f"{what}", unit="step", disable=None)
     for step in bar:
-        snapshot = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-        while True:
-            jitter = max(JITTERS[cur["jitter"]], 1e-8 if setup.dtype == torch.float64 else 1e-6)
-            try:
-                opt.zero_grad()
-                with gpytorch.settings.max_cholesky_size(10**7), \
-                        gpytorch.settings.cholesky_jitter(float_value=jitter, double_value=jitter):
-                    loss = -mll(model(x), y)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError("loss is not finite")
+        def step_fn(jitter):
+            opt.zero_grad()
+            with gpytorch.settings.max_cholesky_size(10**7), \
+                    gpytorch.settings.cholesky_jitter(float_value=jitter, double_value=jitter):
+                loss = -mll(model(x), y)
+                if torch.isfinite(loss):
                     loss.backward()
-                opt.step()
-                break
-            except (NotPSDError, FloatingPointError, torch.linalg.LinAlgError) as err:
-                model.load_state_dict(snapshot[0])
-                opt.load_state_dict(snapshot[1])
-                if cur["jitter"] + 1 >= len(JITTERS):
-                    raise runs.RunError(f"{what}: {err} at step {step} even with jitter {jitter:g}; "
-                                        f"try a smaller --lr or another kernel pair") from None
-                cur["jitter"] += 1
-                log.warning("%s: %s at step %d; retrying with jitter %g", what, type(err).__name__, step,
-                            JITTERS[cur["jitter"]])
+                    opt.step()
+            return loss
+
+        loss = robust_step(step_fn, (model, opt), cur, what, step, setup.dtype)
         bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}")
         cur["step"] = step + 1
         row = {"band": b, "step": step + 1, "loss": loss.item(), "noise": lik.noise.item(),

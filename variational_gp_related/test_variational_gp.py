@@ -1,0 +1,44 @@
+"""Test variational-GP runs by inpainting: for each test frame q(u) is refitted, with the trained
+hyperparameters frozen, on the observed cells of that frame and of the frames within the run's context;
+writes prediction.nc, metrics.json, PDFs and the summary.
+
+    python variational_gp_related/test_variational_gp.py --checkpoints D/* --results_folder R --num_frames_test 10
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gapfill import runs
+from gapfill.data import Normalizer
+from gapfill.evaluate import test_main
+from variational_gp_related.train_variational_gp import METHOD, VariationalSetup
+
+# summary heatmaps: one row per kernel pair and inducing-point count, one column per masking probability and mask type
+SUMMARY_GRID = (["timekernel", "spacekernel", "num_inducing_points"], ["prob_masking", "mask_type"])
+
+
+def predict(problem, cfg, run_dir, device):
+    """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
+    setup = VariationalSetup(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
+    best = torch.load(run_dir / "best.pt", weights_only=False)["bands"]
+    sl = problem.splits["test"]
+    means, variances = [], []
+    for b in range(problem.field.shape[1]):
+        state = best[b]["model"]
+        model, lik = setup.new_model(b, np.zeros(tuple(state["variational_strategy.inducing_points"].shape)), device)
+        model.load_state_dict(state)
+        model.eval()
+        mean, var = setup.inpaint(b, model, lik, range(sl.start, sl.stop), device, progress=True)
+        means.append(mean)
+        variances.append(var)
+    return np.stack(means, axis=1), np.stack(variances, axis=1)
+
+
+def main(argv=None):
+    test_main(METHOD, predict, argv, __doc__.splitlines()[0], summary_grid=SUMMARY_GRID)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(runs.run_cli(main))
