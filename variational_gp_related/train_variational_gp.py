@@ -2,14 +2,15 @@
 
 The ELBO is maximised on mini-batches (--batch_size cells, 0 = all) that stream over every observed cell of
 the training frames, epoch after epoch, one band at a time: q(u) on --num_inducing_points inducing inputs
-(k-means on the observed inputs; --learn_inducing_locations moves them), Adam on everything, or with
---natural_gradient natural-gradient steps for q(u) and Adam for the hyperparameters. Kernels and options
+(k-means on the observed inputs; --learn_inducing_locations moves them); --objective pll (default) or
+elbo; Adam on everything, or with --natural_gradient (ELBO) natural-gradient steps for q(u) and Adam for
+the hyperparameters. Kernels and options
 are the exact GP's. Every --eval_every steps the validation frames are inpainted (q(u) refitted around each
 frame with the hyperparameters frozen) and scored on their hidden cells; the best state is kept. On SLURM's
 warning signal (or SIGTERM) the run saves `last` and stops; the same command resumes.
 
     python variational_gp_related/train_variational_gp.py --data_path F --timekernel matern --spacekernel matern \\
-        --prob_masking 0.9 --num_inducing_points 512 --batch_size 1024 --natural_gradient --checkpoint_dir D
+        --prob_masking 0.9 --num_inducing_points 512 --batch_size 1024 --checkpoint_dir D
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def parse_args(argv=None):
     add_model_args(p)
     add_variational_args(p)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=0.01, help="Adam")
+    g.add_argument("--lr", type=float, default=0.03, help="Adam")
     g.add_argument("--eval_every", type=int, default=100, help="steps between validation inpaintings")
     g.add_argument("--max_valid_frames", type=int, default=10,
                    help="validation frames inpainted per evaluation (evenly spaced)")
@@ -53,7 +54,8 @@ def run_name(args, dataset: str) -> str:
     extra = {"nu": args.matern_nu} if "matern" in (args.timekernel, args.spacekernel) else {}
     return args.run_name or runs.make_run_name(METHOD, dataset, {
         "": kernel_label(vars(args)), **extra, "mean": args.mean_function, "mask": cli.mask_tag(vars(args)),
-        "M": args.num_inducing_points, "bs": args.batch_size, "opt": "ngd" if args.natural_gradient else "adam",
+        "M": args.num_inducing_points, "bs": args.batch_size, "obj": args.objective,
+        "opt": "ngd" if args.natural_gradient else "adam",
         "Z": "learned" if args.learn_inducing_locations else "kmeans", "seed": args.seed})
 
 
@@ -101,7 +103,8 @@ def fit_band(setup: VariationalSetup, b: int, state: dict, preempt, run_dir, log
         log.info("band %d: resuming at step %d", b, cur["step"])
     else:
         cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}
-    elbo = gpytorch.mlls.VariationalELBO(lik, model, num_data=n)
+    objective = (gpytorch.mlls.PredictiveLogLikelihood if args["objective"] == "pll"
+                 else gpytorch.mlls.VariationalELBO)(lik, model, num_data=n)
     what = f"{setup.label} band {b}"
     bsize = n if args["batch_size"] <= 0 else min(args["batch_size"], n)
     log.info("%s: %d observed training cells, %d inducing points, batches of %d (%d steps per epoch)", what, n,
@@ -120,7 +123,7 @@ def fit_band(setup: VariationalSetup, b: int, state: dict, preempt, run_dir, log
             j = max(jitter, floor)
             with gpytorch.settings.variational_cholesky_jitter(float_value=j, double_value=j), \
                     gpytorch.settings.cholesky_jitter(float_value=j, double_value=j):
-                loss = -elbo(model(xb), yb)
+                loss = -objective(model(xb), yb)
                 if torch.isfinite(loss):
                     loss.backward()
                     for o in opts:
@@ -169,6 +172,8 @@ def main(argv=None) -> int:
     for opt in ("num_inducing_points", "max_context_points"):
         if getattr(args, opt) < 1:
             raise runs.RunError(f"--{opt} must be at least 1, got {getattr(args, opt)}")
+    if args.natural_gradient and args.objective != "elbo":
+        raise runs.RunError("--natural_gradient needs --objective elbo (natural-gradient steps are those of the ELBO)")
     problem, name, run_dir, status = open_training(args, METHOD, lambda dataset: run_name(args, dataset))
     field = problem.field
     if status == "finished":

@@ -1,13 +1,15 @@
 """Sparse variational GP (SVGP, GPyTorch) for gappy fields: inducing points, the model, sparse inpainting.
 
 Inputs, kernels, the likelihood and the climatology mean are the exact GP's (exact_gp_related.exact_gp_utils).
-Training maximises the ELBO of Hensman et al. (2013) on mini-batches of observed cells: q(u) = N(m, S) on M
-inducing points, initialised by k-means on the observed inputs, so a step costs O(B M^2 + M^3) in time and
-O(B M + M^2) in memory, whatever the size of the field.
+Training maximises the predictive log likelihood (PLL, Jankowiak et al. 2020) or the ELBO (Hensman et al.
+2013) on mini-batches of observed cells: q(u) = N(m, S) on M inducing points, initialised by k-means on the
+observed inputs, so a step costs O(B M^2 + M^3) in time and O(B M + M^2) in memory, whatever the size of the
+field.
 
-Inpainting a frame refits q(u) with the hyperparameters frozen: M inducing points by k-means on the observed
-cells of the frame and the frames around it, then the optimal Gaussian q(u) for those cells (Titsias 2009),
-accumulated chunk by chunk. With as many inducing points as cells it is the exact GP posterior.
+Inpainting a frame refits q(u) with the hyperparameters frozen, on the observed cells of the frame and of
+the frames around it: M inducing inputs (the frame's own observed cells, then k-means centres of the
+others), then the optimal q(u) with the FITC noise, accumulated chunk by chunk. With as many inducing
+points as cells it is the exact GP posterior.
 """
 from __future__ import annotations
 
@@ -33,7 +35,11 @@ def add_variational_args(p) -> None:
     g.add_argument("--learn_inducing_locations", action="store_true",
                    help="optimise the inducing inputs (default: keep the k-means centres)")
     g.add_argument("--natural_gradient", action="store_true",
-                   help="natural-gradient steps (--ngd_lr) for q(u), Adam (--lr) for the hyperparameters")
+                   help="natural-gradient steps (--ngd_lr) for q(u), Adam (--lr) for the hyperparameters "
+                        "(needs --objective elbo)")
+    g.add_argument("--objective", choices=("pll", "elbo"), default="pll",
+                   help="pll: predictive log likelihood (Jankowiak et al. 2020), keeps the noise from absorbing what "
+                        "the inducing points miss; elbo: the variational lower bound (Hensman et al. 2013)")
     g.add_argument("--ngd_lr", type=float, default=0.1, help="natural-gradient step (1 = exact, full batch)")
 
 
@@ -82,21 +88,25 @@ def make_variational_model(args: dict, kernel, lik, inducing: np.ndarray, dtype=
 @torch.no_grad()
 def sparse_posterior(kern, mean_fn, noise: torch.Tensor, xc: torch.Tensor, yc: torch.Tensor, z: torch.Tensor,
                      xs: torch.Tensor, what: str, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predictive mean and variance (noise included) at xs (P, 3) under the optimal q(u) on inducing inputs
-    z (M, 3) for the cells xc (N, 3), yc (N,) (Titsias 2009; the SGPR equations of GPflow). Both (P,).
+    """Predictive mean and variance (noise included) at xs (P, 3) given the cells xc (N, 3), yc (N,) through
+    inducing inputs z (M, 3); both (P,). FITC (Snelson & Ghahramani 2006): the optimal Gaussian q(u) when
+    each cell's noise is sigma^2 + k_ii - q_ii, what the inducing points miss of its prior variance (the
+    same term the PLL objective puts in its predictive variance). Exact when z holds every cell of xc.
     Memory O(M^2 + chunk M): the cells enter through A A^T and A r, summed chunk by chunk."""
     M, dt = len(z), z.dtype
     eye = torch.eye(M, dtype=dt, device=z.device)
     Kmm = kern(z, z).to_dense()
     Kmm = Kmm + (1e-6 if dt == torch.float64 else 1e-4) * Kmm.diagonal().mean() * eye
     L = cholesky(Kmm, what)
-    sigma = noise.reshape(()).sqrt()
+    noise = noise.reshape(())
     AAt, Ar = torch.zeros(M, M, dtype=dt, device=z.device), torch.zeros(M, dtype=dt, device=z.device)
     for s in range(0, len(xc), chunk):
         xb = xc[s:s + chunk]
-        A = torch.linalg.solve_triangular(L, kern(z, xb).to_dense(), upper=False) / sigma     # (M, n)
+        A = torch.linalg.solve_triangular(L, kern(z, xb).to_dense(), upper=False)             # (M, n)
+        lam = noise + (kern(xb, diag=True) - (A * A).sum(0)).clamp_min(0)                    # (n,) FITC noise
+        A = A / lam.sqrt()
         AAt += A @ A.T
-        Ar += A @ ((yc[s:s + chunk] - mean_fn(xb)) / sigma)
+        Ar += A @ ((yc[s:s + chunk] - mean_fn(xb)) / lam.sqrt())
     LB = cholesky(eye + AAt, what)
     c = torch.linalg.solve_triangular(LB, Ar.unsqueeze(-1), upper=False).squeeze(-1)           # (M,)
     means, variances = [], []
@@ -106,15 +116,26 @@ def sparse_posterior(kern, mean_fn, noise: torch.Tensor, xc: torch.Tensor, yc: t
         t2 = torch.linalg.solve_triangular(LB, t1, upper=False)
         means.append(mean_fn(xq) + t2.T @ c)
         var = kern(xq, diag=True) - (t1 * t1).sum(0) + (t2 * t2).sum(0)
-        variances.append(var.clamp_min(0) + noise.reshape(()))
+        variances.append(var.clamp_min(0) + noise)
     return torch.cat(means), torch.cat(variances)
 
 
+def local_inducing(xc: np.ndarray, xs: np.ndarray, m: int, seed: int) -> np.ndarray:
+    """(<= m, 3) inducing inputs for predicting xs (P, 3) from xc (N, 3): the cells of xc in xs's frames
+    first (k-means of them when more than m), then k-means centres of the other cells for the rest."""
+    own = np.isin(xc[:, 0], np.unique(xs[:, 0]))
+    if own.sum() >= m:
+        return kmeans(xc[own], m, seed)
+    rest = xc[~own]
+    return np.concatenate([xc[own], kmeans(rest, m - int(own.sum()), seed)]) if len(rest) else xc[own]
+
+
 def frozen_solver(model, lik, num_inducing: int, seed: int, what: str):
-    """solve(xc, yc, xs) for exact_gp_utils.inpaint: k-means inducing points on the frame's context cells,
-    then the optimal q(u) with the trained hyperparameters."""
+    """solve(xc, yc, xs) for exact_gp_utils.inpaint: q(u) refitted on a frame's context cells with the
+    trained hyperparameters frozen, inducing inputs from local_inducing."""
     def solve(xc, yc, xs):
-        z = torch.as_tensor(kmeans(xc.cpu().numpy(), num_inducing, seed), dtype=xc.dtype, device=xc.device)
+        z = local_inducing(xc.cpu().numpy(), xs.cpu().numpy(), num_inducing, seed)
+        z = torch.as_tensor(z, dtype=xc.dtype, device=xc.device)
         return sparse_posterior(model.covar_module, model.mean_module, lik.noise, xc, yc, z, xs, what)
     return solve
 
