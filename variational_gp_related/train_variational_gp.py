@@ -46,8 +46,14 @@ def parse_args(argv=None):
     g.add_argument("--max_valid_frames", type=int, default=10,
                    help="validation frames inpainted per evaluation (evenly spaced)")
     g.add_argument("--patience", type=int, default=5, help="evaluations without improvement before stopping")
-    p.set_defaults(max_iters=1000)                 # mini-batch steps: about 10 epochs of a 64 x 64 x 100-frame field at 90% missing
-    return p.parse_args(argv)
+    p.set_defaults(max_iters=1000)      # mini-batch steps: 10 epochs of the default field's 104,550 training cells
+    args = p.parse_args(argv)
+    for opt in ("num_inducing_points", "max_context_points"):
+        if getattr(args, opt) < 1:
+            p.error(f"--{opt} must be at least 1, got {getattr(args, opt)}")
+    if args.natural_gradient and args.objective != "elbo":
+        p.error("--natural_gradient needs --objective elbo (natural-gradient steps are those of the ELBO)")
+    return args
 
 
 def run_name(args, dataset: str) -> str:
@@ -79,7 +85,9 @@ class VariationalSetup(Setup):
 
 
 def optimisers(model, args: dict, n: int) -> list:
-    """[Adam on every parameter] or, with --natural_gradient, [NGD on q(u), Adam on the hyperparameters]."""
+    """[Adam on every parameter] or, with --natural_gradient, [NGD on q(u), Adam on the hyperparameters]:
+    each step takes them in turn, the hyperparameters' gradient at the q(u) just updated (as Salimbeni et
+    al. 2018 alternate them), so a full-batch NGD step of 1 makes the ELBO the exact marginal likelihood."""
     if not args["natural_gradient"]:
         return [torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args["lr"])]
     hyper = [p for p in model.hyperparameters() if p.requires_grad]
@@ -118,16 +126,16 @@ def fit_band(setup: VariationalSetup, b: int, state: dict, preempt, run_dir, log
         xb, yb = tt(x[idx]), tt(y[idx])
 
         def step_fn(jitter):
-            for o in opts:
-                o.zero_grad()
             j = max(jitter, floor)
             with gpytorch.settings.variational_cholesky_jitter(float_value=j, double_value=j), \
                     gpytorch.settings.cholesky_jitter(float_value=j, double_value=j):
-                loss = -objective(model(xb), yb)
-                if torch.isfinite(loss):
+                for o in opts:                  # NGD (if any) first, then Adam at the updated q(u)
+                    o.zero_grad()
+                    loss = -objective(model(xb), yb)
+                    if not torch.isfinite(loss):
+                        break
                     loss.backward()
-                    for o in opts:
-                        o.step()
+                    o.step()
             return loss
 
         loss = robust_step(step_fn, (model, *opts), cur, what, step, setup.dtype)
@@ -169,11 +177,6 @@ def fit_band(setup: VariationalSetup, b: int, state: dict, preempt, run_dir, log
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for opt in ("num_inducing_points", "max_context_points"):
-        if getattr(args, opt) < 1:
-            raise runs.RunError(f"--{opt} must be at least 1, got {getattr(args, opt)}")
-    if args.natural_gradient and args.objective != "elbo":
-        raise runs.RunError("--natural_gradient needs --objective elbo (natural-gradient steps are those of the ELBO)")
     problem, name, run_dir, status = open_training(args, METHOD, lambda dataset: run_name(args, dataset))
     field = problem.field
     if status == "finished":
