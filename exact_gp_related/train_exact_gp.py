@@ -13,8 +13,10 @@ band. On SLURM's warning signal (or SIGTERM) the run saves `last` and stops; the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import gpytorch
 import numpy as np
@@ -130,24 +132,90 @@ class Setup:
         return {"valid_rmse": rmse(truth, mean, scored), "valid_nll": gaussian_nll(truth, mean, var, scored)}
 
 
-def fit_band(setup: Setup, b: int, state: dict, preempt, run_dir, logger, t0: float, device) -> dict:
-    """Adam on the exact marginal likelihood for band b; resumes from `state['current']` when present."""
-    args = setup.args
-    x, y = setup.training_data(b, device)
-    model, lik = make_model(args, setup.grid, x, y, setup.dtype, device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args["lr"])
-    cur = state.get("current")
-    if cur and cur["band"] == b:
-        model.load_state_dict(cur["model"])
-        opt.load_state_dict(cur["optimizer"])
-        log.info("band %d: resuming at step %d", b, cur["step"])
-    else:
-        cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}
+@dataclasses.dataclass
+class Run:
+    """What every band's fit shares: the saved state {"bands", "current"}, the run folder, the CSV log, the
+    signal watcher, the start time (minus earlier attempts) and the device."""
+    state: dict
+    run_dir: Path
+    logger: runs.CsvLog
+    preempt: runs.Preemption
+    t0: float
+    device: str
+
+
+class BandLoop:
+    """The bookkeeping of one band's training loop, shared by the exact and the variational GP: resume from
+    `state['current']`, validation every --eval_every steps keeping the best state, --patience, the CSV log
+    and `last` when a signal asks. `for step in loop.bar: ...; if loop.end_step(...): break`."""
+
+    def __init__(self, setup: Setup, b: int, run: Run, model, opts: list):
+        self.setup, self.b, self.run, self.model, self.opts = setup, b, run, model, opts
+        self.what = f"{setup.label} band {b}"
+        cur = run.state.get("current")
+        if cur and cur["band"] == b:
+            model.load_state_dict(cur["model"])
+            for o, saved in zip(opts, cur["optimizer"]):
+                o.load_state_dict(saved)
+            log.info("band %d: resuming at step %d", b, cur["step"])
+        else:
+            cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}
+        self.cur = cur
+        self.bar = tqdm(range(cur["step"], setup.args["max_iters"]), desc=self.what, unit="step", disable=None)
+
+    def end_step(self, step: int, loss: torch.Tensor, lik, **row) -> bool:
+        """Log step `step` (0-based), validate when due; True when the band is done."""
+        args, cur, run, model = self.setup.args, self.cur, self.run, self.model
+        self.bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}",
+                             **{k: f"{v:.1f}" for k, v in row.items()})
+        cur["step"] = step + 1
+        row = {"band": self.b, "step": step + 1, **row, "loss": loss.item(), "noise": lik.noise.item(),
+               "seconds": round(time.time() - run.t0, 2)}
+        last_step = step + 1 == args["max_iters"]
+        if (step + 1) % args["eval_every"] == 0 or last_step:
+            model.eval()
+            val = self.setup.validate(self.b, model, lik, run.device)
+            model.train()
+            row.update(val)
+            score = val.get("valid_rmse", loss.item())        # no validation frames: the training loss
+            if score < cur["best_val"]:
+                cur["best_val"], cur["best"], cur["bad"] = score, copy.deepcopy(model.state_dict()), 0
+                save_best(run.run_dir, run.state, cur)
+            else:
+                cur["bad"] += 1
+            if val:
+                self.bar.write(f"{self.what} step {step + 1}: valid RMSE {val['valid_rmse']:.4g}, "
+                               f"NLL {val['valid_nll']:.4g}")
+        run.logger.write(**row)
+        done = last_step or cur["bad"] >= args["patience"]
+        cur["model"], cur["optimizer"] = model.state_dict(), [o.state_dict() for o in self.opts]
+        if not done:
+            run.preempt.check(lambda: save_last(run.run_dir, run.state, cur, time.time() - run.t0))
+        elif cur["bad"] >= args["patience"]:
+            log.info("%s: no improvement in %d evaluations, stopping at step %d", self.what, args["patience"], step + 1)
+        return done
+
+    def finish(self, n_train: int) -> dict:
+        """The band's result: its best state (loaded into the model), validation score, context width."""
+        cur, model, setup = self.cur, self.model, self.setup
+        if cur["best"] is None:                                   # max_iters 0
+            cur["best"], cur["best_val"] = copy.deepcopy(model.state_dict()), float("nan")
+        model.load_state_dict(cur["best"])
+        model.eval()
+        width = context_width(model, setup.args, setup.train.stop - setup.train.start, setup.dtype)
+        return {"model": cur["best"], "valid": cur["best_val"], "steps": cur["step"], "context_width": width,
+                "n_train": n_train}
+
+
+def fit_band(setup: Setup, b: int, run: Run) -> dict:
+    """Adam on the exact marginal likelihood for band b; resumes from `run.state['current']` when present."""
+    x, y = setup.training_data(b, run.device)
+    model, lik = make_model(setup.args, setup.grid, x, y, setup.dtype, run.device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=setup.args["lr"])
+    loop = BandLoop(setup, b, run, model, [opt])
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
-    what = f"exact GP {kernel_label(args)} band {b}"
     model.train()
-    bar = tqdm(range(cur["step"], args["max_iters"]), desc=f"{what}", unit="step", disable=None)
-    for step in bar:
+    for step in loop.bar:
         def step_fn(jitter):
             opt.zero_grad()
             with gpytorch.settings.max_cholesky_size(10**7), \
@@ -158,41 +226,10 @@ def fit_band(setup: Setup, b: int, state: dict, preempt, run_dir, logger, t0: fl
                     opt.step()
             return loss
 
-        loss = robust_step(step_fn, (model, opt), cur, what, step, setup.dtype)
-        bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}")
-        cur["step"] = step + 1
-        row = {"band": b, "step": step + 1, "loss": loss.item(), "noise": lik.noise.item(),
-               "seconds": round(time.time() - t0, 2)}
-        last_step = step + 1 == args["max_iters"]
-        if (step + 1) % args["eval_every"] == 0 or last_step:
-            model.eval()
-            val = setup.validate(b, model, lik, device)
-            model.train()
-            row.update(val)
-            score = val.get("valid_rmse", loss.item())        # no validation frames: the training loss
-            if score < cur["best_val"]:
-                cur["best_val"], cur["best"], cur["bad"] = score, copy.deepcopy(model.state_dict()), 0
-                save_best(run_dir, state, cur)
-            else:
-                cur["bad"] += 1
-            if val:
-                bar.write(f"{what} step {step + 1}: valid RMSE {val['valid_rmse']:.4g}, NLL {val['valid_nll']:.4g}")
-        logger.write(**row)
-        done = last_step or cur["bad"] >= args["patience"]
-        cur["model"], cur["optimizer"] = model.state_dict(), opt.state_dict()
-        if not done:
-            preempt.check(lambda: save_last(run_dir, state, cur, time.time() - t0))
-        if done:
-            if cur["bad"] >= args["patience"]:
-                log.info("%s: no improvement in %d evaluations, stopping at step %d", what, args["patience"], step + 1)
+        loss = robust_step(step_fn, (model, opt), loop.cur, loop.what, step, setup.dtype)
+        if loop.end_step(step, loss, lik):
             break
-    if cur["best"] is None:                                       # max_iters 0
-        cur["best"], cur["best_val"] = copy.deepcopy(model.state_dict()), float("nan")
-    model.load_state_dict(cur["best"])
-    model.eval()
-    width = context_width(model, args, setup.train.stop - setup.train.start, setup.dtype)
-    return {"model": cur["best"], "valid": cur["best_val"], "steps": cur["step"], "context_width": width,
-            "n_train": len(y)}
+    return loop.finish(len(y))
 
 
 def save_last(run_dir, state: dict, cur: dict, seconds: float) -> None:
@@ -210,42 +247,48 @@ def save_best(run_dir, state: dict, cur: dict | None) -> None:
         torch.save({"bands": bands}, tmp)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    problem, name, run_dir, status = open_training(args, METHOD, lambda dataset: run_name(args, dataset))
+def train_bands(args, method: str, run_name, setup_cls, fit, log_fields: list[str]) -> int:
+    """The main of both GP train scripts: open (or resume) the run, `fit(setup, b, run)` every band not yet
+    done, write config.json; `run_name(args, dataset)`, `setup_cls(args: dict, problem)`."""
+    problem, name, run_dir, status = open_training(args, method, lambda dataset: run_name(args, dataset))
     field = problem.field
     if status == "finished":
         return 0
-    preempt = runs.Preemption()
     device = runs.resolve_device(args.device, args.local_rank)
-    setup = Setup(vars(args), problem)
+    setup = setup_cls(vars(args), problem)
     t0 = time.time()
     if status == "resume":
         state = torch.load(run_dir / "last.pt", weights_only=False)
         t0 -= runs.note_restart(run_dir)
     else:
         state = {"bands": {}}
-        runs.save_config(run_dir, METHOD, name, vars(args), display_name=f"exact GP {kernel_label(vars(args))}",
+        runs.save_config(run_dir, method, name, vars(args), display_name=setup.label,
                          normalization=setup.normalizer.to_dict(), bands=field.bands, units=field.units,
                          device=device)
-    logger = runs.CsvLog(run_dir / "train_log.csv", ["band", "step", "loss", "noise", "valid_rmse", "valid_nll",
-                                                     "seconds"])
+    logger = runs.CsvLog(run_dir / "train_log.csv", ["band", "step", *log_fields, "loss", "noise", "valid_rmse",
+                                                     "valid_nll", "seconds"])
+    run = Run(state, run_dir, logger, runs.Preemption(), t0, device)
     for b in range(field.shape[1]):
         if b in state["bands"]:
             continue
-        state["bands"][b] = fit_band(setup, b, state, preempt, run_dir, logger, t0, device)
+        state["bands"][b] = fit(setup, b, run)
         state.pop("current", None)
         save_best(run_dir, state, None)
         save_last(run_dir, state, {"band": -1}, time.time() - t0)
-        log.info("band %s: best validation RMSE %.4g %s after %d steps; posterior context +-%d frames",
-                 field.bands[b], state["bands"][b]["valid"], field.units[b], state["bands"][b]["steps"],
-                 state["bands"][b]["context_width"])
+        res = state["bands"][b]
+        log.info("band %s: best validation RMSE %.4g %s after %d steps on %d observed cells; posterior context "
+                 "+-%d frames", field.bands[b], res["valid"], field.units[b], res["steps"], res["n_train"],
+                 res["context_width"])
     vals = [v["valid"] for v in state["bands"].values()]
     runs.update_config(run_dir, finished=True, train_seconds=time.time() - t0, peak_memory_mb=runs.peak_memory_mb(),
                        valid_rmse=float(np.mean(vals)) if vals else None,
                        context_width=[state["bands"][b]["context_width"] for b in sorted(state["bands"])])
     log.info("wrote %s", run_dir)
     return 0
+
+
+def main(argv=None) -> int:
+    return train_bands(parse_args(argv), METHOD, run_name, Setup, fit_band, [])
 
 
 if __name__ == "__main__":

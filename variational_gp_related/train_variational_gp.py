@@ -1,34 +1,29 @@
 """Train a sparse variational GP (GPyTorch SVGP) on every observed cell of the training frames.
 
-The ELBO is maximised on mini-batches (--batch_size cells, 0 = all) that stream over every observed cell of
-the training frames, epoch after epoch, one band at a time: q(u) on --num_inducing_points inducing inputs
-(k-means on the observed inputs; --learn_inducing_locations moves them); --objective pll (default) or
-elbo; Adam on everything, or with --natural_gradient (ELBO) natural-gradient steps for q(u) and Adam for
-the hyperparameters. Kernels and options
-are the exact GP's. Every --eval_every steps the validation frames are inpainted (q(u) refitted around each
-frame with the hyperparameters frozen) and scored on their hidden cells; the best state is kept. On SLURM's
-warning signal (or SIGTERM) the run saves `last` and stops; the same command resumes.
+The predictive log likelihood (--objective pll, default) or the ELBO (elbo) is maximised on mini-batches
+(--batch_size cells, 0 = all) that stream over every observed cell of the training frames, epoch after
+epoch, one band at a time: q(u) on --num_inducing_points inducing inputs (k-means on the observed inputs;
+--learn_inducing_locations moves them); Adam on everything or, with --natural_gradient (ELBO only),
+natural-gradient steps for q(u) and Adam for the hyperparameters. Kernels and their options are the exact
+GP's. Every --eval_every steps the validation frames are inpainted (q(u) refitted around each frame with
+the hyperparameters frozen) and scored on their hidden cells; the best state is kept. On SLURM's warning
+signal (or SIGTERM) the run saves `last` and stops; the same command resumes.
 
     python variational_gp_related/train_variational_gp.py --data_path F --timekernel matern --spacekernel matern \\
         --prob_masking 0.9 --num_inducing_points 512 --batch_size 1024 --checkpoint_dir D
 """
 from __future__ import annotations
 
-import copy
 import logging
-import time
 
 import gpytorch
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from exact_gp_related.exact_gp_utils import (add_model_args, context_width, kernel_label, make_kernel,
-                                             make_likelihood, robust_step)
-from exact_gp_related.train_exact_gp import Setup, save_best, save_last
+from exact_gp_related.exact_gp_utils import add_model_args, kernel_label, make_kernel, make_likelihood, robust_step
+from exact_gp_related.train_exact_gp import BandLoop, Setup, train_bands
 from gapfill import cli, runs
 from gapfill.data import Normalizer
-from gapfill.evaluate import open_training
 from variational_gp_related.variational_gp_utils import (add_variational_args, batch_indices, frozen_solver, kmeans,
                                                          make_variational_model)
 
@@ -95,33 +90,24 @@ def optimisers(model, args: dict, n: int) -> list:
             torch.optim.Adam(hyper, lr=args["lr"])]
 
 
-def fit_band(setup: VariationalSetup, b: int, state: dict, preempt, run_dir, logger, t0: float, device) -> dict:
-    """Mini-batch ELBO ascent for band b; resumes from `state['current']` when present."""
-    args = setup.args
+def fit_band(setup: VariationalSetup, b: int, run) -> dict:
+    """Mini-batch PLL/ELBO ascent for band b; resumes from `run.state['current']` when present."""
+    args, device = setup.args, run.device
     x, y = setup.training_cells(b)                                        # (N, 3), (N,) numpy
     n, seed = len(y), args["seed"] + b
     sub = np.random.default_rng(seed).choice(n, min(n, 2000), replace=False)
     model, lik = setup.new_model(b, kmeans(x, args["num_inducing_points"], seed), device, x[sub], y[sub])
     opts = optimisers(model, args, n)
-    cur = state.get("current")
-    if cur and cur["band"] == b:
-        model.load_state_dict(cur["model"])
-        for o, s in zip(opts, cur["optimizer"]):
-            o.load_state_dict(s)
-        log.info("band %d: resuming at step %d", b, cur["step"])
-    else:
-        cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}
+    loop = BandLoop(setup, b, run, model, opts)
     objective = (gpytorch.mlls.PredictiveLogLikelihood if args["objective"] == "pll"
                  else gpytorch.mlls.VariationalELBO)(lik, model, num_data=n)
-    what = f"{setup.label} band {b}"
     bsize = n if args["batch_size"] <= 0 else min(args["batch_size"], n)
-    log.info("%s: %d observed training cells, %d inducing points, batches of %d (%d steps per epoch)", what, n,
-             len(model.variational_strategy.inducing_points), bsize, -(-n // bsize))
+    log.info("%s: %d observed training cells, %d inducing points, batches of %d (%d steps per epoch)", loop.what,
+             n, len(model.variational_strategy.inducing_points), bsize, -(-n // bsize))
     tt = lambda a: torch.as_tensor(a, dtype=setup.dtype, device=device)      # noqa: E731
     floor = 1e-6 if setup.dtype == torch.float64 else 1e-4                   # GPyTorch's own variational jitter
     model.train()
-    bar = tqdm(range(cur["step"], args["max_iters"]), desc=what, unit="step", disable=None)
-    for step in bar:
+    for step in loop.bar:
         idx = batch_indices(n, args["batch_size"], step, seed)
         xb, yb = tt(x[idx]), tt(y[idx])
 
@@ -138,79 +124,14 @@ def fit_band(setup: VariationalSetup, b: int, state: dict, preempt, run_dir, log
                     o.step()
             return loss
 
-        loss = robust_step(step_fn, (model, *opts), cur, what, step, setup.dtype)
-        epoch = step * bsize / n
-        bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}", epoch=f"{epoch:.1f}")
-        cur["step"] = step + 1
-        row = {"band": b, "step": step + 1, "epoch": round(epoch, 3), "loss": loss.item(), "noise": lik.noise.item(),
-               "seconds": round(time.time() - t0, 2)}
-        last_step = step + 1 == args["max_iters"]
-        if (step + 1) % args["eval_every"] == 0 or last_step:
-            model.eval()
-            val = setup.validate(b, model, lik, device)
-            model.train()
-            row.update(val)
-            score = val.get("valid_rmse", loss.item())        # no validation frames: the training loss
-            if score < cur["best_val"]:
-                cur["best_val"], cur["best"], cur["bad"] = score, copy.deepcopy(model.state_dict()), 0
-                save_best(run_dir, state, cur)
-            else:
-                cur["bad"] += 1
-            if val:
-                bar.write(f"{what} step {step + 1}: valid RMSE {val['valid_rmse']:.4g}, NLL {val['valid_nll']:.4g}")
-        logger.write(**row)
-        done = last_step or cur["bad"] >= args["patience"]
-        cur["model"], cur["optimizer"] = model.state_dict(), [o.state_dict() for o in opts]
-        if not done:
-            preempt.check(lambda: save_last(run_dir, state, cur, time.time() - t0))
-        if done:
-            if cur["bad"] >= args["patience"]:
-                log.info("%s: no improvement in %d evaluations, stopping at step %d", what, args["patience"], step + 1)
+        loss = robust_step(step_fn, (model, *opts), loop.cur, loop.what, step, setup.dtype)
+        if loop.end_step(step, loss, lik, epoch=round((step + 1) * bsize / n, 3)):
             break
-    if cur["best"] is None:                                       # max_iters 0
-        cur["best"], cur["best_val"] = copy.deepcopy(model.state_dict()), float("nan")
-    model.load_state_dict(cur["best"])
-    width = context_width(model, args, setup.train.stop - setup.train.start, setup.dtype)
-    return {"model": cur["best"], "valid": cur["best_val"], "steps": cur["step"], "context_width": width,
-            "n_train": n}
+    return loop.finish(n)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    problem, name, run_dir, status = open_training(args, METHOD, lambda dataset: run_name(args, dataset))
-    field = problem.field
-    if status == "finished":
-        return 0
-    preempt = runs.Preemption()
-    device = runs.resolve_device(args.device, args.local_rank)
-    setup = VariationalSetup(vars(args), problem)
-    t0 = time.time()
-    if status == "resume":
-        state = torch.load(run_dir / "last.pt", weights_only=False)
-        t0 -= runs.note_restart(run_dir)
-    else:
-        state = {"bands": {}}
-        runs.save_config(run_dir, METHOD, name, vars(args), display_name=setup.label,
-                         normalization=setup.normalizer.to_dict(), bands=field.bands, units=field.units,
-                         device=device)
-    logger = runs.CsvLog(run_dir / "train_log.csv", ["band", "step", "epoch", "loss", "noise", "valid_rmse",
-                                                     "valid_nll", "seconds"])
-    for b in range(field.shape[1]):
-        if b in state["bands"]:
-            continue
-        state["bands"][b] = fit_band(setup, b, state, preempt, run_dir, logger, t0, device)
-        state.pop("current", None)
-        save_best(run_dir, state, None)
-        save_last(run_dir, state, {"band": -1}, time.time() - t0)
-        log.info("band %s: best validation RMSE %.4g %s after %d steps over %d cells; posterior context +-%d "
-                 "frames", field.bands[b], state["bands"][b]["valid"], field.units[b], state["bands"][b]["steps"],
-                 state["bands"][b]["n_train"], state["bands"][b]["context_width"])
-    vals = [v["valid"] for v in state["bands"].values()]
-    runs.update_config(run_dir, finished=True, train_seconds=time.time() - t0, peak_memory_mb=runs.peak_memory_mb(),
-                       valid_rmse=float(np.mean(vals)) if vals else None,
-                       context_width=[state["bands"][b]["context_width"] for b in sorted(state["bands"])])
-    log.info("wrote %s", run_dir)
-    return 0
+    return train_bands(parse_args(argv), METHOD, run_name, VariationalSetup, fit_band, ["epoch"])
 
 
 if __name__ == "__main__":
