@@ -155,8 +155,9 @@ class BandLoop:
         cur = run.state.get("current")
         if cur and cur["band"] == b:
             model.load_state_dict(cur["model"])
-            for o, saved in zip(opts, cur["optimizer"]):
-                o.load_state_dict(saved)
+            saved = cur["optimizer"]
+            for o, st in zip(opts, [saved] if isinstance(saved, dict) else saved):   # a dict: last.pt of before
+                o.load_state_dict(st)
             log.info("band %d: resuming at step %d", b, cur["step"])
         else:
             cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}

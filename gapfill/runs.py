@@ -189,8 +189,14 @@ class CsvLog:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process (and peak CUDA memory when torch used a GPU), in MB."""
-    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process (and peak CUDA memory when torch used a GPU), in MB.
+    Linux: VmHWM of /proc/self/status, the peak of this program's own address space (ru_maxrss also counts
+    the parent's memory at fork time: a run started from a large process would report the parent's size)."""
+    try:
+        with open("/proc/self/status") as f:
+            mb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if "torch" in sys.modules:
         import torch
         if torch.cuda.is_available():

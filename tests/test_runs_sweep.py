@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gapfill import runs, sweep
@@ -127,3 +128,15 @@ def test_preempted_run_requeues_only_on_usr1_under_slurm(monkeypatch):
     assert runs.run_cli(stopped("SIGTERM")) == runs.EXIT_RESUME and len(calls) == 1   # scancel stays a cancel
     monkeypatch.delenv("SLURM_JOB_ID")
     assert runs.run_cli(stopped("SIGUSR1")) == runs.EXIT_RESUME and len(calls) == 1   # no SLURM: rerun resumes
+
+
+def test_peak_memory_is_the_programs_own_not_its_parents():
+    """A run started from a large process (pytest, a notebook) must not report the parent's memory, which
+    ru_maxrss carries over a fork."""
+    big = np.ones(300 * 2**20 // 8)                                        # 300 MB held by this process
+    code = ("import numpy as np; from gapfill.runs import peak_memory_mb; a = peak_memory_mb(); "
+            "b = np.ones(200 * 2**20 // 8); print(a, peak_memory_mb())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after = map(float, out)
+    assert before < 150 and 190 < after - before < 260, (before, after)
+    assert big.sum() > 0

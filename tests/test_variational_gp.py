@@ -174,7 +174,7 @@ def peak_of_training(path, tmp, *extra) -> tuple[float, dict]:
 
 def test_memory_depends_on_batch_and_inducing_points_not_on_the_field(tmp_path):
     """Every observed training cell of the default field (365 x 64 x 64, 90% missing: 104,550 cells, whose
-    exact kernel matrix alone would be 87 GB) against a 16 times smaller field: same peak within 200 MB."""
+    exact kernel matrix alone would be 87 GB) against a 16 times smaller field: same peak within 150 MB."""
     make_field().to_netcdf(tmp_path / "full.nc")
     make_field(ny=16, nx=16).to_netcdf(tmp_path / "small.nc")
     steps = ["--max_iters", "120", "--eval_every", "120", "--batch_size", "1024", "--num_inducing_points", "256"]
@@ -182,7 +182,7 @@ def test_memory_depends_on_batch_and_inducing_points_not_on_the_field(tmp_path):
     full, cfg = peak_of_training(tmp_path / "full.nc", tmp_path / "f", *steps)
     log = (next((tmp_path / "f").iterdir()) / "train_log.csv").read_text().splitlines()
     assert float(log[-1].split(",")[2]) > 1.0                              # past one epoch: every cell was used
-    assert full < 1500 and full - small < 200, (small, full)
+    assert full < 1000 and full - small < 150, (small, full)               # measured: 507 and 565 MB
 
 
 @pytest.mark.slow
@@ -191,13 +191,12 @@ def test_full_default_field_beats_climatology_and_interpolation_within_the_memor
     make_field().to_netcdf(tmp_path / "full.nc")
     peak, _ = peak_of_training(tmp_path / "full.nc", tmp_path / "ck", "--timekernel", "matern", "--spacekernel",
                                "matern", "--max_valid_frames", "10")
-    assert peak < 1500
+    assert peak < 1000
     records = test_variational_gp.test_main("variational_gp", test_variational_gp.predict, [
         "--checkpoints", str(next((tmp_path / "ck").iterdir())), "--results_folder", str(tmp_path / "res")])
     rec = records[0]
     ours, base = rec["metrics"]["overall"]["rmse"], rec["baselines"]
     assert ours < 0.9 * base["interpolation"]["overall"]["rmse"] and ours < base["climatology"]["overall"]["rmse"]
-    assert rec["cost"]["peak_memory_mb"] < 2000
 
 
 def test_resumed_training_ends_where_the_uninterrupted_run_ends(tmp_path, monkeypatch):
