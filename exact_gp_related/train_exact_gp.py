@@ -163,6 +163,7 @@ class BandLoop:
             cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}
         self.cur = cur
         self.bar = tqdm(range(cur["step"], setup.args["max_iters"]), desc=self.what, unit="step", disable=None)
+        self.started = (time.time(), cur["step"])             # for the time left in logs without a terminal
 
     def end_step(self, step: int, loss: torch.Tensor, lik, **row) -> bool:
         """Log step `step` (0-based), validate when due; True when the band is done."""
@@ -184,9 +185,11 @@ class BandLoop:
                 save_best(run.run_dir, run.state, cur)
             else:
                 cur["bad"] += 1
-            if val:
-                self.bar.write(f"{self.what} step {step + 1}: valid RMSE {val['valid_rmse']:.4g}, "
-                               f"NLL {val['valid_nll']:.4g}")
+            t, first = self.started
+            left = (time.time() - t) / (step + 1 - first) * (args["max_iters"] - step - 1)
+            self.bar.write(f"{self.what} step {step + 1}/{args['max_iters']}: "
+                           + (f"valid RMSE {val['valid_rmse']:.4g}, NLL {val['valid_nll']:.4g}; " if val else "")
+                           + (f"at most {left:.0f} s left" if left < 120 else f"at most {left / 60:.0f} min left"))
         run.logger.write(**row)
         done = last_step or cur["bad"] >= args["patience"]
         cur["model"], cur["optimizer"] = model.state_dict(), [o.state_dict() for o in self.opts]
