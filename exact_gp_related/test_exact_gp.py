@@ -19,21 +19,27 @@ from gapfill.evaluate import test_main
 SUMMARY_GRID = (["timekernel", "kernel_combination", "spacekernel"], ["prob_masking", "mask_type"])
 
 
-def predict(problem, cfg, run_dir, device):
-    """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
-    args = cfg["args"]
-    setup = Setup(args, problem, Normalizer.from_dict(cfg["normalization"]))
+def predict_bands(setup, run_dir, device, build) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, variance), each (T_test, B, Y, X) in physical units: every band's test frames inpainted by
+    `setup` with the band's best state; `build(b, state)` -> (model, likelihood) to load it into."""
     best = torch.load(run_dir / "best.pt", weights_only=False)["bands"]
-    sl = problem.splits["test"]
+    sl = setup.problem.splits["test"]
     means, variances = [], []
-    for b in range(problem.field.shape[1]):
-        model, lik = make_model(args, setup.grid, dtype=setup.dtype, device=device)
+    for b in range(setup.problem.field.shape[1]):
+        model, lik = build(b, best[b]["model"])
         model.load_state_dict(best[b]["model"])
         model.eval()
         mean, var = setup.inpaint(b, model, lik, range(sl.start, sl.stop), device, progress=True)
         means.append(mean)
         variances.append(var)
     return np.stack(means, axis=1), np.stack(variances, axis=1)
+
+
+def predict(problem, cfg, run_dir, device):
+    """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
+    setup = Setup(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
+    return predict_bands(setup, run_dir, device,
+                         lambda b, state: make_model(cfg["args"], setup.grid, dtype=setup.dtype, device=device))
 
 
 def main(argv=None):

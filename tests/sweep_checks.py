@@ -1,5 +1,6 @@
 """Checks shared by the sweep tests (bash in test_pipeline, sbatch in test_slurm): every run of the
-baselines' sweep wrote its checkpoints, prediction, metrics and PDF, and the leaderboard lists them all."""
+baselines' sweep wrote its checkpoints, prediction, metrics and PDF, and the leaderboard lists them all.
+Also `signal_at_check`, the SLURM warning signal at a chosen step, for the resume tests."""
 import csv
 import json
 import re
@@ -42,3 +43,19 @@ def assert_sweep_outputs(ckpt: Path, results: Path, n_test: int, ny: int, nx: in
     assert rmse["dineof"] < 0.8 * rmse["climatology"]
     assert rmse["anomalyinterpolation"] < rmse["climatology"]
     assert pdf_pages(results / "comparison" / "comparison.pdf") >= 2
+
+
+def signal_at_check(monkeypatch, n: int) -> None:
+    """Make the n-th runs.Preemption.check of this test see SLURM's USR1 (outside SLURM: save, exit 75)."""
+    from gapfill import runs
+    calls = {"n": 0}
+    real_check = runs.Preemption.check
+
+    def check(self, save_last):
+        calls["n"] += 1
+        if calls["n"] == n:
+            self.requested = "SIGUSR1"
+        return real_check(self, save_last)
+
+    monkeypatch.setattr(runs.Preemption, "check", check)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)

@@ -15,7 +15,7 @@ from gapfill import runs
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
-from sweep_checks import pdf_pages
+from sweep_checks import pdf_pages, signal_at_check
 
 ARGS = {"matern_nu": 1.5, "num_mixtures": 2, "time_lengthscale": 50.0, "time_outputscale": 0.7,
         "mean_function": "climatology", "context_frames": None, "max_context_points": 3000, "precision": "64"}
@@ -193,17 +193,7 @@ def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkey
             "--num_frames_train", "20", "--num_frames_valid", "4", "--max_iters", "12", "--eval_every", "3",
             "--max_train_points", "300"]
     train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "plain")])
-    calls = {"n": 0}
-    real_check = runs.Preemption.check
-
-    def signal_at_step_5(self, save_last):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            self.requested = "SIGUSR1"
-        return real_check(self, save_last)
-
-    monkeypatch.setattr(runs.Preemption, "check", signal_at_step_5)
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    signal_at_check(monkeypatch, 5)
     assert runs.run_cli(train_exact_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "cut")]) == runs.EXIT_RESUME
     cut = next((tmp_path / "cut").iterdir())
     assert torch.load(cut / "last.pt", weights_only=False)["current"]["step"] == 5

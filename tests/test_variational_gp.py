@@ -18,7 +18,7 @@ from gapfill import runs
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
-from sweep_checks import pdf_pages
+from sweep_checks import pdf_pages, signal_at_check
 from variational_gp_related import test_variational_gp, train_variational_gp
 from variational_gp_related import variational_gp_utils as V
 
@@ -204,17 +204,7 @@ def test_resumed_training_ends_where_the_uninterrupted_run_ends(tmp_path, monkey
     argv = ["--data_path", str(tmp_path / "t.nc"), *SPLIT, "--max_iters", "12", "--eval_every", "3",
             "--num_inducing_points", "32", "--batch_size", "100", "--learn_inducing_locations"]
     train_variational_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "plain")])
-    calls = {"n": 0}
-    real_check = runs.Preemption.check
-
-    def signal_at_step_5(self, save_last):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            self.requested = "SIGUSR1"
-        return real_check(self, save_last)
-
-    monkeypatch.setattr(runs.Preemption, "check", signal_at_step_5)
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    signal_at_check(monkeypatch, 5)
     assert runs.run_cli(train_variational_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "cut")]) == runs.EXIT_RESUME
     cut = next((tmp_path / "cut").iterdir())
     assert torch.load(cut / "last.pt", weights_only=False)["current"]["step"] == 5

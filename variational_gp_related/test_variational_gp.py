@@ -7,8 +7,8 @@ writes prediction.nc, metrics.json, PDFs and the summary.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from exact_gp_related.test_exact_gp import predict_bands
 from gapfill import runs
 from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
@@ -21,18 +21,8 @@ SUMMARY_GRID = (["timekernel", "spacekernel", "num_inducing_points"], ["prob_mas
 def predict(problem, cfg, run_dir, device):
     """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
     setup = VariationalSetup(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
-    best = torch.load(run_dir / "best.pt", weights_only=False)["bands"]
-    sl = problem.splits["test"]
-    means, variances = [], []
-    for b in range(problem.field.shape[1]):
-        state = best[b]["model"]
-        model, lik = setup.new_model(b, np.zeros(tuple(state["variational_strategy.inducing_points"].shape)), device)
-        model.load_state_dict(state)
-        model.eval()
-        mean, var = setup.inpaint(b, model, lik, range(sl.start, sl.stop), device, progress=True)
-        means.append(mean)
-        variances.append(var)
-    return np.stack(means, axis=1), np.stack(variances, axis=1)
+    return predict_bands(setup, run_dir, device, lambda b, state: setup.new_model(
+        b, np.zeros(tuple(state["variational_strategy.inducing_points"].shape)), device))
 
 
 def main(argv=None):
