@@ -59,3 +59,14 @@ def signal_at_check(monkeypatch, n: int) -> None:
 
     monkeypatch.setattr(runs.Preemption, "check", check)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+
+
+def assert_gp_reports(records: list[dict], results, method: str) -> None:
+    """Every GP run tested: finite scores (uncertainty ones too), RMSE within 1.5 x climatology's, a PDF of
+    two test frames + summary, and the method summary with its bars, uncertainty page and 4 heatmaps."""
+    for rec in records:
+        ov = rec["metrics"]["overall"]
+        assert all(np.isfinite(ov[k]) for k in ("rmse", "mae", "crps", "nll", "coverage95")), rec["run_name"]
+        assert ov["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"] * 1.5, rec["run_name"]
+        assert pdf_pages(Path(results) / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1
+    assert pdf_pages(Path(results) / f"summary_{method}.pdf") == 2 + 4

@@ -15,7 +15,7 @@ from gapfill import runs
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
-from sweep_checks import pdf_pages, signal_at_check
+from sweep_checks import assert_gp_reports, signal_at_check
 
 ARGS = {"matern_nu": 1.5, "num_mixtures": 2, "time_lengthscale": 50.0, "time_outputscale": 0.7,
         "mean_function": "climatology", "context_frames": None, "max_context_points": 3000, "precision": "64"}
@@ -179,12 +179,7 @@ def test_every_kernel_pair_of_the_sweep_trains_and_tests(tmp_path):
     records = test_exact_gp.test_main("exact_gp", test_exact_gp.predict, [
         "--checkpoints", *map(str, runs_), "--results_folder", str(tmp_path / "res"), "--num_frames_test", "2"],
         summary_grid=test_exact_gp.SUMMARY_GRID)
-    for rec in records:
-        ov = rec["metrics"]["overall"]
-        assert all(np.isfinite(ov[k]) for k in ("rmse", "mae", "crps", "nll", "coverage95")), rec["run_name"]
-        assert ov["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"] * 1.5, rec["run_name"]
-        assert pdf_pages(tmp_path / "res" / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1
-    assert pdf_pages(tmp_path / "res" / "summary_exact_gp.pdf") == 2 + 4        # bars, uncertainty, 4 heatmaps
+    assert_gp_reports(records, tmp_path / "res", "exact_gp")
 
 
 def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from gapfill import runs
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
-from sweep_checks import pdf_pages, signal_at_check
+from sweep_checks import assert_gp_reports, signal_at_check
 from variational_gp_related import test_variational_gp, train_variational_gp
 from variational_gp_related import variational_gp_utils as V
 
@@ -230,12 +230,7 @@ def test_kernel_pairs_train_and_test_with_reports(tmp_path):
     records = test_variational_gp.test_main("variational_gp", test_variational_gp.predict, [
         "--checkpoints", *map(str, runs_), "--results_folder", str(tmp_path / "res"), "--num_frames_test", "2"],
         summary_grid=test_variational_gp.SUMMARY_GRID)
-    for rec in records:
-        ov = rec["metrics"]["overall"]
-        assert all(np.isfinite(ov[k]) for k in ("rmse", "mae", "crps", "nll", "coverage95")), rec["run_name"]
-        assert ov["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"] * 1.5, rec["run_name"]
-        assert pdf_pages(tmp_path / "res" / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1
-    assert pdf_pages(tmp_path / "res" / "summary_variational_gp.pdf") == 2 + 4
+    assert_gp_reports(records, tmp_path / "res", "variational_gp")
 
 
 def test_sweep_entries_have_distinct_run_names_and_bad_options_are_one_line_errors(capsys):

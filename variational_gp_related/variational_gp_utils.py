@@ -13,7 +13,7 @@ points as cells it is the exact GP posterior.
 """
 from __future__ import annotations
 
-import logging
+import functools
 import warnings
 
 import gpytorch
@@ -22,8 +22,6 @@ import torch
 from scipy.cluster.vq import kmeans2
 
 from exact_gp_related.exact_gp_utils import cholesky
-
-log = logging.getLogger(__name__)
 
 
 def add_variational_args(p) -> None:
@@ -144,7 +142,13 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     """Cells of training step `step` (0-based): epochs are seeded permutations of range(n) cut into batches
     (the last one shorter), so that step s draws the same cells in an interrupted and a resumed run."""
     b = n if batch_size <= 0 else min(batch_size, n)
-    per_epoch = -(-n // b)
-    epoch, k = divmod(step, per_epoch)
+    epoch, k = divmod(step, -(-n // b))
+    return _permutation(n, seed, epoch)[k * b:(k + 1) * b]
+
+
+@functools.lru_cache(maxsize=1)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The seeded order of an epoch, drawn once per epoch rather than once per step (read-only)."""
     perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return perm[k * b:(k + 1) * b]
+    perm.flags.writeable = False
+    return perm
