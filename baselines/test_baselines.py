@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-import numpy as np
-
-from baselines.classical import method_options, reconstruct
+from baselines.dineof import method_options, reconstruct
 from gapfill import runs
 from gapfill.evaluate import test_main
 
@@ -14,7 +12,7 @@ from gapfill.evaluate import test_main
 def predict(problem, cfg, run_dir, device):
     """(mean, variance or None), each (T_test, B, Y, X), from the visible cells only."""
     args = cfg["args"]
-    state = np.load(run_dir / "best.npz")
+    state = runs.load_checkpoint(run_dir, "best")
     mean, var, _ = reconstruct(args["method"], problem.visible(), problem.splits["train"], problem.splits["test"],
                                **method_options(args, rank=int(state["rank"])))
     return mean, var

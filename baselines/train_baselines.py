@@ -10,16 +10,16 @@ under SLURM); the same command resumes the search where it stopped, with the sam
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 
-from baselines.classical import METHODS, climatology, method_options, reconstruct
+from baselines.dineof import METHODS, method_options, reconstruct
 from gapfill import cli, runs
 from gapfill.data import Normalizer
-from gapfill.evaluate import open_training, validation_rmse
+from gapfill.floor import climatology
 
 log = logging.getLogger("baselines.train")
+METHOD = "baselines"
 
 
 def parse_args(argv=None):
@@ -30,57 +30,35 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def save(path, arrays: dict, **config_changes) -> None:
-    """Write an .npz atomically (then record `config_changes` in config.json)."""
-    with runs.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    if config_changes:
-        runs.update_config(path.parent, **config_changes)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problem, name, run_dir, state = open_training(args, "baselines", lambda dataset: args.run_name or runs.make_run_name(
-        "baselines", dataset, {"": args.method, "mask": cli.mask_tag(vars(args)), "seed": args.seed}))
-    field, splits = problem.field, problem.splits
-    if state == "finished":
+    run = runs.open_training(args, METHOD, {"": args.method, "mask": cli.mask_tag(vars(args)), "seed": args.seed},
+                             ["cv_mse"], display_name=args.method)
+    if run.status == "finished":
         return 0
-    preempt = runs.Preemption()
-    t0 = time.time()
+    problem, splits = run.problem, run.problem.splits
     visible, train = problem.visible(), splits["train"]
-    normalizer = Normalizer.fit(visible[train] if train.stop > train.start else visible)  # an image: observed cells
-    resume = None
-    if state == "resume":
-        with np.load(run_dir / "last.npz") as last:
-            resume = {k[7:]: last[k] for k in last.files if k.startswith("search_")} or None
-        t0 -= runs.note_restart(run_dir)
-    else:
-        runs.save_config(run_dir, "baselines", name, vars(args), display_name=args.method,
-                         normalization=normalizer.to_dict(), bands=field.bands, units=field.units)
-    logger = runs.CsvLog(run_dir / "train_log.csv", ["rank", "cv_mse", "seconds"])
+    if run.status == "new":            # an image has no training frames: its observed cells
+        run.record(normalization=Normalizer.fit(visible[train] if train.stop > train.start else visible).to_dict())
+    resume = {k[7:]: v for k, v in (run.resume_state or {}).items() if k.startswith("search_")} or None
 
     def after_rank(search: dict) -> None:
         """Log each rank of DINEOF's search; on a signal save the search as `last` and stop."""
-        k = int(search["curve_rank"][-1])
-        logger.write(rank=k, cv_mse=float(search["curve_mse"][-1]), seconds=round(time.time() - t0, 3))
-        preempt.check(lambda: save(run_dir / "last.npz", {f"search_{key}": v for key, v in search.items()},
-                                   train_seconds=time.time() - t0))
+        run.log(int(search["curve_rank"][-1]), cv_mse=float(search["curve_mse"][-1]))
+        run.check(lambda: run.save_last({f"search_{key}": v for key, v in search.items()}))
 
-    state_dict = {"climatology": climatology(visible, splits["train"]).astype(np.float32), "rank": 0}
+    state = {"climatology": climatology(visible, train).astype(np.float32), "rank": 0}
     val = {}
     if splits["valid"].stop > splits["valid"].start:
         upto = visible[: splits["valid"].stop]          # the test frames play no part in training
         extra = {"resume": resume, "after_rank": after_rank} if args.method == "dineof" else {}
-        mean, _, info = reconstruct(args.method, upto, splits["train"], splits["valid"],
-                                    **method_options(vars(args)), **extra)
-        state_dict["rank"] = info.get("rank", 0)
-        val = {"valid_rmse": validation_rmse(problem, mean)}
-        log.info("%s: validation RMSE %.4g %s", args.method, val["valid_rmse"], field.units[0])
-    for which in ("last", "best"):
-        save(run_dir / f"{which}.npz", state_dict)
-    runs.update_config(run_dir, finished=True, train_seconds=time.time() - t0, rank=int(state_dict["rank"]), **val)
-    log.info("wrote %s", run_dir)
+        mean, var, info = reconstruct(args.method, upto, train, splits["valid"], **method_options(vars(args)), **extra)
+        state["rank"] = info.get("rank", 0)
+        val = run.score_valid(mean, var)
+        log.info("%s: validation RMSE %.4g %s", args.method, val["valid_rmse"], problem.field.units[0])
+    run.save_best(state)
+    run.save_last(state)
+    run.finish(rank=int(state["rank"]), **val)
     return 0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from linear_operator.utils.errors import NotPSDError
 
-from gapfill.runs import RunError
+from gapfill.errors import RunError
 
 log = logging.getLogger(__name__)
 

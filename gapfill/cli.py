@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from gapfill.masks import KINDS, MODES
+
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 def _floats(text: str) -> tuple[float, float]:
@@ -48,7 +51,14 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--max_iters", type=int, default=100, help="optimiser steps (DINEOF: SVD iterations per rank)")
     g.add_argument("--checkpoint_dir", default=None, help="default: checkpoints/<method>")
     g.add_argument("--run_name", default=None, help="default: built from the options")
-    g.add_argument("--overwrite", action="store_true", help="train a finished run again")
+    g.add_argument("--overwrite", action="store_true",
+                   help="train anew over a run of that name (removes only the files a run writes)")
+    g = p.add_argument_group("Weights & Biases (the CSV log stays the record)")
+    env_mode = os.environ.get("WANDB_MODE", "offline")
+    g.add_argument("--wandb_mode", choices=WANDB_MODES, default=env_mode if env_mode in WANDB_MODES else "offline",
+                   help="offline: files under <run>/wandb, nothing sent; online: sent to W&B (needs a login); "
+                        "the default is $WANDB_MODE when set")
+    g.add_argument("--wandb_project", default="gapfill")
     add_common_args(p)
     return p
 

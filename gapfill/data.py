@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from gapfill.errors import DataError
+from gapfill.files import atomic_path
+
 log = logging.getLogger(__name__)
+__all__ = ["DataError", "Field", "Normalizer", "open_field", "split_frames", "write_dataset"]
 
 TIME_NAMES = ("time", "t")
 Y_NAMES = ("lat", "latitude", "y", "rlat", "nav_lat")
 X_NAMES = ("lon", "longitude", "x", "rlon", "nav_lon")
 _UNIT_DAYS = {"day": 1.0, "hour": 1 / 24, "minute": 1 / 1440, "second": 1 / 86400, "week": 7.0}
-
-
-class DataError(ValueError):
-    """Bad input data: the message is one line naming the file and the problem."""
 
 
 @dataclass
@@ -186,7 +186,6 @@ def split_frames(n_frames: int, num_frames_train: int | None = None, num_frames_
 
 def write_dataset(ds: xr.Dataset, out) -> Path:
     """Write a CF dataset atomically (temp file, then rename); NaN is the fill value, coordinates have none."""
-    from gapfill.runs import atomic_path
     out = Path(out)
     enc = {v: {"_FillValue": np.float32(np.nan), "zlib": True, "complevel": 1} for v in ds.data_vars}
     enc.update({c: {"_FillValue": None} for c in ds.coords})

@@ -16,10 +16,14 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
-from gapfill import cli, runs
-from gapfill.data import DataError, Field, open_field, split_frames
+from gapfill import cli
+from gapfill.data import Field, open_field, split_frames
+from gapfill.errors import DataError
+from gapfill.files import atomic_path, read_json, write_json
+from gapfill.floor import FLOOR, reconstruct_floor
 from gapfill.masks import describe_mask, make_mask
-from gapfill.metrics import compute_metrics, rmse, scored_cells
+from gapfill.metrics import compute_metrics, scored_cells
+from gapfill.system import peak_memory_mb, resolve_device, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -86,32 +90,14 @@ def build_problem(args: dict, test_args: dict | None = None) -> Problem:
     return Problem(field, splits, observed, masks)
 
 
-def open_training(args, method: str, run_name: Callable[[str], str]) -> tuple[Problem, str, Path, str]:
-    """Shared start of every train_<m>.py: logging, seeds, the problem, the run folder.
-    `run_name(dataset)` names the run; returns (problem, name, run_dir, status new|resume|finished)."""
-    runs.setup_logging(args.log_level)
-    runs.seed_everything(args.seed)
-    problem = build_problem(vars(args))
-    name = run_name(problem.field.name)
-    run_dir, status = runs.prepare_run(args.checkpoint_dir or f"checkpoints/{method}", name, args.overwrite)
-    return problem, name, run_dir, status
-
-
 def reference_metrics(problem: Problem, split: str = "test") -> dict:
-    """compute_metrics of the cheap classical floor on the hidden cells of `split`."""
-    from baselines.classical import REFERENCE, reconstruct   # baselines build on gapfill, not the reverse
+    """compute_metrics of the classical floor (gapfill.floor) on the hidden cells of `split`."""
     vis, sl, f = problem.visible(), problem.splits[split], problem.field
     out = {}
-    for name in REFERENCE:
-        mean, var, _ = reconstruct(name, vis, problem.splits["train"], sl)
-        out[name] = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], var, f.bands)
+    for name in FLOOR:
+        mean = reconstruct_floor(name, vis, problem.splits["train"], sl)
+        out[name] = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], None, f.bands)
     return out
-
-
-def validation_rmse(problem: Problem, mean: np.ndarray) -> float:
-    """RMSE of a validation-frame reconstruction (T_valid, B, Y, X) on its hidden valid cells."""
-    sl = problem.splits["valid"]
-    return rmse(problem.field.values[sl], mean, problem.scored("valid"))
 
 
 def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Dataset:
@@ -131,7 +117,7 @@ def load_run(run_dir) -> dict:
     cfg_path = Path(run_dir) / "config.json"
     if not cfg_path.exists():
         raise DataError(f"{run_dir}: not a run folder (no config.json); pass folders written by a train script")
-    cfg = runs.read_json(cfg_path)
+    cfg = read_json(cfg_path)
     if not cfg.get("finished"):
         log.warning("%s: training did not finish; testing its best checkpoint so far", run_dir)
     return cfg
@@ -146,7 +132,7 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     from gapfill.report import run_report
     cfg = load_run(run_dir)
     problem = build_problem(cfg["args"], test_args)
-    device = runs.resolve_device(test_args.get("device", "auto"), test_args.get("local_rank"))
+    device = resolve_device(test_args.get("device", "auto"), test_args.get("local_rank"))
     t0 = time.time()
     mean, variance = predict(problem.for_model(), cfg, Path(run_dir), device)
     test_seconds = time.time() - t0
@@ -159,14 +145,14 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
               "mask": {k: v for k, v in problem.masks["test"].items()}, "bands": f.bands, "units": f.units,
               "metrics": metrics, "baselines": reference_metrics(problem),
               "cost": {"train_seconds": cfg.get("train_seconds"), "test_seconds": test_seconds,
-                       "peak_memory_mb": runs.peak_memory_mb()},
+                       "peak_memory_mb": peak_memory_mb()},
               "config": cfg["args"]}
     pred = prediction_dataset(problem, mean, variance, {"method": record["method"], "run_name": cfg["run_name"],
                                                         "dataset": f.name, "mask_label": record["mask"]["label"]})
     out_dir.mkdir(parents=True, exist_ok=True)
-    with runs.atomic_path(out_dir / "prediction.nc") as tmp:
+    with atomic_path(out_dir / "prediction.nc") as tmp:
         pred.to_netcdf(tmp)
-    runs.write_json(out_dir / "metrics.json", record)
+    write_json(out_dir / "metrics.json", record)
     figures = analyses(problem, cfg, Path(run_dir), device, mean) if analyses else ()
     pdf = run_report(out_dir / f"{cfg['run_name']}.pdf", pred, record, figures)
     floor = min(v["overall"]["rmse"] for v in record["baselines"].values())
@@ -181,7 +167,7 @@ def test_main(method: str, predict: Callable, argv=None, description: str | None
     (with heatmaps by `summary_grid` = (row options, column options) when given)."""
     from gapfill.report import method_summary
     args = cli.test_parser(description or f"Test {method} runs: inpainting of the test frames").parse_args(argv)
-    runs.setup_logging(args.log_level)
+    setup_logging(args.log_level)
     results = Path(args.results_folder or Path("results") / method)
     records = [evaluate_run(method, d, predict, vars(args), results, analyses) for d in args.checkpoints]
     csv_path, pdf_path = method_summary(records, results, method, grid=summary_grid)

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from gapfill.runs import setup_logging
+from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
 

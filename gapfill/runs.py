@@ -1,179 +1,149 @@
-"""Run bookkeeping shared by every method: names, config capture, atomic files, resume, seeds, devices,
-logging, and SLURM preemption (save `last`, requeue, resume).
+"""The Run object: one training run's folder, identity, checkpoints, log, preemption and end.
+
+A train script is: parse options, `run = open_training(args, method, name_parts)`, build the model from
+`run.problem` (the model's view: hidden cells of the validation and test frames are NaN), loop with
+`run.log`, `run.score_valid`, `run.save_best`, `run.save_last` and `run.check`, then `run.finish()`.
 
 A run lives in `<checkpoint_dir>/<run_name>/` with `config.json`, `best.*`, `last.*` and `train_log.csv`.
-The run name is built from the options (no timestamp), so a requeued job finds its own run again.
+The run name is built from the options (no timestamp), so a requeued job finds its own run again; the
+run's identity is a hash of every option that changes the result and of the data file (path, size,
+modification time), kept in config.json: a finished run with the same hash is skipped, an unfinished one
+resumes, a different hash under the same name is refused with the options that differ.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import os
-import random
 import re
-import resource
+import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
+import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from gapfill.errors import DataError, RunError
+from gapfill.evaluate import Problem, build_problem
+from gapfill.files import atomic_path, read_json, write_json
+from gapfill.metrics import gaussian_nll, rmse
+from gapfill.system import git_commit, peak_memory_mb, resolve_device, seed_everything, setup_logging
+
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Options that never change a run's result: left out of its identity.
+NOT_IDENTITY = {"checkpoint_dir", "run_name", "overwrite", "device", "local_rank", "log_level", "wandb_mode",
+                "wandb_project", "data_path", "num_nodes", "devices"}
+# What a run writes into its folder (removed by --overwrite); anything else there is left alone.
+RUN_FILES = ("config.json", "train_log.csv", ".lock", "best.*", "last.*", ".*.tmp")
+RUN_DIRS = ("wandb",)
+EXIT_RESUME = 75   # EX_TEMPFAIL: stopped early after saving `last`; the same command resumes
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Timestamped one-line records that read well in SLURM log files (job and array ids prefixed)."""
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    tag = f"[job {job}{'_' + task if task else ''}] " if job else ""
-    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), force=True, stream=sys.stdout,
-                        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
-    for noisy in ("matplotlib", "PIL", "h5py", "fontTools"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and (when imported) torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    if "torch" in sys.modules:
-        import torch
-        torch.manual_seed(seed)
-
-
-def resolve_device(device: str = "auto", local_rank: int | None = None) -> str:
-    """'auto' -> 'cuda:<local_rank or 0>' when a GPU is visible, else 'cpu'; 'cuda' -> 'cuda:<local_rank or 0>'.
-
-    A requested GPU that is not there is an error, not a silent fallback to the CPU.
-    """
-    device = (device or "auto").lower()
-    if device == "cpu":
-        return "cpu"
-    try:
-        import torch
-        has_cuda = torch.cuda.is_available()
-        n_gpu = torch.cuda.device_count() if has_cuda else 0
-    except ImportError:
-        has_cuda, n_gpu = False, 0
-    if device == "auto":
-        return f"cuda:{local_rank or 0}" if has_cuda else "cpu"
-    m = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if not m:
-        raise ValueError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
-    index = int(m.group(1)) if m.group(1) is not None else (local_rank or 0)
-    if index >= n_gpu:
-        raise ValueError(f"--device {device} asked for GPU {index} but {n_gpu} GPU(s) are visible")
-    return f"cuda:{index}"
-
-
+# ------------------------------------------------------------------------------------------ names
 def _fmt(v) -> str:
     if isinstance(v, float):
         v = f"{v:g}"
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, list | tuple):
         v = "-".join(_fmt(x) for x in v)
-    return re.sub(r"[^A-Za-z0-9.+-]", "", str(v))
+    ascii_text = unicodedata.normalize("NFKD", str(v)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9.+-]", "", ascii_text)
 
 
 def make_run_name(method: str, dataset: str, parts: dict) -> str:
-    """`<method>_<dataset>_<key><value>_...`: descriptive, stable, filesystem-safe, no timestamp."""
+    """`<method>_<dataset>_<key><value>_...`: descriptive, stable, filesystem-safe, no timestamp.
+    A dataset name with no ASCII letter or digit (`温度.nc`) becomes `data<hash of the name>`."""
+    ds = _fmt(dataset).strip(".") or "data" + hashlib.sha1(dataset.encode()).hexdigest()[:8]
     items = [f"{k}{_fmt(v)}" for k, v in parts.items() if v is not None]
-    return "_".join([method, _fmt(dataset)] + items)
+    return "_".join([method, ds] + items)
 
 
-@contextlib.contextmanager
-def atomic_path(final):
-    """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def check_run_name(name: str) -> str:
+    """A --run_name must be one path component: no '/', no '..', not empty."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DataError(f"--run_name {name!r}: a run name is one folder name (no '/', not '.' or '..')")
+    return name
 
 
-def write_json(path, obj) -> None:
-    """Atomically write `obj` as indented JSON."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+# ---------------------------------------------------------------------------------------- identity
+def data_identity(path) -> dict:
+    """The data file as far as a run's identity goes: absolute path, size and modification time."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime": round(st.st_mtime, 3)}
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def identity(args: dict) -> dict:
+    """{'hash', 'options', 'data'}: every option that changes the result, and the data file."""
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(args.items()) if k not in NOT_IDENTITY}
+    data = data_identity(args["data_path"])
+    blob = json.dumps({"options": options, "data": data}, sort_keys=True, default=str)
+    return {"hash": hashlib.sha256(blob.encode()).hexdigest()[:16], "options": options, "data": data}
 
 
-def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
+def identity_diff(old: dict, new: dict) -> list[str]:
+    """What differs between two identities, one readable item each."""
+    out = []
+    oo, no = old.get("options", {}), new["options"]
+    for k in sorted(set(oo) | set(no)):
+        if oo.get(k) != no.get(k):
+            out.append(f"--{k} {oo.get(k)!r} (now {no.get(k)!r})")
+    od, nd = old.get("data", {}), new["data"]
+    for k in ("path", "size", "mtime"):
+        if od.get(k) != nd[k]:
+            out.append(f"data file {k} {od.get(k)!r} (now {nd[k]!r})")
+    return out
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+# --------------------------------------------------------------------------------------- checkpoints
+def _is_arrays(obj) -> bool:
+    return isinstance(obj, dict) and all(isinstance(v, np.ndarray | np.generic | int | float | str) for v in obj.values())
 
 
-def prepare_run(checkpoint_dir, run_name: str, overwrite: bool = False) -> tuple[Path, str]:
-    """Create or find `<checkpoint_dir>/<run_name>`; returns (run_dir, state) with state new|resume|finished.
-
-    A finished run is left alone unless `overwrite`; a run with a `last` checkpoint resumes.
-    """
-    run_dir = Path(checkpoint_dir) / run_name
-    cfg = run_dir / "config.json"
-    if cfg.exists() and overwrite:
-        log.warning("--overwrite: starting %s again from scratch", run_dir)
-        for f in run_dir.iterdir():
-            if f.is_file():
-                f.unlink()
-    elif cfg.exists():
-        if read_json(cfg).get("finished"):
-            log.info("run %s is already finished; pass --overwrite to train it again", run_dir)
-            return run_dir, "finished"
-        if any(run_dir.glob("last.*")):
-            log.info("resuming %s from its last checkpoint", run_dir)
-            return run_dir, "resume"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_log.csv").unlink(missing_ok=True)     # rows of an attempt that never saved `last`
-    return run_dir, "new"
+def save_object(stem: Path, obj) -> Path:
+    """Write `obj` atomically next to `stem` (`.../best`), its format by its type: a Keras model ->
+    `.keras`, a dict of numpy arrays and numbers -> `.npz`, anything else -> `.pt` (torch.save)."""
+    if hasattr(obj, "save") and type(obj).__module__.startswith("keras"):
+        path = stem.with_suffix(".keras")
+        with atomic_path(path) as tmp:
+            obj.save(str(tmp) + ".keras")           # Keras insists on the suffix
+            Path(str(tmp) + ".keras").replace(tmp)
+    elif _is_arrays(obj):
+        path = stem.with_suffix(".npz")
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **obj)
+    else:
+        import torch
+        path = stem.with_suffix(".pt")
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    return path
 
 
-def save_config(run_dir, method: str, run_name: str, args: dict, **extra) -> dict:
-    """Write config.json: the resolved options, code version and whatever the method adds (normalisation...)."""
-    cfg = {"method": method, "run_name": run_name, "args": args, "git_commit": git_commit(),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False, **extra}
-    write_json(Path(run_dir) / "config.json", cfg)
-    return cfg
+def load_checkpoint(run_dir, which: str = "best"):
+    """`best` or `last` of a run folder, whichever format it was saved in (see `save_object`)."""
+    run_dir = Path(run_dir)
+    if (p := run_dir / f"{which}.keras").exists():
+        import keras
+        return keras.models.load_model(p, compile=False)
+    if (p := run_dir / f"{which}.npz").exists():
+        with np.load(p) as z:
+            return {k: z[k] for k in z.files}
+    if (p := run_dir / f"{which}.pt").exists():
+        import torch
+        return torch.load(p, weights_only=False)
+    raise DataError(f"{run_dir}: no {which}.* checkpoint")
 
 
-def update_config(run_dir, **changes) -> dict:
-    cfg = read_json(Path(run_dir) / "config.json")
-    cfg.update(changes)
-    write_json(Path(run_dir) / "config.json", cfg)
-    return cfg
-
-
-def note_restart(run_dir) -> float:
-    """A resumed run: count the restart in config.json; returns the training seconds spent before it."""
-    cfg = update_config(run_dir, restarts=read_json(Path(run_dir) / "config.json").get("restarts", 0) + 1)
-    return float(cfg.get("train_seconds", 0.0))
-
-
+# --------------------------------------------------------------------------------------------- logs
 class CsvLog:
     """Append-only training log; a resumed run keeps its earlier rows."""
 
@@ -185,61 +155,23 @@ class CsvLog:
 
     def write(self, **row) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+            csv.DictWriter(f, self.fields, extrasaction="raise").writerow(row)
+
+    def rows(self) -> int:
+        with open(self.path, newline="") as f:
+            return max(0, sum(1 for _ in f) - 1)
+
+    def truncate(self, n: int) -> None:
+        """Keep the header and the first n rows (rows written after the `last` a run resumes from)."""
+        lines = self.path.read_text().splitlines(keepends=True)
+        if len(lines) > n + 1:
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(lines[: n + 1]))
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process (and peak CUDA memory when torch used a GPU), in MB.
-    Linux: VmHWM of /proc/self/status, the peak of this program's own address space (ru_maxrss also counts
-    the parent's memory at fork time: a run started from a large process would report the parent's size)."""
-    try:
-        with open("/proc/self/status") as f:
-            mb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if "torch" in sys.modules:
-        import torch
-        if torch.cuda.is_available():
-            mb += torch.cuda.max_memory_allocated() / 2**20
-    return float(mb)
-
-
-EXIT_RESUME = 75   # EX_TEMPFAIL: stopped early after saving `last`; the same command resumes
-
-
-class RunError(RuntimeError):
-    """A run that cannot go on, with a one-line reason for the user (numerical failure...): exit code 3."""
-
-
-def run_cli(main, argv=None) -> int:
-    """Run a script's main; bad input (DataError) ends with one clear log line and exit code 2, a run
-    that cannot go on (RunError) with one line and exit code 3.
-
-    A run stopped by `Preemption.check` has saved `last`: on SLURM's warning signal (USR1) it requeues its
-    own job (exit 0; the job restarts and resumes); otherwise it exits with EXIT_RESUME.
-    """
-    from gapfill.data import DataError
-    try:
-        return main(argv) or 0
-    except DataError as err:
-        if not logging.getLogger().handlers:
-            setup_logging()
-        log.error("%s", err)
-        return 2
-    except RunError as err:
-        if not logging.getLogger().handlers:
-            setup_logging()
-        log.error("%s", err)
-        return 3
-    except Preempted as stop:
-        if stop.signal == "SIGUSR1" and Preemption.requeue():
-            return 0
-        log.warning("stopped on %s after saving `last`; run the same command again to resume", stop.signal)
-        return EXIT_RESUME
-
-
+# ------------------------------------------------------------------------------------------ signals
 class Preempted(Exception):
-    """Raised by `Preemption.check` once `last` is saved; `signal` names the signal that asked for it."""
+    """Raised by `Run.check` once `last` is saved; `signal` names the signal that asked for it."""
 
     def __init__(self, signal_name: str):
         super().__init__(f"stopped on {signal_name}")
@@ -264,7 +196,7 @@ class Preemption:
         self.requested = signal.Signals(signum).name
         log.warning("received %s: will save `last` and stop", self.requested)
 
-    def check(self, save_last) -> None:
+    def check(self, save_last: Callable[[], Any]) -> None:
         """Between two steps: if a signal came, call `save_last()` and raise Preempted."""
         if self.requested:
             save_last()
@@ -286,3 +218,253 @@ class Preemption:
         else:
             log.error("scontrol requeue %s failed (rc %s): %s", job, res.returncode, res.stderr.strip())
         return res.returncode == 0
+
+
+def run_cli(main, argv=None) -> int:
+    """Run a script's main; bad input or a refused run (DataError) ends with one clear log line and exit
+    code 2, a run that cannot go on (RunError) with one line and exit code 3.
+
+    A run stopped by `Run.check` has saved `last`: on SLURM's warning signal (USR1) it requeues its
+    own job (exit 0; the job restarts and resumes); otherwise it exits with EXIT_RESUME.
+    """
+    try:
+        return main(argv) or 0
+    except DataError as err:
+        if not logging.getLogger().handlers:
+            setup_logging()
+        log.error("%s", err)
+        return 2
+    except RunError as err:
+        if not logging.getLogger().handlers:
+            setup_logging()
+        log.error("%s", err)
+        return 3
+    except Preempted as stop:
+        if stop.signal == "SIGUSR1" and Preemption.requeue():
+            return 0
+        log.warning("stopped on %s after saving `last`; run the same command again to resume", stop.signal)
+        return EXIT_RESUME
+
+
+# ---------------------------------------------------------------------------------------------- Run
+def _rank() -> int:
+    """This process's global rank under DDP (torchrun's RANK, srun's SLURM_PROCID), 0 otherwise."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+_HELD: dict[str, int] = {}      # run folder -> file descriptor of its lock, held by this process
+
+
+def _ours(path: Path) -> bool:
+    return any(path.match(p) for p in RUN_FILES) if path.is_file() else path.name in RUN_DIRS
+
+
+class Run:
+    """One training run. Made by `open_training`; see the module docstring for the order of calls.
+
+    Attributes: `problem` (the model's view), `name`, `dir`, `status` (new | resume | finished),
+    `resume_state` (the object saved by the last `save_last`, or None), `device`, `rank`, `args` (dict).
+    """
+
+    def __init__(self, args: dict, method: str, full: Problem, name: str, run_dir: Path, log_fields: list[str]):
+        self.args, self.method, self._full, self.name, self.dir = args, method, full, name, run_dir
+        self.problem: Problem = full.for_model()
+        self.rank = _rank()
+        self.writer = self.rank == 0
+        self.device = resolve_device(args.get("device", "auto"), args.get("local_rank"))
+        self.identity = identity(args)
+        self.status = "new"
+        self.resume_state: Any = None
+        self._lock: int | None = None
+        self._fields = ["step", *log_fields, "seconds"]
+        self._wandb: Any = None
+        self._preempt = Preemption()                    # signal handlers from the start
+        self._t0 = time.time()
+
+    # ---- opening
+    def _open(self, overwrite: bool) -> None:
+        d, cfg_path = self.dir, self.dir / "config.json"
+        if d.exists() and not cfg_path.exists() and any(not _ours(p) for p in d.iterdir()):
+            raise DataError(f"{d} exists and is not a run folder (no config.json) but holds other files; "
+                            "choose another --run_name or --checkpoint_dir")
+        if self.writer:
+            d.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
+        cfg = read_json(cfg_path) if cfg_path.exists() else None
+        if cfg is not None and "identity" not in cfg:
+            raise DataError(f"{d}: config.json was not written by this repository's Run (no identity); "
+                            "choose another --run_name")
+        if cfg is not None and overwrite:
+            if self.writer:
+                log.warning("--overwrite: starting %s again from scratch", d)
+                self._remove_run_files()
+            cfg = None
+        if cfg is not None and cfg["identity"]["hash"] != self.identity["hash"]:
+            diff = "; ".join(identity_diff(cfg["identity"], self.identity))
+            verb = "finished" if cfg.get("finished") else "unfinished"
+            raise DataError(f"{d} holds a {verb} run with other options: {diff}. Pass --overwrite to train it "
+                            "anew or a new --run_name")
+        if cfg is not None and cfg.get("finished"):
+            self.status = "finished"
+            log.info("run %s is already finished; pass --overwrite to train it again", d)
+            return
+        last = [p for p in d.glob("last.*") if not p.name.endswith(".tmp")] if d.exists() else []
+        if cfg is not None and last:
+            self.status = "resume"
+            self.resume_state = load_checkpoint(d, "last")
+            self._t0 -= float(cfg.get("train_seconds", 0.0))
+            log.info("resuming %s from its last checkpoint", d)
+            if self.writer:
+                self.record(restarts=cfg.get("restarts", 0) + 1)
+                self._csv().truncate(int(cfg.get("log_rows", 0)))
+            return
+        if self.writer:
+            (d / "train_log.csv").unlink(missing_ok=True)       # rows of an attempt that never saved `last`
+            f = self._full.field
+            write_json(cfg_path, {"method": self.method, "run_name": self.name, "args": self.args,
+                                  "identity": self.identity, "git_commit": git_commit(),
+                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False,
+                                  "bands": f.bands, "units": f.units, "device": self.device})
+
+    def _acquire_lock(self) -> None:
+        key = str(self.dir.resolve())
+        if key in _HELD:                       # this process opened the run before (a test calling main twice)
+            os.close(_HELD.pop(key))
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataError(f"{self.dir} is being trained by another process right now; wait for it or choose "
+                            "another --run_name") from None
+        except OSError as err:                 # a file system without flock (some Lustre mounts)
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            log.warning("%s: no file locks on this file system; two identical commands would collide", self.dir)
+        self._lock = _HELD[key] = fd
+
+    def _remove_run_files(self) -> None:
+        for p in self.dir.iterdir():
+            if p.name == ".lock" or not _ours(p):
+                continue
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def _csv(self) -> CsvLog:
+        return CsvLog(self.dir / "train_log.csv", self._fields)
+
+    # ---- during training
+    def record(self, **items) -> dict:
+        """Add items to config.json (normalisation, display name...); rank 0 only."""
+        cfg_path = self.dir / "config.json"
+        cfg = read_json(cfg_path)
+        cfg.update(items)
+        if self.writer:
+            write_json(cfg_path, cfg)
+        return cfg
+
+    def seconds(self) -> float:
+        """Training seconds so far, earlier attempts of a resumed run included."""
+        return time.time() - self._t0
+
+    def log(self, step: int, **values) -> None:
+        """One row of train_log.csv (and of W&B when enabled); `values` are among the declared log fields."""
+        if not self.writer:
+            return
+        row = {"step": step, **values, "seconds": round(self.seconds(), 2)}
+        self._csv().write(**row)
+        if self.args.get("wandb_mode", "disabled") != "disabled":
+            self._wandb_run().log({k: v for k, v in row.items() if v is not None and v != ""})
+
+    def _wandb_run(self):
+        if self._wandb is None:
+            import wandb
+            self._wandb = wandb.init(project=self.args.get("wandb_project") or "gapfill", name=self.name,
+                                     id=f"{self.name[:100]}-{self.identity['hash']}"[-128:], resume="allow",
+                                     dir=str(self.dir), mode=self.args["wandb_mode"], config=self.args,
+                                     settings=wandb.Settings(silent=True, console="off"))
+        return self._wandb
+
+    def score_valid(self, mean: np.ndarray, variance: np.ndarray | None = None, frames=None, bands=None) -> dict:
+        """Score a reconstruction of validation frames on their hidden valid cells, physical units.
+
+        mean, variance: (len(frames), len(bands), Y, X); `frames` index the validation split (default all),
+        `bands` the bands (default all). Returns {'valid_rmse'} and, with a variance, 'valid_nll'. The truth
+        of those cells stays here: a train script sees only this score.
+        """
+        p, sl = self._full, self._full.splits["valid"]
+        idx = np.arange(sl.start, sl.stop) if frames is None else sl.start + np.asarray(frames)
+        bidx = np.arange(p.field.shape[1]) if bands is None else np.asarray(bands)
+        truth = p.field.values[idx][:, bidx]
+        scored = p.scored("valid")[idx - sl.start][:, bidx]
+        if mean.shape != truth.shape:
+            raise ValueError(f"score_valid: mean has shape {mean.shape}, expected {truth.shape}")
+        out = {"valid_rmse": rmse(truth, mean, scored)}
+        if variance is not None:
+            out["valid_nll"] = gaussian_nll(truth, mean, variance, scored)
+        return out
+
+    def save_best(self, obj) -> None:
+        """The best state so far, atomically (`best.keras`, `.npz` or `.pt` by type); rank 0 only."""
+        if self.writer:
+            save_object(self.dir / "best", obj)
+
+    def save_last(self, obj) -> None:
+        """The state to resume from, atomically, with the training time and log rows so far; rank 0 only."""
+        if self.writer:
+            save_object(self.dir / "last", obj)
+            self.record(train_seconds=self.seconds(), log_rows=self._csv().rows())
+
+    def check(self, save_last: Callable[[], Any]) -> None:
+        """Between two steps: on SLURM's warning (USR1) or SIGTERM call `save_last()` and stop (Preempted)."""
+        self._preempt.check(save_last)
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a signal asked the run to stop (for loops that stop themselves, then `check`)."""
+        return self._preempt.requested is not None
+
+    def finish(self, **results) -> None:
+        """Mark the run finished: train time, peak memory and `results` (validation score...) in config.json."""
+        if self.writer:
+            self.record(finished=True, train_seconds=self.seconds(), peak_memory_mb=peak_memory_mb(), **results)
+            log.info("wrote %s", self.dir)
+        self.close()
+
+    def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+        if self._lock is not None:
+            _HELD.pop(str(self.dir.resolve()), None)
+            os.close(self._lock)
+            self._lock = None
+
+
+def open_training(args, method: str, name_parts: dict, log_fields: list[str] = (), **config) -> Run:
+    """The start of every train_<m>.py: logging, seeds, the problem, the run folder, its identity and lock.
+
+    `name_parts` build the default run name (`make_run_name(method, dataset, name_parts)`), `log_fields`
+    are the columns of train_log.csv besides step and seconds, `config` goes into config.json (display
+    name...). The returned Run has `status` new, resume or finished (then the script returns at once).
+    """
+    args = vars(args) if not isinstance(args, dict) else args
+    setup_logging(args.get("log_level", "INFO"))
+    seed_everything(args.get("seed", 0))
+    full = build_problem(args)
+    name = check_run_name(args["run_name"]) if args.get("run_name") else make_run_name(method, full.field.name,
+                                                                                         name_parts)
+    run = Run(args, method, full, name, Path(args.get("checkpoint_dir") or f"checkpoints/{method}") / name,
+              list(log_fields))
+    try:
+        run._open(bool(args.get("overwrite")))
+    except BaseException:
+        run.close()
+        raise
+    if run.status == "finished":
+        run.close()
+    elif run.status == "new" and config:
+        run.record(**config)
+    return run

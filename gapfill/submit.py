@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from gapfill import runs
+from gapfill import runs, system
 from gapfill.sweep import entries, load
 
 log = logging.getLogger("gapfill.submit")
@@ -140,7 +140,7 @@ def parse_args(argv=None):
 
 def scripts(method: str) -> tuple[Path, Path]:
     """(train script, test script) of a method folder."""
-    root = runs.REPO_ROOT / method
+    root = system.REPO_ROOT / method
     train, test = sorted(root.glob("submit_train_*.sh")), sorted(root.glob("submit_test_*.sh"))
     if len(train) != 1 or len(test) != 1:
         raise SlurmError(f"{root} must hold one submit_train_*.sh and one submit_test_*.sh "
@@ -150,7 +150,7 @@ def scripts(method: str) -> tuple[Path, Path]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    runs.setup_logging(args.log_level)
+    system.setup_logging(args.log_level)
     try:
         return submit(args)
     except (SlurmError, TimeoutError) as err:
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
 def submit(args) -> int:
     train_sh, test_sh = scripts(args.method)
     short = train_sh.stem.removeprefix("submit_train_")
-    sweep = Path(args.sweep or runs.REPO_ROOT / args.method / f"sweep_{short}.toml")
+    sweep = Path(args.sweep or system.REPO_ROOT / args.method / f"sweep_{short}.toml")
     n = len(entries(load(sweep)))
     common = list(args.sbatch_options)
     common += [f"--account={args.account}"] * bool(args.account) + [f"--partition={args.partition}"] * bool(args.partition)

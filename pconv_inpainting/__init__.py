@@ -1,5 +1,18 @@
 """Partial-convolution UNet (Liu et al. 2018) in Keras 3. The torch backend is the default; set
-KERAS_BACKEND=tensorflow before running a script to use TensorFlow."""
+KERAS_BACKEND=tensorflow before running a script to use TensorFlow.
+
+Keras reads KERAS_BACKEND once, when it is first imported, so every module of this package takes Keras
+from here (`from pconv_inpainting import keras`): no import sorter can move `import keras` above the line
+that sets the backend.
+"""
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+if "keras" in sys.modules and sys.modules["keras"].backend.backend() != os.environ["KERAS_BACKEND"]:
+    raise ImportError(f"keras was imported with the {sys.modules['keras'].backend.backend()} backend before "
+                      f"pconv_inpainting could set KERAS_BACKEND={os.environ['KERAS_BACKEND']}; import "
+                      "pconv_inpainting first or set KERAS_BACKEND in the environment")
+import keras  # noqa: E402  (after the backend is set, on purpose)
+
+__all__ = ["keras"]

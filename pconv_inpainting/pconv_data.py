@@ -2,12 +2,14 @@
 extra channels), random training patches with gapfill.masks holes, and padding of whole frames."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-import pconv_inpainting  # noqa: F401  (sets the default Keras backend)
-import keras
-
+from gapfill.data import Normalizer
 from gapfill.masks import make_mask
+from pconv_inpainting import keras                      # the package sets the backend before Keras loads
+from pconv_inpainting.pconv_model import unet_depth
 
 
 def stack_context(values: np.ndarray, known: np.ndarray, t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,3 +94,37 @@ def frame_batch(values, visible_in, truth_known, frames, context: int, multiple:
         ys.append(np.concatenate([truth, hole, kn], axis=-1).astype(np.float32))
     (x, shape), (m, _), (y, _) = (pad_to(np.stack(a), multiple) for a in (xs, ms, ys))
     return (x, m), y, shape
+
+
+class Data:
+    """The model's view of a problem (hidden cells of validation and test frames are NaN), normalised:
+    `values` (T, B, Y, X) with 0 where not visible, `visible_in` (T, B, Y, X) where a value is given,
+    `truth_known` (the same: where the loss and the analyses may look), the patch size and UNet depth."""
+
+    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None):
+        f, s = problem.field, problem.splits
+        self.problem, self.args = problem, args
+        vis = problem.visible()
+        train = s["train"] if s["train"].stop > s["train"].start else slice(0, f.shape[0])
+        self.train_frames = np.arange(train.start, train.stop)
+        self.normalizer = normalizer or Normalizer.fit(vis[train])
+        self.values = np.nan_to_num(self.normalizer.normalize(vis)).astype(np.float32)
+        self.visible_in = np.isfinite(vis)                                # (T, B, Y, X)
+        self.truth_known = self.visible_in
+        T, B, Y, X = f.shape
+        self.bands = B
+        self.patch = min(args["patch_size"], 2 ** int(math.log2(min(Y, X))))
+        self.depth = unet_depth(self.patch)
+
+
+def inpaint(model, data: Data, seen: np.ndarray, frames, batch: int = 8):
+    """Mean and variance or None, (len(frames), B, Y, X) physical units, given the cells `seen` (T, B, Y, X)."""
+    (x, m), _, (Y, X) = frame_batch(data.values, seen, data.truth_known, frames, data.args["context_frames"],
+                                    2 ** data.depth)
+    out = np.asarray(model.predict([x, m], batch_size=batch, verbose=0))[:, :Y, :X]     # (n, Y, X, C)
+    B = data.bands
+    mean = data.normalizer.denormalize(out[..., :B].transpose(0, 3, 1, 2).astype(np.float64))
+    var = None
+    if out.shape[-1] == 2 * B:
+        var = data.normalizer.denormalize_variance(np.exp(np.clip(out[..., B:], -10, 10)).transpose(0, 3, 1, 2))
+    return mean, var

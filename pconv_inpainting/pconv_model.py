@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import math
 
-import keras
-from keras import ops
+from pconv_inpainting import keras                      # the package sets the backend before Keras loads
+
+ops = keras.ops
 
 log = logging.getLogger(__name__)
 ENCODER_KERNELS = (7, 5, 5, 3, 3, 3, 3, 3)

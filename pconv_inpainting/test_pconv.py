@@ -9,38 +9,22 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-
-import pconv_inpainting  # noqa: F401  (default Keras backend: torch)
-import keras
 from matplotlib.figure import Figure
 
-from baselines.classical import climatology
 from gapfill import runs
 from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
+from gapfill.floor import climatology
 from gapfill.metrics import rmse
-from pconv_inpainting.pconv_data import frame_batch
-from pconv_inpainting.train_pconv import METHOD, Data
+from pconv_inpainting.pconv_data import Data, inpaint
 
+METHOD = "pconv"
 RADII = np.linspace(5, 65, 12)
 
 
 def load(run_dir, cfg, problem):
     data = Data(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
-    return data, keras.models.load_model(run_dir / "best.keras", compile=False)
-
-
-def inpaint(model, data: Data, seen: np.ndarray, frames, batch: int = 8):
-    """Mean and variance or None, (len(frames), B, Y, X) physical units, given the cells `seen` (T, B, Y, X)."""
-    (x, m), _, (Y, X) = frame_batch(data.values, seen, data.truth_known, frames, data.args["context_frames"],
-                                    2 ** data.depth)
-    out = np.asarray(model.predict([x, m], batch_size=batch, verbose=0))[:, :Y, :X]     # (n, Y, X, C)
-    B = data.bands
-    mean = data.normalizer.denormalize(out[..., :B].transpose(0, 3, 1, 2).astype(np.float64))
-    var = None
-    if out.shape[-1] == 2 * B:
-        var = data.normalizer.denormalize_variance(np.exp(np.clip(out[..., B:], -10, 10)).transpose(0, 3, 1, 2))
-    return mean, var
+    return data, runs.load_checkpoint(run_dir, "best")
 
 
 def predict(problem, cfg, run_dir, device):
@@ -82,15 +66,18 @@ def analyses(problem, cfg, run_dir, device, mean) -> list:
     figs.append(fig)
 
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
-    ax = fig.subplots()
-    rows = list(csv.DictReader(open(run_dir / "train_log.csv"))) if (run_dir / "train_log.csv").exists() else []
-    for key in ("loss", "val_loss"):
+    axes = fig.subplots(1, 2)
+    rows = []
+    if (run_dir / "train_log.csv").exists():
+        with open(run_dir / "train_log.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    for ax, key, what in ((axes[0], "loss", "training loss (normalised units)"),
+                          (axes[1], "valid_rmse", f"validation RMSE on hidden cells ({f.units[0]})")):
         vals = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
         if vals:
-            ax.plot(np.arange(1, len(vals) + 1), vals, "o-", label=key.replace("val_", "validation "))
-    ax.set(xlabel="epoch (stages in order)", ylabel="loss", title="training and validation loss per epoch")
-    ax.grid(alpha=0.3)
-    ax.legend()
+            ax.plot(np.arange(1, len(vals) + 1), vals, "o-")
+        ax.set(xlabel="epoch (stages in order)", ylabel=what, title=what)
+        ax.grid(alpha=0.3)
     figs.append(fig)
 
     hidden = problem.scored("test")

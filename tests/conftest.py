@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 SLURM_DIR = Path(__file__).resolve().parent / "slurm"
+# Train scripts default to W&B offline (files under the run folder); the suite skips it (2 s a run) except
+# where a test asks for it with --wandb_mode offline.
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def _required() -> bool:

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from baselines.classical import (_dineof_fit, climatology, dineof, dineof_matrix, dineof_unmatrix, interpolation,
-                                 persistence, reconstruct)
+from baselines.dineof import _dineof_fit, dineof, dineof_matrix, dineof_unmatrix, reconstruct
+from gapfill.floor import climatology, interpolation, persistence
 
 
 def test_climatology_is_training_mean_with_band_fallback():

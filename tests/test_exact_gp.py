@@ -2,12 +2,13 @@
 on a crop of the default field, every kernel pair of the sweep end to end, clear numerical errors, resume."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from baselines.classical import reconstruct
+from baselines.dineof import reconstruct
 from data_generation.make_synthetic_field import make_field
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
@@ -213,9 +214,9 @@ def test_bad_kernel_option_and_too_few_cells_are_one_line_errors(tmp_path):
 
 
 def test_run_names_tell_sweep_entries_apart():
-    spec = entries(load(train_exact_gp.runs.REPO_ROOT / "exact_gp_related" / "sweep_exact_gp.toml"))
-    names = {train_exact_gp.run_name(train_exact_gp.parse_args(
-        [a for k, v in e.items() for a in (f"--{k}", str(v))]), "field") for e in spec}
+    spec = entries(load(Path(__file__).resolve().parents[1] / "exact_gp_related" / "sweep_exact_gp.toml"))
+    names = {runs.make_run_name("exact_gp", "field", train_exact_gp.name_parts(train_exact_gp.parse_args(
+        [a for k, v in e.items() for a in (f"--{k}", str(v))]))) for e in spec}
     assert len(names) == len(spec) and all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) for n in names)
 
 

@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pconv_inpainting  # noqa: F401
-import keras
-
 from data_generation.make_synthetic_field import make_field
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
-from pconv_inpainting import test_pconv, train_pconv
+from pconv_inpainting import keras, test_pconv, train_pconv
 from pconv_inpainting.pconv_model import build_unet, make_loss, unet_depth, vgg_features
 from sweep_checks import pdf_pages
 
@@ -132,12 +129,12 @@ def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkey
     def signal_after_first(self, epoch, logs=None):
         real(self, epoch, logs)
         if epoch == 0:
-            self.preempt.requested = "SIGTERM"
+            self.run._preempt.requested = "SIGTERM"
 
     monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", signal_after_first)
     assert runs.run_cli(train_pconv.main, argv) == runs.EXIT_RESUME
     run = next((tmp_path / "ck").iterdir())
-    assert runs.read_json(run / "last_state.json")["epoch"] == 1 and (run / "last_optimizer.npz").exists()
+    assert json.loads(str(runs.load_checkpoint(run, "last")["state"]))["epoch"] == 1
     monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", real)
     assert train_pconv.main(argv) == 0                                     # the requeued run
     epochs = [line.split(",")[1] for line in (run / "train_log.csv").read_text().splitlines()[1:]]
@@ -145,27 +142,23 @@ def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkey
     assert runs.read_json(run / "config.json")["restarts"] == 1
 
 
-def test_validation_scores_the_hidden_cells_and_an_image_trains_only_on_its_visible_pixels(tmp_path):
+def test_training_data_holds_no_hidden_validation_cell_and_an_image_trains_only_on_its_visible_pixels(tmp_path):
     from data_generation.prepare_real_datasets import convert_image
-    from pconv_inpainting.pconv_data import Patches, frame_batch
+    from pconv_inpainting.pconv_data import Data, Patches
     make_field(n_time=24, ny=32, nx=32, seed=1).to_netcdf(tmp_path / "f.nc")
     args = vars(train_pconv.parse_args(["--data_path", str(tmp_path / "f.nc"), "--num_frames_train", "16",
                                         "--num_frames_valid", "4"]))
     problem = build_problem(args)
-    data = train_pconv.Data(args, problem)
-    vs = problem.splits["valid"]
-    seen = data.visible_in & problem.observed[:, None]
-    (x, m), y, _ = frame_batch(data.values, seen, data.truth_known, range(vs.start, vs.stop), 0, 2 ** data.depth)
-    hole = y[..., 1].astype(bool)
-    assert hole.sum() == problem.scored("valid").sum() > 0                  # every hidden valid cell, scored
-    assert not (m[..., 0].astype(bool) & hole).any()                        # and none of them seen
-    truth = data.normalizer.denormalize(y[..., :1].transpose(0, 3, 1, 2))[:, 0]
-    np.testing.assert_allclose(truth[hole], problem.field.values[vs, 0][hole], rtol=1e-5)
+    data = Data(args, problem.for_model())                                  # what the train script gets
+    vs, hidden = problem.splits["valid"], problem.scored("valid")
+    assert hidden.sum() > 0 and not data.truth_known[vs][hidden].any()      # no hidden validation cell known
+    assert np.all(data.values[vs][hidden] == 0)                             # nor any of their values
+    assert data.truth_known[vs][~hidden].all()                              # the observed ones are
 
     convert_image("astronaut", 32).to_netcdf(tmp_path / "a.nc")
     args = vars(train_pconv.parse_args(["--data_path", str(tmp_path / "a.nc"), "--prob_masking", "0.4"]))
     problem = build_problem(args)
-    data = train_pconv.Data(args, problem)
+    data = Data(args, problem.for_model())
     batch = Patches(data.values, data.visible_in, data.train_frames, data.patch, 4, 1, 0,
                     {"kind": "shapes", "mode": "dynamic", "prob_masking": 0.2}, 0)[0][1]
     known = batch[..., 6:].astype(bool)                                      # (N, P, P, 3): where the loss looks

@@ -101,7 +101,7 @@ def test_scripts_end_bad_input_with_one_line(argv, message):
 def test_default_field_full_size(tmp_path):
     """`make demo`'s setting at full size (365 x 64 x 64, 90% random fixed): the README's numbers."""
     from gapfill.metrics import rmse
-    from baselines.classical import reconstruct
+    from baselines.dineof import reconstruct
     make_field().to_netcdf(tmp_path / "default.nc")
     problem = build_problem({"data_path": str(tmp_path / "default.nc"), "mask_kind": "random", "mask_type": "fixed",
                              "prob_masking": 0.9, "seed": 0})

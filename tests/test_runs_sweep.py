@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gapfill import runs, sweep
+from gapfill import files, runs, sweep, system
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,33 +30,21 @@ def test_atomic_path_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "last.npz"
     target.write_text("old")
     with pytest.raises(RuntimeError):
-        with runs.atomic_path(target) as tmp:
+        with files.atomic_path(target) as tmp:
             tmp.write_text("half written")
             raise RuntimeError("crash")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
-
-
-def test_prepare_run_states(tmp_path):
-    run_dir, state = runs.prepare_run(tmp_path, "r")
-    assert state == "new"
-    runs.save_config(run_dir, "m", "r", {"a": 1})
-    (run_dir / "last.npz").write_text("x")
-    assert runs.prepare_run(tmp_path, "r")[1] == "resume"
-    runs.update_config(run_dir, finished=True)
-    assert runs.prepare_run(tmp_path, "r")[1] == "finished"
-    assert runs.prepare_run(tmp_path, "r", overwrite=True)[1] == "new"
-    assert not (run_dir / "last.npz").exists()
 
 
 def test_device_resolution_on_cpu_machine():
     import torch
     if torch.cuda.is_available():
         pytest.skip("this test describes a machine without GPU")
-    assert runs.resolve_device("auto") == "cpu" and runs.resolve_device("cpu", 3) == "cpu"
+    assert system.resolve_device("auto") == "cpu" and system.resolve_device("cpu", 3) == "cpu"
     with pytest.raises(ValueError, match="GPU 0 but 0 GPU"):
-        runs.resolve_device("cuda")
+        system.resolve_device("cuda")
     with pytest.raises(ValueError, match="not one of"):
-        runs.resolve_device("tpu")
+        system.resolve_device("tpu")
 
 
 def test_csv_log_appends_across_restarts(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.classical import reconstruct
+from baselines.dineof import reconstruct
 from data_generation.make_synthetic_field import make_field
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
@@ -237,8 +237,8 @@ def test_sweep_entries_have_distinct_run_names_and_bad_options_are_one_line_erro
     spec = entries(load(ROOT / "variational_gp_related" / "sweep_variational_gp.toml"))
     assert {e["num_inducing_points"] for e in spec} == {256, 512, 1024}
     assert len({(e["timekernel"], e["spacekernel"]) for e in spec}) == 24
-    names = {train_variational_gp.run_name(train_variational_gp.parse_args(
-        [a for k, v in e.items() for a in (f"--{k}", str(v))]), "field") for e in spec}
+    names = {runs.make_run_name("variational_gp", "field", train_variational_gp.name_parts(
+        train_variational_gp.parse_args([a for k, v in e.items() for a in (f"--{k}", str(v))]))) for e in spec}
     assert len(names) == len(spec) and all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) for n in names)
     for bad in (["--natural_gradient"], ["--num_inducing_points", "0"]):
         with pytest.raises(SystemExit) as err:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from exact_gp_related.test_exact_gp import predict_bands
+from exact_gp_related.gp_training import predict_bands
 from gapfill import runs
 from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
-from variational_gp_related.train_variational_gp import METHOD, VariationalSetup
+from variational_gp_related.variational_gp_utils import VariationalSetup
+
+METHOD = "variational_gp"
 
 # summary heatmaps: one row per kernel pair and inducing-point count, one column per masking probability and mask type
 SUMMARY_GRID = (["timekernel", "spacekernel", "num_inducing_points"], ["prob_masking", "mask_type"])

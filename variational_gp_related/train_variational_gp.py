@@ -20,12 +20,10 @@ import gpytorch
 import numpy as np
 import torch
 
-from exact_gp_related.exact_gp_utils import add_model_args, kernel_label, make_kernel, make_likelihood, robust_step
-from exact_gp_related.train_exact_gp import BandLoop, Setup, train_bands
+from exact_gp_related.exact_gp_utils import add_model_args, kernel_label, robust_step
+from exact_gp_related.gp_training import BandLoop, train_bands
 from gapfill import cli, runs
-from gapfill.data import Normalizer
-from variational_gp_related.variational_gp_utils import (add_variational_args, batch_indices, frozen_solver, kmeans,
-                                                         make_variational_model)
+from variational_gp_related.variational_gp_utils import VariationalSetup, add_variational_args, batch_indices, kmeans
 
 log = logging.getLogger("variational_gp.train")
 METHOD = "variational_gp"
@@ -51,32 +49,13 @@ def parse_args(argv=None):
     return args
 
 
-def run_name(args, dataset: str) -> str:
+def name_parts(args) -> dict:
+    """The parts of the default run name (the run's identity also covers every other option)."""
     extra = {"nu": args.matern_nu} if "matern" in (args.timekernel, args.spacekernel) else {}
-    return args.run_name or runs.make_run_name(METHOD, dataset, {
-        "": kernel_label(vars(args)), **extra, "mean": args.mean_function, "mask": cli.mask_tag(vars(args)),
-        "M": args.num_inducing_points, "bs": args.batch_size, "obj": args.objective,
-        "opt": "ngd" if args.natural_gradient else "adam",
-        "Z": "learned" if args.learn_inducing_locations else "kmeans", "seed": args.seed})
-
-
-class VariationalSetup(Setup):
-    """The exact GP's Setup (normalisation, targets, validation) with the sparse posterior for inpainting."""
-
-    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None):
-        super().__init__(args, problem, normalizer)
-        self.label = f"variational GP {kernel_label(args)}"
-
-    def solver(self, b: int, model, lik):
-        return frozen_solver(model, lik, self.args["num_inducing_points"], self.args["seed"] + b,
-                             f"{self.label} band {b}")
-
-    def new_model(self, b: int, inducing: np.ndarray, device, x=None, y=None):
-        """An untrained SVGP for band b on inducing inputs (M, 3); spectral kernels start from (x, y)."""
-        tt = lambda a: None if a is None else torch.as_tensor(a, dtype=self.dtype, device=device)   # noqa: E731
-        kernel = make_kernel(self.args, self.grid, tt(x), tt(y))
-        model = make_variational_model(self.args, kernel, make_likelihood(), inducing, self.dtype, device)
-        return model, model.likelihood
+    return {"": kernel_label(vars(args)), **extra, "mean": args.mean_function, "mask": cli.mask_tag(vars(args)),
+            "M": args.num_inducing_points, "bs": args.batch_size, "obj": args.objective,
+            "opt": "ngd" if args.natural_gradient else "adam",
+            "Z": "learned" if args.learn_inducing_locations else "kmeans", "seed": args.seed}
 
 
 def optimisers(model, args: dict, n: int) -> list:
@@ -90,15 +69,15 @@ def optimisers(model, args: dict, n: int) -> list:
             torch.optim.Adam(hyper, lr=args["lr"])]
 
 
-def fit_band(setup: VariationalSetup, b: int, run) -> dict:
-    """Mini-batch PLL/ELBO ascent for band b; resumes from `run.state['current']` when present."""
+def fit_band(setup: VariationalSetup, b: int, run: runs.Run, state: dict) -> dict:
+    """Mini-batch PLL/ELBO ascent for band b; resumes from `state['current']` when present."""
     args, device = setup.args, run.device
     x, y = setup.training_cells(b)                                        # (N, 3), (N,) numpy
     n, seed = len(y), args["seed"] + b
     sub = np.random.default_rng(seed).choice(n, min(n, 2000), replace=False)
     model, lik = setup.new_model(b, kmeans(x, args["num_inducing_points"], seed), device, x[sub], y[sub])
     opts = optimisers(model, args, n)
-    loop = BandLoop(setup, b, run, model, opts)
+    loop = BandLoop(setup, b, run, state, model, opts)
     objective = (gpytorch.mlls.PredictiveLogLikelihood if args["objective"] == "pll"
                  else gpytorch.mlls.VariationalELBO)(lik, model, num_data=n)
     bsize = n if args["batch_size"] <= 0 else min(args["batch_size"], n)
@@ -131,7 +110,8 @@ def fit_band(setup: VariationalSetup, b: int, run) -> dict:
 
 
 def main(argv=None) -> int:
-    return train_bands(parse_args(argv), METHOD, run_name, VariationalSetup, fit_band, ["epoch"])
+    args = parse_args(argv)
+    return train_bands(args, METHOD, name_parts(args), VariationalSetup, fit_band, ["epoch"])
 
 
 if __name__ == "__main__":

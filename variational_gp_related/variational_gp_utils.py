@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from scipy.cluster.vq import kmeans2
 
-from exact_gp_related.exact_gp_utils import cholesky
+from exact_gp_related.exact_gp_utils import cholesky, kernel_label, make_kernel, make_likelihood
+from exact_gp_related.gp_training import Setup
+from gapfill.data import Normalizer
 
 
 def add_variational_args(p) -> None:
@@ -152,3 +154,23 @@ def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     perm.flags.writeable = False
     return perm
+
+
+class VariationalSetup(Setup):
+    """The exact GP's Setup (normalisation, targets, validation) with the sparse posterior for inpainting."""
+
+    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None, score_valid=None):
+        super().__init__(args, problem, normalizer, score_valid)
+        self.label = f"variational GP {kernel_label(args)}"
+
+    def solver(self, b: int, model, lik):
+        return frozen_solver(model, lik, self.args["num_inducing_points"], self.args["seed"] + b,
+                             f"{self.label} band {b}")
+
+    def new_model(self, b: int, inducing: np.ndarray, device, x=None, y=None):
+        """An untrained SVGP for band b on inducing inputs (M, 3); spectral kernels start from (x, y)."""
+        def tt(a):
+            return None if a is None else torch.as_tensor(a, dtype=self.dtype, device=device)
+        kernel = make_kernel(self.args, self.grid, tt(x), tt(y))
+        model = make_variational_model(self.args, kernel, make_likelihood(), inducing, self.dtype, device)
+        return model, model.likelihood

@@ -1,0 +1,67 @@
+"""Atomic file writes that honour the user's umask, and JSON (a leaf module: it imports nothing of ours).
+
+`tempfile.mkstemp` creates files readable by their owner only (0600); a checkpoint renamed from such a
+file would be unreadable to a project group on a shared cluster, so every file is given the mode a plain
+`open()` would have given it (0666 minus the umask) before it is renamed into place.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux, without changing it; os.umask elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(final):
+    """Yield a temporary path next to `final`; rename it onto `final` only if the block succeeds.
+    The file gets the mode of a file made with `open()` (0666 minus the umask)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if os.path.exists(tmp):
+            os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path, obj) -> None:
+    """Atomically write `obj` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())

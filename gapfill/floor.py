@@ -1,0 +1,80 @@
+"""The classical floor every report shows, and the first guess neural methods refine: climatology,
+persistence, spatial interpolation and anomaly interpolation.
+
+Every function takes `visible` (T, B, Y, X): the field as the model may see it (training frames complete,
+other frames NaN wherever hidden or never observed), and returns the reconstruction of the frames in
+`target` (a slice), (T_target, B, Y, X) in the units of `visible`. None of them has a variance.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.interpolate import griddata
+
+FLOOR = ("climatology", "persistence", "interpolation", "anomaly_interpolation")   # shown next to every run
+
+
+def climatology(visible: np.ndarray, train: slice) -> np.ndarray:
+    """Per-cell mean over the training frames, (B, Y, X). Cells never seen there take the band mean
+    of all visible cells (a single-frame image has no training frames: its observed mean)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                     # all-NaN cells: handled below
+        clim = np.nanmean(visible[train], axis=0) if train.stop > train.start else np.full(visible.shape[1:], np.nan)
+        band_mean = np.nanmean(visible, axis=(0, 2, 3))                       # (B,)
+    return np.where(np.isfinite(clim), clim, band_mean[:, None, None])
+
+
+def persistence(visible: np.ndarray, target: slice, clim: np.ndarray) -> np.ndarray:
+    """Last visible value of each cell before or at each target frame (climatology if none)."""
+    last = np.full(visible.shape[1:], np.nan)
+    out = []
+    for t in range(target.stop):
+        seen = np.isfinite(visible[t])
+        last[seen] = visible[t][seen]
+        if t >= target.start:
+            out.append(np.where(np.isfinite(last), last, clim))
+    return np.stack(out)
+
+
+def _interp_frame(frame: np.ndarray) -> np.ndarray:
+    """Fill NaN cells of one (Y, X) frame: linear inside the hull of the visible cells, nearest outside."""
+    ok = np.isfinite(frame)
+    if ok.all() or not ok.any():
+        return frame.copy()
+    pts = np.argwhere(ok)
+    vals = frame[ok]
+    holes = np.argwhere(~ok)
+    out = frame.copy()
+    try:
+        lin = griddata(pts, vals, holes, method="linear") if len(pts) >= 3 else np.full(len(holes), np.nan)
+    except Exception:  # collinear points: Qhull cannot triangulate
+        lin = np.full(len(holes), np.nan)
+    far = ~np.isfinite(lin)
+    if far.any():
+        lin[far] = griddata(pts, vals, holes[far], method="nearest")
+    out[~ok] = lin
+    return out
+
+
+def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly: bool = False) -> np.ndarray:
+    """Per frame and band spatial interpolation of the visible cells (of anomalies from `clim` if asked)."""
+    frames = visible[target] - (clim if anomaly else 0)
+    out = np.empty_like(frames)
+    for t in range(frames.shape[0]):
+        for b in range(frames.shape[1]):
+            f = _interp_frame(frames[t, b])
+            out[t, b] = np.where(np.isfinite(f), f, 0.0 if anomaly else clim[b])
+    return out + (clim if anomaly else 0)
+
+
+def reconstruct_floor(method: str, visible: np.ndarray, train: slice, target: slice) -> np.ndarray:
+    """One method of the floor: the reconstruction (T_target, B, Y, X) of the `target` frames."""
+    clim = climatology(visible, train)
+    if method == "climatology":
+        return np.broadcast_to(clim, visible[target].shape).copy()
+    if method == "persistence":
+        return persistence(visible, target, clim)
+    if method in ("interpolation", "anomaly_interpolation"):
+        return interpolation(visible, target, clim, anomaly=method == "anomaly_interpolation")
+    raise ValueError(f"unknown floor method {method!r}; choose one of {', '.join(FLOOR)}")

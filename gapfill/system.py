@@ -1,0 +1,85 @@
+"""Process-level helpers every script shares: logging, seeds, devices, peak memory, the code version
+(a leaf module: it imports nothing of ours)."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Timestamped one-line records that read well in SLURM log files (job and array ids prefixed)."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    tag = f"[job {job}{'_' + task if task else ''}] " if job else ""
+    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), force=True, stream=sys.stdout,
+                        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    for noisy in ("matplotlib", "PIL", "h5py", "fontTools", "wandb"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and (when imported) torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+        torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto", local_rank: int | None = None) -> str:
+    """'auto' -> 'cuda:<local_rank or 0>' when a GPU is visible, else 'cpu'; 'cuda' -> 'cuda:<local_rank or 0>'.
+
+    A requested GPU that is not there is an error, not a silent fallback to the CPU.
+    """
+    device = (device or "auto").lower()
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+        n_gpu = torch.cuda.device_count() if has_cuda else 0
+    except ImportError:
+        has_cuda, n_gpu = False, 0
+    if device == "auto":
+        return f"cuda:{local_rank or 0}" if has_cuda else "cpu"
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not m:
+        raise ValueError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    index = int(m.group(1)) if m.group(1) is not None else (local_rank or 0)
+    if index >= n_gpu:
+        raise ValueError(f"--device {device} asked for GPU {index} but {n_gpu} GPU(s) are visible")
+    return f"cuda:{index}"
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (and peak CUDA memory when torch used a GPU), in MB.
+    Linux: VmHWM of /proc/self/status, the peak of this program's own address space (ru_maxrss also counts
+    the parent's memory at fork time: a run started from a large process would report the parent's size)."""
+    try:
+        with open("/proc/self/status") as f:
+            mb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if "torch" in sys.modules:
+        import torch
+        if torch.cuda.is_available():
+            mb += torch.cuda.max_memory_allocated() / 2**20
+    return float(mb)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
