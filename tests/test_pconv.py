@@ -137,7 +137,7 @@ def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkey
     assert json.loads(str(runs.load_checkpoint(run, "last")["state"]))["epoch"] == 1
     monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", real)
     assert train_pconv.main(argv) == 0                                     # the requeued run
-    epochs = [line.split(",")[1] for line in (run / "train_log.csv").read_text().splitlines()[1:]]
+    epochs = [line.split(",")[0] for line in (run / "train_log.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]                                       # each epoch once
     assert runs.read_json(run / "config.json")["restarts"] == 1
 
