@@ -1,13 +1,15 @@
-# make demo: set up .venv, generate the default data, run the baselines' sweep through its sbatch scripts
-#            (without SLURM), write the PDFs and the cross-method comparison.
+# make demo: set up .venv, generate the default data, run the baselines' sweep, then the variational and the
+#            exact GP, each through its sbatch scripts (without SLURM), on the same field and hidden cells;
+#            write the PDFs and the cross-method comparison and print the leaderboard.
 # make test: set up .venv and run the test suite (fast tests; `make test-slow` adds the slow ones).
+# make lint: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy on gapfill/.
 SHELL := /bin/bash
 PYTHON_BIN ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow lint venv clean
 
 venv: $(STAMP)
 
@@ -18,16 +20,29 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# made once: a new file (new modification time) would make every finished run's identity differ
+data/synthetic_default.nc: | $(STAMP)
 	$(PY) -m data_generation.make_synthetic_field --out data/synthetic_default.nc
+
+# the GPs are tested on every test frame (55), the cells the baselines are scored on
+demo: $(STAMP) data/synthetic_default.nc
 	PYTHON=$(PY) bash baselines/submit_train_baselines.sh
 	PYTHON=$(PY) bash baselines/submit_test_baselines.sh
-	@echo "Per-run PDFs:       results/baselines/*/*.pdf"
-	@echo "Method summary:     results/baselines/summary_baselines.pdf and summary.csv"
+	PYTHON=$(PY) SWEEP_FILE=variational_gp_related/sweep_demo_variational_gp.toml \
+	    bash variational_gp_related/submit_train_variational_gp.sh
+	PYTHON=$(PY) TEST_ARGS="--num_frames_test 55" bash variational_gp_related/submit_test_variational_gp.sh
+	PYTHON=$(PY) SWEEP_FILE=exact_gp_related/sweep_demo_exact_gp.toml bash exact_gp_related/submit_train_exact_gp.sh
+	PYTHON=$(PY) TEST_ARGS="--num_frames_test 55" bash exact_gp_related/submit_test_exact_gp.sh
+	@echo "Per-run PDFs:       results/{baselines,variational_gp,exact_gp}/*/*.pdf"
+	@echo "Method summaries:   results/<method>/summary_<method>.pdf and summary.csv"
 	@echo "Comparison:         results/comparison/comparison.pdf and leaderboard.csv"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"

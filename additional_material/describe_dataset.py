@@ -15,12 +15,13 @@ import warnings
 from pathlib import Path
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gapfill.runs import setup_logging
 from gapfill.data import Field, open_field  # noqa: E402
+from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
 

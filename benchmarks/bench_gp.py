@@ -37,9 +37,13 @@ def one(model_name: str, n: int, device: str, precision: str) -> dict:
     import torch
 
     from exact_gp_related.exact_gp_utils import make_kernel, make_likelihood, make_model, posterior
-    from gapfill.runs import peak_memory_mb
-    from variational_gp_related.variational_gp_utils import (batch_indices, kmeans, make_variational_model,
-                                                             sparse_posterior)
+    from gapfill.system import peak_memory_mb
+    from variational_gp_related.variational_gp_utils import (
+        batch_indices,
+        kmeans,
+        make_variational_model,
+        sparse_posterior,
+    )
     dtype = torch.float64 if precision == "64" else torch.float32
     rng = np.random.default_rng(0)
     grid = (np.arange(365.0), np.arange(64.0), np.arange(64.0))

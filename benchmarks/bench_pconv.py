@@ -24,8 +24,8 @@ log = logging.getLogger("benchmarks.pconv")
 def one(steps: int, batch: int, patch: int) -> dict:
     import numpy as np
 
-    import keras
-    from gapfill.runs import peak_memory_mb
+    from gapfill.system import peak_memory_mb
+    from pconv_inpainting import keras
     from pconv_inpainting.pconv_model import build_unet, make_loss
     rng = np.random.default_rng(0)
     model = build_unet(bands=1, patch_size=patch)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter
 
 from gapfill.data import write_dataset
-from gapfill.runs import setup_logging
+from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
 

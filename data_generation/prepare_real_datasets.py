@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from gapfill.data import write_dataset
-from gapfill.runs import setup_logging
+from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -184,7 +184,7 @@ def robust_step(step_fn, objs, cur: dict, what: str, step: int, dtype=torch.floa
                 raise FloatingPointError("loss is not finite")
             return loss
         except (NotPSDError, FloatingPointError, torch.linalg.LinAlgError) as err:
-            for o, s in zip(objs, snapshot):
+            for o, s in zip(objs, snapshot, strict=False):
                 o.load_state_dict(s)
             if cur["jitter"] + 1 >= len(JITTERS):
                 raise RunError(f"{what}: {err} at step {step} even with jitter {jitter:g}; "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,8 @@ class Field:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return tuple(self.values.shape)
+        t, b, y, x = self.values.shape
+        return t, b, y, x
 
     @property
     def name(self) -> str:
@@ -68,7 +70,7 @@ class Field:
             return np.arange(len(t), dtype=np.float64)
         return (t - t[0]) * scale
 
-    def frames(self, sl: slice) -> "Field":
+    def frames(self, sl: slice) -> Field:
         """The same field restricted to the frames in `sl`."""
         return Field(self.values[sl], self.time[sl], self.y, self.x, list(self.bands), list(self.units),
                      self.path, self.time_units, self.calendar, self.y_name, self.x_name, dict(self.attrs))
@@ -120,14 +122,14 @@ def open_field(path, variables: list[str] | str | None = None) -> Field:
         if variables:
             unknown = [v for v in variables if v not in ds.data_vars]
             if unknown:
-                raise _fail(path, f"unknown variable {unknown[0]!r}; the file has {sorted(ds.data_vars)}")
+                raise _fail(path, f"unknown variable {unknown[0]!r}; the file has {sorted(map(str, ds.data_vars))}")
             bad = [v for v in variables if v not in candidates]
             if bad:
                 raise _fail(path, f"variable {bad[0]!r} has dims {ds[bad[0]].dims}, "
                                   "not (time, y/lat/latitude, x/lon/longitude)")
             names = list(variables)
         else:
-            names = list(candidates)
+            names = [str(n) for n in candidates]
         if not names:
             raise _fail(path, "no variable with a time dimension and two spatial dimensions "
                               f"(y/lat/latitude, x/lon/longitude); variables: "
@@ -202,7 +204,7 @@ class Normalizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray, observed: np.ndarray | None = None) -> "Normalizer":
+    def fit(cls, values: np.ndarray, observed: np.ndarray | None = None) -> Normalizer:
         """Fit on the valid (and, if given, observed (T, Y, X)) cells of values (T, B, Y, X)."""
         ok = np.isfinite(values)
         if observed is not None:
@@ -230,5 +232,5 @@ class Normalizer:
         return {"mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
+    def from_dict(cls, d: dict) -> Normalizer:
         return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))

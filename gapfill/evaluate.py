@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -47,7 +47,7 @@ class Problem:
         vis[np.broadcast_to(hidden[:, None], vis.shape)] = np.nan
         return vis
 
-    def for_model(self) -> "Problem":
+    def for_model(self) -> Problem:
         """The same problem with hidden cells of validation and test frames removed from the field."""
         return dataclasses.replace(self, field=dataclasses.replace(self.field, values=self.visible()))
 

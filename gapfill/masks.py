@@ -41,7 +41,8 @@ def _check_shape(shape) -> tuple[int, int, int]:
         ok = False
     if not ok:
         raise ValueError(f"shape must be 3 positive ints (T, Y, X), got {shape!r}.")
-    return tuple(int(s) for s in shape)
+    t, y, x = (int(s) for s in shape)
+    return t, y, x
 
 
 def _check_prob(prob_masking) -> float:

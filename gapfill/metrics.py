@@ -49,7 +49,7 @@ def _gather(scored, **arrays):
     if n == 0:
         raise ValueError("no cell is scored (scored mask is all False).")
     out = []
-    for name, a in zip(arrays, arrs):
+    for name, a in zip(arrays, arrs, strict=False):
         vals = np.broadcast_to(a, shape)[scored].astype(np.float64)
         bad = int((~np.isfinite(vals)).sum())
         if bad:

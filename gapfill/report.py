@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 from tqdm import tqdm
 
 from gapfill.system import setup_logging
@@ -172,7 +173,7 @@ def _summary_page(pdf, meta: dict, m: dict):
     ax.axis("off")
     cells = [[_short(name, 40)] + [_fmt((r.get("overall") or {}).get(k)) for k, _ in TABLE_KEYS]
              for name, r in rows.items()]                                    # names as a column: never clipped
-    tab = ax.table(cellText=cells, colLabels=[""] + [c for _, c in TABLE_KEYS], bbox=[0.0, 0.0, 1.0, 0.9],
+    tab = ax.table(cellText=cells, colLabels=[""] + [c for _, c in TABLE_KEYS], bbox=Bbox.from_bounds(0.0, 0.0, 1.0, 0.9),
                    colWidths=[0.3] + [0.7 / len(TABLE_KEYS)] * len(TABLE_KEYS))
     tab.auto_set_font_size(False)
     tab.set_fontsize(9)
@@ -277,7 +278,7 @@ def _varying_options(metrics_list: list[dict], skip) -> list[str]:
             continue
         vals = {json.dumps(c.get(k, "<missing>"), sort_keys=True, default=str) for c in configs}
         derived = all(isinstance(c.get(k), str) and m.get("run_name") and str(m["run_name"]) in c[k]
-                      for c, m in zip(configs, metrics_list))
+                      for c, m in zip(configs, metrics_list, strict=False))
         if len(vals) > 1 and not derived:
             out.append(k)
     return out
@@ -418,7 +419,7 @@ def method_summary(metrics_list: list[dict], out_dir, method: str,
             axes = fig.subplots(1, 4, sharey=True)
             for ax, (key, title, ref) in zip(axes, [("crps", "CRPS", None), ("coverage95", "95% coverage", 0.95),
                                                      ("std_error_corr", "corr(std, |error|)", 0.0),
-                                                     ("mean_variance", "mean predictive variance", None)]):
+                                                     ("mean_variance", "mean predictive variance", None)], strict=False):
                 _grouped_barh(ax, labels, {method: series(key)[method]}, title)
                 if ref is not None:
                     ax.axvline(ref, color="k", ls="--", lw=1)
@@ -469,7 +470,7 @@ def compare(results_root, out_dir) -> tuple[Path, Path]:
         groups.setdefault((row["dataset"], row["mask"]), []).append((row, m))
     with PdfPages(pdf_path) as pdf:
         for (dataset, mask), items in groups.items():
-            best = {}
+            best: dict = {}
             for row, m in items:  # items are sorted by rmse: the first of a method is its best
                 best.setdefault(row["method"], (row, m))
             fig = Figure(figsize=(PAGE[0], max(4.0, 2.0 + 0.6 * len(best))))
@@ -514,12 +515,12 @@ def compare(results_root, out_dir) -> tuple[Path, Path]:
     return csv_path, pdf_path
 
 
-def _table_text(rows: list[dict], cols=("dataset", "mask", "method", "units", "rmse", "mae", "crps",
+def _table_text(rows: list[dict], cols=("dataset", "mask", "method", "units", "rmse", "mae", "crps", "coverage95",
                                        "test_seconds")) -> str:
     """Leaderboard rows as an aligned plain-text table for logs and terminals."""
     cells = [list(cols)] + [[_short(r[c], 30) if c in cols[:4] else _fmt(r[c]) for c in cols] for r in rows]
     widths = [max(len(str(row[i])) for row in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in cells)
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)) for row in cells)
 
 
 # ---------------------------------------------------------------- CLI

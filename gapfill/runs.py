@@ -443,7 +443,7 @@ class Run:
             self._lock = None
 
 
-def open_training(args, method: str, name_parts: dict, log_fields: list[str] = (), **config) -> Run:
+def open_training(args, method: str, name_parts: dict, log_fields: tuple | list = (), **config) -> Run:
     """The start of every train_<m>.py: logging, seeds, the problem, the run folder, its identity and lock.
 
     `name_parts` build the default run name (`make_run_name(method, dataset, name_parts)`), `log_fields`

@@ -67,7 +67,9 @@ def wait(job_ids: list[str], poll: float = 1.0, timeout: float | None = None) ->
 
     Returns {task name (e.g. '12_3' or '13'): last record}. Raises TimeoutError after `timeout` seconds.
     """
-    t0, seen, last = time.time(), {}, {}
+    t0 = time.time()
+    seen: dict = {}
+    last: dict = {}
     while True:
         recs = {task_name(r): r for j in job_ids for r in job_records(j)}
         for name, rec in recs.items():

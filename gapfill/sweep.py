@@ -32,7 +32,7 @@ def load(path) -> dict:
     try:
         spec = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
-        raise SystemExit(f"sweep file {path} is not valid TOML: {err}")
+        raise SystemExit(f"sweep file {path} is not valid TOML: {err}") from None
     for key, values in spec.get("grid", {}).items():
         if not isinstance(values, list) or not values:
             raise SystemExit(f"sweep file {path}: grid entry {key!r} must be a non-empty list")
@@ -42,7 +42,8 @@ def load(path) -> dict:
 def entries(spec: dict) -> list[dict]:
     """Every entry as an option dict: fixed options, one grid point, then explicit includes."""
     fixed, grid = spec.get("fixed", {}), spec.get("grid", {})
-    out = [dict(fixed, **dict(zip(grid, combo))) for combo in itertools.product(*grid.values())] if grid else []
+    combos = itertools.product(*grid.values()) if grid else []
+    out = [dict(fixed, **dict(zip(grid, combo, strict=True))) for combo in combos]
     out += [dict(fixed, **inc) for inc in spec.get("include", [])]
     return out or [dict(fixed)]
 

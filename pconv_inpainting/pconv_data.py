@@ -8,7 +8,7 @@ import numpy as np
 
 from gapfill.data import Normalizer
 from gapfill.masks import make_mask
-from pconv_inpainting import keras                      # the package sets the backend before Keras loads
+from pconv_inpainting import keras  # the package sets the backend before Keras loads
 from pconv_inpainting.pconv_model import unet_depth
 
 

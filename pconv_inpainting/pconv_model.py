@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 
-from pconv_inpainting import keras                      # the package sets the backend before Keras loads
+from pconv_inpainting import keras  # the package sets the backend before Keras loads
 
 ops = keras.ops
 
@@ -157,7 +157,7 @@ def make_loss(bands: int, vgg=None, predict_variance: bool = False):
         if vgg is not None:
             rgb = lambda a: ops.repeat(a, 3, axis=-1) if bands == 1 else a[..., :3]   # noqa: E731
             f_out, f_comp, f_gt = vgg(rgb(out)), vgg(rgb(comp)), vgg(rgb(truth))
-            for fo, fc, fg in zip(f_out, f_comp, f_gt):
+            for fo, fc, fg in zip(f_out, f_comp, f_gt, strict=False):
                 total = total + 0.05 * (ops.mean(ops.abs(fo - fg)) + ops.mean(ops.abs(fc - fg)))
                 gg = gram(fg)
                 total = total + 120.0 * (ops.mean(ops.abs(gram(fo) - gg)) + ops.mean(ops.abs(gram(fc) - gg)))

@@ -22,7 +22,7 @@ import numpy as np
 
 from gapfill import cli, runs
 from gapfill.data import DataError
-from pconv_inpainting import keras                      # the package sets the backend before Keras loads
+from pconv_inpainting import keras  # the package sets the backend before Keras loads
 from pconv_inpainting.pconv_data import Data, Patches, inpaint
 from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_loss, vgg_features
 

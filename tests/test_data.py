@@ -38,6 +38,7 @@ def test_air_temperature_latitude_longitude_order_and_extra_singleton(tmp_path):
 
 def test_real_iris_file_opens_unchanged():
     import os
+
     import iris_sample_data
     path = os.path.join(os.path.dirname(iris_sample_data.__file__), "sample_data", "A1B_north_america.nc")
     f = open_field(path)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sweep_checks import assert_gp_reports, signal_at_check
 
 from baselines.dineof import reconstruct
 from data_generation.make_synthetic_field import make_field
@@ -16,7 +17,6 @@ from gapfill import runs
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
-from sweep_checks import assert_gp_reports, signal_at_check
 
 ARGS = {"matern_nu": 1.5, "num_mixtures": 2, "time_lengthscale": 50.0, "time_outputscale": 0.7,
         "mean_function": "climatology", "context_frames": None, "max_context_points": 3000, "precision": "64"}

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from sweep_checks import assert_sweep_outputs
 
 from baselines import test_baselines, train_baselines
 from data_generation.make_synthetic_field import make_field
 from gapfill.evaluate import build_problem
-from sweep_checks import assert_sweep_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,8 +100,8 @@ def test_scripts_end_bad_input_with_one_line(argv, message):
 
 def test_default_field_full_size(tmp_path):
     """`make demo`'s setting at full size (365 x 64 x 64, 90% random fixed): the README's numbers."""
-    from gapfill.metrics import rmse
     from baselines.dineof import reconstruct
+    from gapfill.metrics import rmse
     make_field().to_netcdf(tmp_path / "default.nc")
     problem = build_problem({"data_path": str(tmp_path / "default.nc"), "mask_kind": "random", "mask_type": "fixed",
                              "prob_masking": 0.9, "seed": 0})

@@ -99,7 +99,7 @@ def test_method_summary_csv(tmp_path):
     assert len(rows) == 3
     assert "lengthscale" in rows[0]
     assert "timekernel" not in rows[0] and "prob_masking" not in rows[0] and "checkpoint_dir" not in rows[0]
-    for row, m in zip(rows, runs):
+    for row, m in zip(rows, runs, strict=False):
         assert row["run_name"] == m["run_name"] and row["mask"] == "random 60%"
         assert float(row["lengthscale"]) == m["config"]["lengthscale"]
         assert float(row["rmse"]) == pytest.approx(m["metrics"]["overall"]["rmse"], rel=1e-12)

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from sweep_checks import signal_at_check
 
 from baselines import train_baselines
 from data_generation.make_synthetic_field import make_field
 from exact_gp_related import train_exact_gp
 from gapfill import runs
-from sweep_checks import signal_at_check
 
 ROOT = Path(__file__).resolve().parents[1]
 GP = ["--timekernel", "rbf", "--spacekernel", "rbf", "--num_frames_train", "20", "--num_frames_valid", "4",

@@ -122,7 +122,7 @@ def test_peak_memory_is_the_programs_own_not_its_parents():
     """A run started from a large process (pytest, a notebook) must not report the parent's memory, which
     ru_maxrss carries over a fork."""
     big = np.ones(300 * 2**20 // 8)                                        # 300 MB held by this process
-    code = ("import numpy as np; from gapfill.runs import peak_memory_mb; a = peak_memory_mb(); "
+    code = ("import numpy as np; from gapfill.system import peak_memory_mb; a = peak_memory_mb(); "
             "b = np.ones(200 * 2**20 // 8); print(a, peak_memory_mb())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     before, after = map(float, out)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sweep_checks import assert_sweep_outputs, pdf_pages
 
 from baselines import test_baselines
 from data_generation.make_synthetic_field import make_field
 from gapfill import submit
-from sweep_checks import assert_sweep_outputs, pdf_pages
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]

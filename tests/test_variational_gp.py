@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sweep_checks import assert_gp_reports, signal_at_check
 
 from baselines.dineof import reconstruct
 from data_generation.make_synthetic_field import make_field
@@ -19,7 +20,6 @@ from gapfill import runs
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
-from sweep_checks import assert_gp_reports, signal_at_check
 from variational_gp_related import test_variational_gp, train_variational_gp
 from variational_gp_related import variational_gp_utils as V
 

@@ -90,7 +90,7 @@ def fit_band(setup: VariationalSetup, b: int, run: runs.Run, state: dict) -> dic
         idx = batch_indices(n, args["batch_size"], step, seed)
         xb, yb = tt(x[idx]), tt(y[idx])
 
-        def step_fn(jitter):
+        def step_fn(jitter, xb=xb, yb=yb):
             j = max(jitter, floor)
             with gpytorch.settings.variational_cholesky_jitter(float_value=j, double_value=j), \
                     gpytorch.settings.cholesky_jitter(float_value=j, double_value=j):

@@ -30,7 +30,7 @@ def numpy_pconv(x, m, w, b, stride):
 
 
 def layer_errors():
-    import keras
+    from pconv_inpainting import keras
     from pconv_inpainting.pconv_model import PConv2D
     rng = np.random.default_rng(0)
     worst = 0.0
@@ -55,6 +55,7 @@ def short_training(tmp):
     """A few steps of the small UNet on a 24 x 32 x 32 field, then inpainting of two test frames."""
     import csv
     from pathlib import Path
+
     from data_generation.make_synthetic_field import make_field
     from pconv_inpainting import test_pconv, train_pconv
     tmp = Path(tmp)
