@@ -8,22 +8,7 @@ import pytest
 import xarray as xr
 
 from gapfill import report
-
-try:
-    from gapfill.metrics import compute_metrics
-except ImportError:  # metrics.py not there yet: a minimal fake with the same format
-    def compute_metrics(truth, mean, observed, valid, variance=None, band_names=None):
-        scored = valid.astype(bool) & ~observed.astype(bool)[:, None]
-        e = (mean - truth)[scored]
-        ov = {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e ** 2).mean())), "bias": float(e.mean()),
-              "r2": None, "ssim": None, "n_scored": int(scored.sum())}
-        if variance is not None:
-            ov.update(nll=1.0, crps=0.5, coverage95=0.9, std_error_corr=0.3, mean_variance=float(variance.mean()))
-        pf = [{"frame": t, "mae": float(np.abs((mean - truth)[t][scored[t]]).mean()),
-               "rmse": float(np.sqrt(((mean - truth)[t][scored[t]] ** 2).mean())), "bias": 0.0, "ssim": None,
-               "n_scored": int(scored[t].sum())} for t in range(truth.shape[0])]
-        return {"overall": ov, "per_band": {}, "per_frame": pf,
-                "spectrum": {"k": [1, 2], "truth": [1.0, 0.5], "pred": [0.9, 0.4]}, "has_variance": variance is not None}
+from gapfill.metrics import compute_metrics
 
 
 def page_count(path):
