@@ -128,3 +128,9 @@ def inpaint(model, data: Data, seen: np.ndarray, frames, batch: int = 8):
     if out.shape[-1] == 2 * B:
         var = data.normalizer.denormalize_variance(np.exp(np.clip(out[..., B:], -10, 10)).transpose(0, 3, 1, 2))
     return mean, var
+
+
+def keras_device(device: str) -> str:
+    """'cpu' / 'cuda:N' (gapfill.system.resolve_device) as Keras names them on both backends: 'cpu' / 'gpu:N'
+    (not 'cpu:0': under that scope Keras 3 on torch finds no gradients)."""
+    return "cpu" if device == "cpu" else device.replace("cuda", "gpu")

@@ -16,7 +16,8 @@ from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
 from gapfill.floor import climatology
 from gapfill.metrics import rmse
-from pconv_inpainting.pconv_data import Data, inpaint
+from pconv_inpainting import keras
+from pconv_inpainting.pconv_data import Data, inpaint, keras_device
 
 METHOD = "pconv"
 RADII = np.linspace(5, 65, 12)
@@ -29,10 +30,11 @@ def load(run_dir, cfg, problem):
 
 def predict(problem, cfg, run_dir, device):
     """(mean, variance or None), (T_test, B, Y, X): each test frame from its observed cells."""
-    data, model = load(run_dir, cfg, problem)
-    seen = data.visible_in & problem.observed[:, None]
-    sl = problem.splits["test"]
-    return inpaint(model, data, seen, range(sl.start, sl.stop))
+    with keras.device(keras_device(device)):
+        data, model = load(run_dir, cfg, problem)
+        seen = data.visible_in & problem.observed[:, None]
+        sl = problem.splits["test"]
+        return inpaint(model, data, seen, range(sl.start, sl.stop))
 
 
 def analyses(problem, cfg, run_dir, device, mean) -> list:

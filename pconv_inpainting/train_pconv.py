@@ -23,7 +23,7 @@ import numpy as np
 from gapfill import cli, runs
 from gapfill.data import DataError
 from pconv_inpainting import keras  # the package sets the backend before Keras loads
-from pconv_inpainting.pconv_data import Data, Patches, inpaint
+from pconv_inpainting.pconv_data import Data, Patches, inpaint, keras_device
 from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_loss, vgg_features
 
 log = logging.getLogger("pconv.train")
@@ -114,6 +114,13 @@ def main(argv=None) -> int:
     run = runs.open_training(args, METHOD, name_parts(args), ["phase", "loss", "valid_rmse", "valid_nll"])
     if run.status == "finished":
         return 0
+    with keras.device(keras_device(run.device)):          # --device / --local_rank, on either backend
+        train_phases(run, args)
+    return 0
+
+
+def train_phases(run: runs.Run, args) -> None:
+    """Stage 1, or stage 2 (after a stage-1 phase when there is no --init_from), epoch by epoch."""
     keras.utils.set_random_seed(args.seed)
     problem = run.problem
     data = Data(vars(args), problem)
@@ -163,7 +170,6 @@ def main(argv=None) -> int:
             resume = None
     run.finish(best_valid=state["best"])
     log.info("best validation RMSE %.4g", state["best"])
-    return 0
 
 
 if __name__ == "__main__":
