@@ -17,28 +17,29 @@ METHODS = (*FLOOR, "dineof")
 
 
 def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None,
-                start: np.ndarray | None = None, search: bool = False, resume: dict | None = None,
-                after_rank=None):
+                start: np.ndarray | None = None, search: bool = False, stop_early: bool = True,
+                resume: dict | None = None, after_rank=None):
     """Iterative truncated SVD of X (N, M) with `miss` cells (and `cv` cells, held back and scored) filled,
     warm-started over increasing rank (from `start`'s values in the filled cells when given).
 
-    With `search` the best rank is the one with the lowest cross-validation error and the search ends once
-    that error has risen twice in a row; otherwise it is the last rank. Returns (cv mse by rank, best rank,
-    its reconstruction (N, M)). `after_rank(state)` is called after each rank with a state dict (arrays
-    only) that `resume=state` continues from exactly, so a preempted search can be saved and resumed.
+    With `search` the best rank is the one with the lowest cross-validation error and (with `stop_early`)
+    the search ends once that error has risen twice in a row; otherwise it is the last rank. Returns (cv mse
+    by rank, best rank, its reconstruction (N, M)). `after_rank(state)` is called after each rank with a
+    state dict (arrays only) that `resume=state` continues from exactly, so a preempted search can be saved
+    and resumed.
     """
     hide = miss | cv if cv is not None else miss
     Z = np.where(hide, 0.0 if start is None else start, X)
     curve, best, best_Z, done = {}, None, None, 0
     if resume is not None:
         Z, best_Z, done = resume["Z"].copy(), resume["best_Z"].copy(), int(resume["done"])
-        curve = dict(zip(resume["curve_rank"].tolist(), resume["curve_mse"].tolist()))
+        curve = dict(zip(resume["curve_rank"].tolist(), resume["curve_mse"].tolist(), strict=True))
         best = int(resume["best"])
         log.info("DINEOF: resuming the rank search after rank %d", ranks[done - 1])
     for i in tqdm(range(done, len(ranks)), desc="DINEOF ranks", unit="rank", disable=None if len(ranks) > 1 else True):
         k = ranks[i]
         errs = list(curve.values())
-        if search and len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
+        if search and stop_early and len(errs) >= 3 and errs[-1] > errs[-2] > errs[-3]:
             break                                   # cross-validation error rising: larger ranks overfit
         for _ in range(max_iter):
             # SVD through the smaller Gram matrix: Z = U S V^T, rank-k part is U_k U_k^T Z
@@ -77,14 +78,33 @@ def dineof_unmatrix(mat: np.ndarray, live: np.ndarray, shape: tuple, clim: np.nd
     return anom + clim
 
 
-def cv_cells(miss: np.ndarray, rows: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """Hold back about `share` of the visible cells of the rows flagged by `rows` (N,) for cross-validation.
+def fixed_pattern(miss: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether the rows flagged by `rows` all miss the same cells, some of them (a fixed mask of stations)."""
+    cand = miss[rows]
+    return len(cand) > 0 and bool(cand[0].any()) and bool((cand == cand[0]).all())
 
-    As in DINEOF, the held-back cells copy the gap pattern of another row (clouds of another image), so
-    the rank is chosen for gaps shaped like the real ones; random cells top up the rest (a fixed mask
-    gives every row the same pattern, so there is nothing to copy).
+
+def cv_cells(miss: np.ndarray, rows: np.ndarray, share: float, seed: int, station_share: float = 0.1,
+             min_stations: int = 10, stations: np.ndarray | None = None) -> np.ndarray:
+    """Cells of the rows flagged by `rows` (N,) held back for cross-validation.
+
+    Under a fixed mask (every flagged row misses the same cells) the real gaps are cells that no flagged
+    row ever shows, so whole stations are held back: `station_share` of the observed stations (at least
+    `min_stations`, at most half), in every flagged row; `stations` (M,) names the station of each column
+    (bands of one cell share it; default: one column each). Otherwise, as in DINEOF, about `share` of the
+    visible cells, each row copying the gap pattern of another row (clouds of another image), topped up
+    with random cells.
     """
     rng = np.random.default_rng(seed)
+    if fixed_pattern(miss, rows):
+        seen = ~miss[np.flatnonzero(rows)[0]]
+        stations = np.arange(miss.shape[1]) if stations is None else stations
+        ids = np.unique(stations[seen])
+        n = min(max(int(round(station_share * ids.size)), min_stations), ids.size // 2)
+        cv = np.zeros_like(miss)
+        cv[np.ix_(rows, seen & np.isin(stations, rng.choice(ids, n, replace=False)))] = True
+        log.info("DINEOF: fixed mask, cross-validating on %d of %d observed stations held back", n, ids.size)
+        return cv
     cand = np.flatnonzero(rows)
     target = share * (~miss[cand]).sum()
     cv, count = np.zeros_like(miss), 0
@@ -108,10 +128,11 @@ def rank_grid(max_rank: int) -> list[int]:
 
 
 def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | None = None, max_rank: int = 100,
-           cv_share: float = 0.03, seed: int = 0, tol: float = 1e-3, max_iter: int = 50,
+           cv_share: float = 0.03, cv_stations: float = 0.1, seed: int = 0, tol: float = 1e-3, max_iter: int = 50,
            resume: dict | None = None, after_rank=None):
     """DINEOF (Beckers & Rixen 2003). Rank chosen by cross-validation on held-back visible cells of the
-    gappy frames unless given. Variance: the cross-validated squared error at that rank, per band,
+    gappy frames unless given (whole stations, `cv_stations` of them, under a fixed mask; else `cv_share`
+    of the cells: see `cv_cells`). Variance: the cross-validated squared error at that rank, per band,
     assumed the same for every cell (a homoscedastic estimate, not a posterior). `resume`/`after_rank`:
     save and continue the rank search (see `_dineof_fit`).
 
@@ -121,11 +142,16 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     miss = ~np.isfinite(mat)
     X = np.where(miss, 0.0, mat)
     gappy = miss.any(axis=1)
-    cv = cv_cells(miss, gappy if gappy.any() else np.ones_like(gappy), cv_share, seed)
+    rows = gappy if gappy.any() else np.ones_like(gappy)
+    n_t, n_b, n_y, n_x = shape                           # the station (cell) of each column: bands share it
+    stations = np.tile(np.arange(n_y * n_x) if n_t >= 3 else np.arange(n_x), n_b)[live]
+    fixed = fixed_pattern(miss, rows)
+    cv = cv_cells(miss, rows, cv_share, seed, station_share=cv_stations, stations=stations)
     max_rank = max(1, min(max_rank, min(mat.shape) - 1))
     ranks = [k for k in rank_grid(rank) if k < rank] + [rank] if rank else rank_grid(max_rank)
-    curve, best, cv_fit = _dineof_fit(X, miss, ranks, tol, max_iter, cv, search=not rank, resume=resume,
-                                      after_rank=after_rank)
+    # held-back stations: the error can rise over a stretch of ranks and fall again, so every rank is tried
+    curve, best, cv_fit = _dineof_fit(X, miss, ranks, tol, max_iter, cv, search=not rank, stop_early=not fixed,
+                                      resume=resume, after_rank=after_rank)
     # final pass at the chosen rank with the held-back cells given back, warm-started from the CV fit
     final = _dineof_fit(X, miss, [best], tol, max_iter, None, start=cv_fit)[2]
     mean = dineof_unmatrix(final, live, shape, clim)[target]
