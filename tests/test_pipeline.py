@@ -26,7 +26,7 @@ def sweep_run(tmp_path_factory):
     env = dict(os.environ, PYTHON=sys.executable, GAPFILL_ROOT=str(ROOT),
                SWEEP_ARGS=f"--data_path {tmp / 'small.nc'} --checkpoint_dir {tmp / 'ckpt'} "
                           "--num_frames_train 90 --num_frames_valid 15 --max_rank 15",
-               CHECKPOINT_DIR=str(tmp / "ckpt"), RESULTS_DIR=str(tmp / "results"))
+               CHECKPOINT_DIR=str(tmp / "ckpt"), RESULTS_DIR=str(tmp / "results"), TEST_ARGS="--num_frames_test 6")
     env.pop("SLURM_ARRAY_TASK_ID", None)
     for script in ("baselines/submit_train_baselines.sh", "baselines/submit_test_baselines.sh"):
         res = subprocess.run(["bash", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -35,7 +35,7 @@ def sweep_run(tmp_path_factory):
 
 
 def test_sweep_writes_every_checkpoint_result_and_the_leaderboard(sweep_run):
-    assert_sweep_outputs(sweep_run / "ckpt", sweep_run / "results", n_test=15, ny=24, nx=24)
+    assert_sweep_outputs(sweep_run / "ckpt", sweep_run / "results", n_test=6, ny=24, nx=24)
 
 
 def test_rerun_skips_finished_runs(sweep_run):
@@ -98,6 +98,7 @@ def test_scripts_end_bad_input_with_one_line(argv, message):
     assert res.returncode == 2 and message in res.stdout and "Traceback" not in res.stdout + res.stderr
 
 
+@pytest.mark.slow                                       # full-field reconstructions
 def test_default_field_full_size(tmp_path):
     """`make demo`'s setting at full size (365 x 64 x 64, 90% random fixed): the README's numbers."""
     from baselines.dineof import reconstruct

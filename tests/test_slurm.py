@@ -61,9 +61,10 @@ def test_sweep_as_job_array_then_test_job_after_it(slurm_cluster, small_field, t
     assert_sweep_outputs(tmp_path / "ckpt", tmp_path / "results", n_test=4, ny=16, nx=16)
 
 
-@pytest.mark.parametrize("folder, short, extra_pages", [("exact_gp_related", "exact_gp", 0),
-                                                        ("variational_gp_related", "variational_gp", 0),
-                                                        ("pconv_inpainting", "pconv", 3)])
+@pytest.mark.parametrize("folder, short, extra_pages", [
+    pytest.param("exact_gp_related", "exact_gp", 0, marks=pytest.mark.slow),   # the shared shell: pconv below
+    pytest.param("variational_gp_related", "variational_gp", 0, marks=pytest.mark.slow),
+    ("pconv_inpainting", "pconv", 3)])
 def test_gpu_method_sweep_as_job_array_then_test_job(slurm_cluster, tmp_path, folder, short, extra_pages):
     """A method's own sbatch scripts with a 2-entry sweep file (tests/sweeps/); they ask for --gres=gpu:1
     (the test node has one fake GPU; torch runs on the CPU)."""

@@ -106,6 +106,7 @@ def tiny_field(path, **kw):
 SPLIT = ["--prob_masking", "0.5", "--num_frames_train", "16", "--num_frames_valid", "4"]
 
 
+@pytest.mark.slow                                       # 35 s: two full-batch fits to convergence
 def test_as_many_inducing_points_as_training_cells_is_within_5_percent_of_the_exact_gp(tmp_path):
     """Same kernel, the same ~800 training cells, full-batch ELBO with natural-gradient steps of 1 (q(u) optimal
     at every step, so the ELBO is the exact marginal likelihood) against the exact GP."""
@@ -173,6 +174,7 @@ def peak_of_training(path, tmp, *extra) -> tuple[float, dict]:
     return cfg["peak_memory_mb"], cfg
 
 
+@pytest.mark.slow                                       # full-field training
 def test_memory_depends_on_batch_and_inducing_points_not_on_the_field(tmp_path):
     """Every observed training cell of the default field (365 x 64 x 64, 90% missing: 104,550 cells, whose
     exact kernel matrix alone would be 87 GB) against a 16 times smaller field: same peak within 150 MB."""
