@@ -294,9 +294,9 @@ class Run:
             d.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
         cfg = read_json(cfg_path) if cfg_path.exists() else None
-        if cfg is not None and "identity" not in cfg:
-            raise DataError(f"{d}: config.json was not written by this repository's Run (no identity); "
-                            "choose another --run_name")
+        if cfg is not None and "identity" not in cfg and not (overwrite and "method" in cfg):
+            raise DataError(f"{d}: config.json has no run identity (written by an older version or not by us); "
+                            "pass --overwrite to train it anew or choose another --run_name")
         if cfg is not None and overwrite:
             if self.writer:
                 log.warning("--overwrite: starting %s again from scratch", d)
@@ -358,11 +358,12 @@ class Run:
     # ---- during training
     def record(self, **items) -> dict:
         """Add items to config.json (normalisation, display name...); rank 0 only."""
+        if not self.writer:
+            return {}
         cfg_path = self.dir / "config.json"
         cfg = read_json(cfg_path)
         cfg.update(items)
-        if self.writer:
-            write_json(cfg_path, cfg)
+        write_json(cfg_path, cfg)
         return cfg
 
     def seconds(self) -> float:
