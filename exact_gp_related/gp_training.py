@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from exact_gp_related.exact_gp_utils import band_targets, cell_inputs, context_width, grid_inputs, inpaint, kernel_label
-from gapfill import runs
+from gapfill import cli, runs
 from gapfill.data import DataError, Normalizer
 from gapfill.floor import climatology
 
@@ -164,6 +164,12 @@ class BandLoop:
         width = context_width(model, setup.args, setup.train.stop - setup.train.start, setup.dtype)
         return {"model": cur["best"], "valid": cur["best_val"], "steps": cur["step"], "context_width": width,
                 "n_train": n_train}
+
+
+def name_parts(args) -> dict:
+    """The run-name parts both GPs share: kernel pair, Matern nu, mean, mask (the identity covers the rest)."""
+    extra = {"nu": args.matern_nu} if "matern" in (args.timekernel, args.spacekernel) else {}
+    return {"": kernel_label(vars(args)), **extra, "mean": args.mean_function, "mask": cli.mask_tag(vars(args))}
 
 
 def best_state(state: dict) -> dict:

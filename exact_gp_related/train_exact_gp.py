@@ -17,7 +17,8 @@ import logging
 import gpytorch
 import torch
 
-from exact_gp_related.exact_gp_utils import add_model_args, kernel_label, make_model, robust_step
+from exact_gp_related import gp_training
+from exact_gp_related.exact_gp_utils import add_model_args, make_model, robust_step
 from exact_gp_related.gp_training import BandLoop, Setup, train_bands
 from gapfill import cli, runs
 
@@ -41,9 +42,7 @@ def parse_args(argv=None):
 
 def name_parts(args) -> dict:
     """The parts of the default run name (the run's identity also covers every other option)."""
-    extra = {"nu": args.matern_nu} if "matern" in (args.timekernel, args.spacekernel) else {}
-    return {"": kernel_label(vars(args)), **extra, "mean": args.mean_function, "mask": cli.mask_tag(vars(args)),
-            "seed": args.seed}
+    return {**gp_training.name_parts(args), "seed": args.seed}
 
 
 def fit_band(setup: Setup, b: int, run: runs.Run, state: dict) -> dict:

@@ -20,7 +20,8 @@ import gpytorch
 import numpy as np
 import torch
 
-from exact_gp_related.exact_gp_utils import add_model_args, kernel_label, robust_step
+from exact_gp_related import gp_training
+from exact_gp_related.exact_gp_utils import add_model_args, robust_step
 from exact_gp_related.gp_training import BandLoop, train_bands
 from gapfill import cli, runs
 from variational_gp_related.variational_gp_utils import VariationalSetup, add_variational_args, batch_indices, kmeans
@@ -51,9 +52,7 @@ def parse_args(argv=None):
 
 def name_parts(args) -> dict:
     """The parts of the default run name (the run's identity also covers every other option)."""
-    extra = {"nu": args.matern_nu} if "matern" in (args.timekernel, args.spacekernel) else {}
-    return {"": kernel_label(vars(args)), **extra, "mean": args.mean_function, "mask": cli.mask_tag(vars(args)),
-            "M": args.num_inducing_points, "bs": args.batch_size, "obj": args.objective,
+    return {**gp_training.name_parts(args), "M": args.num_inducing_points, "bs": args.batch_size, "obj": args.objective,
             "opt": "ngd" if args.natural_gradient else "adam",
             "Z": "learned" if args.learn_inducing_locations else "kmeans", "seed": args.seed}
 
