@@ -44,6 +44,9 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data_path", required=True, help="CF NetCDF file")
     g.add_argument("--variable", nargs="+", default=None, help="variables to use as bands (default: all)")
+    g.add_argument("--level", type=float, default=None,
+                   help="one level (coordinate value, e.g. 850) of variables with a level axis "
+                        "(default: every level, each a band VAR@LEVEL)")
     g.add_argument("--num_frames_train", type=int, default=None, help="default: 70%% of the frames")
     g.add_argument("--num_frames_valid", type=int, default=None, help="default: 15%% of the frames")
     add_mask_args(p)

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from gapfill import cli
-from gapfill.data import Field, open_field, split_frames
+from gapfill.data import Field, check_training_frames, open_field, split_frames
 from gapfill.errors import DataError
 from gapfill.files import atomic_path, read_json, write_json
 from gapfill.floor import FLOOR, reconstruct_floor
@@ -66,10 +66,12 @@ def build_problem(args: dict, test_args: dict | None = None) -> Problem:
     """Open the data and draw the masks from training options `args` (a config's 'args') and optional
     test-side overrides (`--test_mask_type`, `--num_frames_test`, `--data_path`)."""
     test_args = test_args or {}
-    field = open_field(test_args.get("data_path") or args["data_path"], args.get("variable"))
+    field = open_field(test_args.get("data_path") or args["data_path"], args.get("variable"), level=args.get("level"))
     T, _, Y, X = field.shape
     splits = split_frames(T, args.get("num_frames_train"), args.get("num_frames_valid"),
                           test_args.get("num_frames_test"), path=field.path)
+    if splits["train"].stop > splits["train"].start:
+        check_training_frames(field, splits["train"])
     train_opts = cli.mask_options(args)
     test_opts = {k: (v if v is not None else train_opts[k]) for k, v in cli.mask_options(test_args, test=True).items()}
     observed = np.ones((T, Y, X), dtype=bool)
@@ -101,7 +103,8 @@ def reference_metrics(problem: Problem, split: str = "test") -> dict:
 
 
 def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Dataset:
-    """The standard prediction file: truth, mean, variance, observed, valid on (time, band, y, x)."""
+    """The standard prediction file: truth, mean, variance, observed, valid on (time, band, y, x), with y and x
+    as the data file has them (a descending y flipped back, a longitude with the file's values)."""
     f, sl = problem.field, problem.splits["test"]
     dims = ("time", "band", "y", "x")
     data = {"truth": (dims, f.values[sl]), "mean": (dims, mean.astype(np.float32)),
@@ -109,7 +112,7 @@ def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Data
             "valid": (dims, f.valid[sl].astype(np.int8))}
     if variance is not None:
         data["variance"] = (dims, variance.astype(np.float32))
-    return xr.Dataset(data, coords=f.coords(sl), attrs={**attrs, "units": ";".join(f.units)})
+    return f.file_order(xr.Dataset(data, coords=f.coords(sl), attrs={**attrs, "units": ";".join(f.units)}))
 
 
 def load_run(run_dir) -> dict:
