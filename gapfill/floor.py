@@ -4,6 +4,8 @@ persistence, spatial interpolation and anomaly interpolation.
 Every function takes `visible` (T, B, Y, X): the field as the model may see it (training frames complete,
 other frames NaN wherever hidden or never observed), and returns the reconstruction of the frames in
 `target` (a slice), (T_target, B, Y, X) in the units of `visible`. None of them has a variance.
+`x_periodic=True` (a field whose x is a whole circle of longitude, `Field.x_periodic`) makes the spatial
+interpolation wrap across the seam: the last column neighbours the first.
 """
 from __future__ import annotations
 
@@ -37,14 +39,20 @@ def persistence(visible: np.ndarray, target: slice, clim: np.ndarray) -> np.ndar
     return np.stack(out)
 
 
-def _interp_frame(frame: np.ndarray) -> np.ndarray:
-    """Fill NaN cells of one (Y, X) frame: linear inside the hull of the visible cells, nearest outside."""
+def _interp_frame(frame: np.ndarray, x_periodic: bool = False) -> np.ndarray:
+    """Fill NaN cells of one (Y, X) frame: linear inside the hull of the visible cells, nearest outside.
+    Periodic x: the visible cells are repeated one period (X columns) either side, so that holes near the
+    seam take their neighbours across it."""
     ok = np.isfinite(frame)
     if ok.all() or not ok.any():
         return frame.copy()
     pts = np.argwhere(ok)
     vals = frame[ok]
     holes = np.argwhere(~ok)
+    if x_periodic:
+        X = frame.shape[1]
+        pts = np.concatenate([pts + [0, k * X] for k in (-1, 0, 1)])
+        vals = np.tile(vals, 3)
     out = frame.copy()
     try:
         lin = griddata(pts, vals, holes, method="linear") if len(pts) >= 3 else np.full(len(holes), np.nan)
@@ -57,24 +65,28 @@ def _interp_frame(frame: np.ndarray) -> np.ndarray:
     return out
 
 
-def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly: bool = False) -> np.ndarray:
-    """Per frame and band spatial interpolation of the visible cells (of anomalies from `clim` if asked)."""
+def interpolation(visible: np.ndarray, target: slice, clim: np.ndarray, anomaly: bool = False,
+                  x_periodic: bool = False) -> np.ndarray:
+    """Per frame and band spatial interpolation of the visible cells (of anomalies from `clim` if asked);
+    `x_periodic`: x wraps (see the module docstring)."""
     frames = visible[target] - (clim if anomaly else 0)
     out = np.empty_like(frames)
     for t in range(frames.shape[0]):
         for b in range(frames.shape[1]):
-            f = _interp_frame(frames[t, b])
+            f = _interp_frame(frames[t, b], x_periodic)
             out[t, b] = np.where(np.isfinite(f), f, 0.0 if anomaly else clim[b])
     return out + (clim if anomaly else 0)
 
 
-def reconstruct_floor(method: str, visible: np.ndarray, train: slice, target: slice) -> np.ndarray:
-    """One method of the floor: the reconstruction (T_target, B, Y, X) of the `target` frames."""
+def reconstruct_floor(method: str, visible: np.ndarray, train: slice, target: slice,
+                      x_periodic: bool = False) -> np.ndarray:
+    """One method of the floor: the reconstruction (T_target, B, Y, X) of the `target` frames; `x_periodic`:
+    x wraps in the spatial interpolations."""
     clim = climatology(visible, train)
     if method == "climatology":
         return np.broadcast_to(clim, visible[target].shape).copy()
     if method == "persistence":
         return persistence(visible, target, clim)
     if method in ("interpolation", "anomaly_interpolation"):
-        return interpolation(visible, target, clim, anomaly=method == "anomaly_interpolation")
+        return interpolation(visible, target, clim, anomaly=method == "anomaly_interpolation", x_periodic=x_periodic)
     raise ValueError(f"unknown floor method {method!r}; choose one of {', '.join(FLOOR)}")
