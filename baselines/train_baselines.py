@@ -26,7 +26,7 @@ def parse_args(argv=None):
     p = cli.train_parser(__doc__.splitlines()[0])
     g = p.add_argument_group("baseline")
     g.add_argument("--method", choices=METHODS, default="dineof")
-    g.add_argument("--max_rank", type=int, default=100, help="DINEOF: largest rank tried by cross-validation")
+    g.add_argument("--max_rank", type=cli.positive_int, default=100, help="DINEOF: largest rank tried by cross-validation")
     return p.parse_args(argv)
 
 

@@ -13,7 +13,6 @@ Bounds and auxiliary variables are dropped; time keeps its units and calendar.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -22,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from gapfill import cli
 from gapfill.data import write_dataset
+from gapfill.entry import run_cli
+from gapfill.files import check_writable
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -132,16 +134,17 @@ def prepare_all(out_dir, image_size: int = 128, only: list[str] | None = None) -
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.Parser(description=__doc__.split("\n")[0])
     p.add_argument("--out_dir", default="data/real", help="folder for the converted NetCDF files")
-    p.add_argument("--image_size", type=int, default=128,
+    p.add_argument("--image_size", type=cli.nonnegative_int, default=128,
                    help="longest image side after INTER_AREA downscaling; 0 keeps full size")
     p.add_argument("--only", action="append", choices=DATASETS, metavar="NAME",
                    help=f"convert only this dataset (repeatable); one of {DATASETS}")
     args = p.parse_args(argv)
     setup_logging()
+    check_writable(args.out_dir, "--out_dir")
     return prepare_all(args.out_dir, args.image_size, args.only)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -30,13 +30,13 @@ def parse_args(argv=None):
     p = cli.train_parser(__doc__.splitlines()[0])
     add_model_args(p)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=0.05)
-    g.add_argument("--max_train_points", type=int, default=2000,
+    g.add_argument("--lr", type=cli.positive_float, default=0.05)
+    g.add_argument("--max_train_points", type=cli.positive_int, default=2000,
                    help="observed training cells the likelihood uses (a random subset when there are more)")
-    g.add_argument("--eval_every", type=int, default=10, help="steps between validation inpaintings")
-    g.add_argument("--max_valid_frames", type=int, default=10,
+    g.add_argument("--eval_every", type=cli.positive_int, default=10, help="steps between validation inpaintings")
+    g.add_argument("--max_valid_frames", type=cli.positive_int, default=10,
                    help="validation frames inpainted per evaluation (evenly spaced)")
-    g.add_argument("--patience", type=int, default=5, help="evaluations without improvement before stopping")
+    g.add_argument("--patience", type=cli.positive_int, default=5, help="evaluations without improvement before stopping")
     return p.parse_args(argv)
 
 

@@ -4,23 +4,66 @@ from __future__ import annotations
 import argparse
 import os
 
+from gapfill.entry import Parser  # noqa: F401  (scripts build their parsers from cli)
+from gapfill.errors import DataError
 from gapfill.masks import KINDS, MODES
+from gapfill.system import resolve_device
 
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+def _number(kind, low=None, high=None, low_open=False, high_open=False, what=""):
+    """An argparse type: a `kind` number within [low, high] (open ends where asked)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if (low is not None and (v < low or (low_open and v == low))) or \
+                (high is not None and (v > high or (high_open and v == high))):
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {' and '.join(x for x in (lo, hi) if x)}"
+                                             + (f" ({what})" if what else ""))
+        return v
+    parse.__name__ = kind.__name__        # argparse names the type in its messages
+    return parse
+
+
+probability = _number(float, 0, 1, low_open=True, high_open=True, what="a share of cells")
+positive_int = _number(int, 1)
+nonnegative_int = _number(int, 0)
+positive_float = _number(float, 0, low_open=True)
+nonnegative_float = _number(float, 0)
+at_least_two = _number(int, 2)
+
+
+def device_name(text: str) -> str:
+    """--device: auto, cpu, cuda or cuda:N, and the GPU must be there (kept as given: 'auto' stays 'auto')."""
+    try:
+        resolve_device(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _floats(text: str) -> tuple[float, float]:
-    parts = [float(p) for p in text.replace(",", " ").split()]
+    try:
+        parts = [float(p) for p in text.replace(",", " ").split()]
+    except ValueError:
+        parts = []
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected two numbers 'LOW,HIGH', got {text!r}")
+    if not 0 <= parts[0] <= parts[1] <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: need 0 <= LOW <= HIGH <= 1 (shares of cells)")
     return parts[0], parts[1]
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="seeds the model and the masks")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--local_rank", type=int, default=None, help="GPU index (alias used by launchers)")
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the model and the masks")
+    g.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--local_rank", type=nonnegative_int, default=None, help="GPU index (alias used by launchers)")
     g.add_argument("--log_level", default="INFO")
 
 
@@ -31,27 +74,27 @@ def add_mask_args(p: argparse.ArgumentParser, test: bool = False) -> None:
     g.add_argument(f"--{pre}mask_type", choices=MODES, default=default,
                    help="fixed: one mask for all frames (sensor stations); dynamic: a new mask per frame")
     g.add_argument(f"--{pre}mask_kind", choices=KINDS, default=None if test else "random")
-    g.add_argument(f"--{pre}prob_masking", type=float, default=None if test else 0.9,
+    g.add_argument(f"--{pre}prob_masking", type=probability, default=None if test else 0.9,
                    help="share of cells hidden (random, shapes, circle)")
-    g.add_argument(f"--{pre}radius", type=float, default=None, help="circle radius in cells")
+    g.add_argument(f"--{pre}radius", type=positive_float, default=None, help="circle radius in cells")
     g.add_argument(f"--{pre}cloud_range", type=_floats, default=None if test else (0.2, 0.6),
                    help="clouds: hidden share drawn from LOW,HIGH")
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
     """Parser with the options every train_<m>.py shares; methods add their own group."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description)
     g = p.add_argument_group("data")
     g.add_argument("--data_path", required=True, help="CF NetCDF file")
     g.add_argument("--variable", nargs="+", default=None, help="variables to use as bands (default: all)")
     g.add_argument("--level", type=float, default=None,
                    help="one level (coordinate value, e.g. 850) of variables with a level axis "
                         "(default: every level, each a band VAR@LEVEL)")
-    g.add_argument("--num_frames_train", type=int, default=None, help="default: 70%% of the frames")
-    g.add_argument("--num_frames_valid", type=int, default=None, help="default: 15%% of the frames")
+    g.add_argument("--num_frames_train", type=positive_int, default=None, help="default: 70%% of the frames")
+    g.add_argument("--num_frames_valid", type=positive_int, default=None, help="default: 15%% of the frames")
     add_mask_args(p)
     g = p.add_argument_group("training")
-    g.add_argument("--max_iters", type=int, default=100, help="optimiser steps (DINEOF: SVD iterations per rank)")
+    g.add_argument("--max_iters", type=positive_int, default=100, help="optimiser steps (DINEOF: SVD iterations per rank)")
     g.add_argument("--checkpoint_dir", default=None, help="default: checkpoints/<method>")
     g.add_argument("--run_name", default=None, help="default: built from the options")
     g.add_argument("--overwrite", action="store_true",
@@ -68,10 +111,10 @@ def train_parser(description: str) -> argparse.ArgumentParser:
 
 def test_parser(description: str) -> argparse.ArgumentParser:
     """Parser for test_<m>.py: everything else comes from the checkpoints."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description)
     p.add_argument("--checkpoints", nargs="+", required=True, help="run folders written by the train script")
     p.add_argument("--results_folder", default=None, help="default: results/<method>")
-    p.add_argument("--num_frames_test", type=int, default=None, help="default: every frame after validation")
+    p.add_argument("--num_frames_test", type=positive_int, default=None, help="default: every frame after validation")
     p.add_argument("--data_path", default=None, help="override the checkpoint's data file (same grid)")
     add_mask_args(p, test=True)
     add_common_args(p)

@@ -8,8 +8,10 @@ returning (mean, variance or None), both (T_test, B, Y, X) in physical units.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +20,8 @@ import xarray as xr
 
 from gapfill import cli
 from gapfill.data import Field, check_training_frames, open_field, split_frames
-from gapfill.errors import DataError
-from gapfill.files import atomic_path, read_json, write_json
+from gapfill.errors import DataError, RunError
+from gapfill.files import atomic_path, check_writable, read_json, write_json
 from gapfill.floor import FLOOR, reconstruct_floor
 from gapfill.masks import describe_mask, make_mask
 from gapfill.metrics import compute_metrics, scored_cells
@@ -117,13 +119,63 @@ def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Data
 
 def load_run(run_dir) -> dict:
     """config.json of a run folder, with a clear error when the folder is not a run."""
-    cfg_path = Path(run_dir) / "config.json"
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise DataError(f"{run_dir}: no such run folder")
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: not a folder; pass run folders written by a train script")
+    cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise DataError(f"{run_dir}: not a run folder (no config.json); pass folders written by a train script")
-    cfg = read_json(cfg_path)
+    cfg = read_json(cfg_path, "run config")
+    missing = [k for k in ("args", "run_name") if k not in cfg]
+    if missing or not isinstance(cfg["args"], dict) or "data_path" not in cfg["args"]:
+        raise DataError(f"{cfg_path}: not a run config of ours (no {', '.join(missing) or 'args.data_path'}); "
+                        "train the run again with --overwrite")
     if not cfg.get("finished"):
-        log.warning("%s: training did not finish; testing its best checkpoint so far", run_dir)
+        log.warning("%s: training did not finish; testing its best checkpoint so far (results marked partial)", run_dir)
     return cfg
+
+
+def grid_signature(field: Field) -> dict:
+    """What a test-time --data_path must share with the training file: bands and the (Y, X) grid."""
+    def digest(v):
+        return hashlib.sha1(np.ascontiguousarray(np.asarray(v, dtype=np.float64)).tobytes()).hexdigest()[:16]
+    return {"bands": list(field.bands), "shape_yx": [int(field.shape[2]), int(field.shape[3])],
+            "y": digest(field.y), "x": digest(field.x)}
+
+
+def check_grid(cfg: dict, field: Field) -> None:
+    """Refuse a test-time data file whose bands or grid differ from the training file's."""
+    want = cfg.get("grid")
+    if want is None:
+        log.warning("%s: the run recorded no grid (trained before grids were recorded); cannot check %s",
+                    cfg.get("run_name"), field.path)
+        return
+    have = grid_signature(field)
+    diffs = [f"{k} {have[k]} (training: {want[k]})" for k in ("bands", "shape_yx") if have[k] != want.get(k)]
+    diffs += [f"{k} coordinates differ" for k in ("y", "x") if not diffs and have[k] != want.get(k)]
+    if diffs:
+        raise DataError(f"--data_path {field.path} is not on the training grid of {cfg['run_name']}: "
+                        f"{'; '.join(diffs)}")
+
+
+def results_name(cfg: dict, test_args: dict) -> str:
+    """The run's results folder name: its run name, plus `+test_<mask>` / `+data_<stem>` when the test mask
+    or the data file is overridden, so results with overrides never replace the run's standard results."""
+    name, train = cfg["run_name"], cfg["args"]
+    def norm(opts):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
+    trained = norm(cli.mask_options(train))
+    given = {k: v for k, v in norm(cli.mask_options(test_args, test=True)).items() if v is not None}
+    if any(v != trained[k] for k, v in given.items()):
+        o = {**trained, **given}
+        name += "+test_" + cli.mask_tag({"mask_kind": o["kind"], "mask_type": o["mode"], "prob_masking": o["prob_masking"],
+                                         "radius": o["radius"], "cloud_range": o["cloud_range"]})
+    data = test_args.get("data_path")
+    if data and Path(data).resolve() != Path(train["data_path"]).resolve():
+        name += f"+data_{Path(data).stem}"
+    return name
 
 
 def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, results_folder,
@@ -135,6 +187,8 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     from gapfill.report import run_report
     cfg = load_run(run_dir)
     problem = build_problem(cfg["args"], test_args)
+    if test_args.get("data_path"):
+        check_grid(cfg, problem.field)
     device = resolve_device(test_args.get("device", "auto"), test_args.get("local_rank"))
     t0 = time.time()
     mean, variance = predict(problem.for_model(), cfg, Path(run_dir), device)
@@ -143,36 +197,78 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     if mean.shape != f.values[sl].shape or (variance is not None and variance.shape != mean.shape):
         raise ValueError(f"{method} returned shape {mean.shape}, expected {f.values[sl].shape} (T_test, B, Y, X)")
     metrics = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], variance, f.bands)
-    out_dir = Path(results_folder) / cfg["run_name"]
-    record = {"method": cfg.get("display_name", method), "run_name": cfg["run_name"], "dataset": f.name, "data_path": f.path,
+    name = results_name(cfg, test_args)
+    out_dir = Path(results_folder) / name
+    record = {"method": cfg.get("display_name", method), "run_name": name, "trained_run": cfg["run_name"],
+              "partial": not cfg.get("finished"), "dataset": f.name, "data_path": f.path,
               "mask": {k: v for k, v in problem.masks["test"].items()}, "bands": f.bands, "units": f.units,
               "metrics": metrics, "baselines": reference_metrics(problem),
               "cost": {"train_seconds": cfg.get("train_seconds"), "test_seconds": test_seconds,
                        "peak_memory_mb": peak_memory_mb()},
               "config": cfg["args"]}
-    pred = prediction_dataset(problem, mean, variance, {"method": record["method"], "run_name": cfg["run_name"],
-                                                        "dataset": f.name, "mask_label": record["mask"]["label"]})
+    pred = prediction_dataset(problem, mean, variance, {"method": record["method"], "run_name": name,
+                                                        "dataset": f.name, "mask_label": record["mask"]["label"],
+                                                        "partial": int(record["partial"])})
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "prediction.nc") as tmp:
         pred.to_netcdf(tmp)
     write_json(out_dir / "metrics.json", record)
     figures = analyses(problem, cfg, Path(run_dir), device, mean) if analyses else ()
-    pdf = run_report(out_dir / f"{cfg['run_name']}.pdf", pred, record, figures)
+    pdf = run_report(out_dir / f"{name}.pdf", pred, record, figures)
     floor = min(v["overall"]["rmse"] for v in record["baselines"].values())
     log.info("%s: RMSE %.4g %s (best classical floor %.4g) on %d hidden cells; wrote %s",
-             cfg["run_name"], metrics["overall"]["rmse"], f.units[0], floor, metrics["overall"]["n_scored"], pdf)
+             name, metrics["overall"]["rmse"], f.units[0], floor, metrics["overall"]["n_scored"], pdf)
     return record
+
+
+def _run_folders(paths: list[str]) -> list[Path]:
+    """The run folders among `paths`; a folder without config.json is skipped with a warning, and the
+    rest are tested (a missing path fails in its turn, with the others still tested)."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir() and not (p / "config.json").exists() and not p.name.startswith("."):
+            log.warning("%s: skipped, not a run folder (no config.json)", p)
+            continue
+        out.append(p)
+    if not out:
+        raise DataError(f"no run folder (with a config.json) among {' '.join(paths)}; pass folders written by a "
+                        "train script")
+    return out
 
 
 def test_main(method: str, predict: Callable, argv=None, description: str | None = None,
               summary_grid: tuple[list[str], list[str]] | None = None, analyses: Callable | None = None) -> list[dict]:
     """Shared body of every test_<method>.py: test each checkpoint, then write the method summary
-    (with heatmaps by `summary_grid` = (row options, column options) when given)."""
+    (with heatmaps by `summary_grid` = (row options, column options) when given).
+
+    A run whose test fails is one error line and a `failed` row in summary.csv (its traceback, for a
+    failure that is not bad input, in <results>/<run>.error.log); the other runs are still tested. Then
+    DataError is raised naming the failed runs, so the script ends with exit code 2 after writing all."""
     from gapfill.report import method_summary
     args = cli.test_parser(description or f"Test {method} runs: inpainting of the test frames").parse_args(argv)
     setup_logging(args.log_level)
-    results = Path(args.results_folder or Path("results") / method)
-    records = [evaluate_run(method, d, predict, vars(args), results, analyses) for d in args.checkpoints]
-    csv_path, pdf_path = method_summary(records, results, method, grid=summary_grid)
+    folders = _run_folders(args.checkpoints)
+    if len(folders) == 1 or args.data_path:        # bad input fails before the results folder is touched
+        first = load_run(folders[0])
+        if args.data_path:
+            build_problem(first["args"], vars(args))
+    results = check_writable(args.results_folder or Path("results") / method, "--results_folder")
+    records, failed = [], []
+    for d in folders:
+        try:
+            records.append(evaluate_run(method, d, predict, vars(args), results, analyses))
+        except (DataError, RunError) as err:
+            log.error("%s failed: %s", d, err)
+            failed.append({"run_name": d.name, "error": str(err)})
+        except Exception as err:  # one broken run never sinks the job; its traceback goes to a file
+            trace = results / f"{d.name}.error.log"
+            trace.write_text(traceback.format_exc())
+            log.error("%s failed: %s: %s (traceback in %s)", d, type(err).__name__, err, trace)
+            failed.append({"run_name": d.name, "error": f"{type(err).__name__}: {err}"})
+    csv_path, pdf_path = method_summary(records, results, method, grid=summary_grid, failed=failed)
     log.info("summary of %d run(s): %s and %s", len(records), csv_path, pdf_path)
+    if failed:
+        names = ", ".join(e["run_name"] for e in failed)
+        raise DataError(f"{len(failed)} of {len(folders)} run(s) failed their test ({names}); the others are in "
+                        f"{results}, listed with the failures in {csv_path}")
     return records

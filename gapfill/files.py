@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gapfill.errors import DataError
+
 
 def current_umask() -> int:
     """The process umask (read from /proc on Linux, without changing it; os.umask elsewhere)."""
@@ -63,5 +65,30 @@ def write_json(path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
 
 
-def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
+def read_json(path, what: str = "file") -> dict:
+    """A JSON object from `path`; a missing, unreadable or invalid file is a DataError naming it."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a valid JSON {what} ({err}); restore it or run again with --overwrite") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: not a valid JSON {what} (a {type(obj).__name__}, not an object)")
+    return obj
+
+
+def check_writable(folder, option: str = "output folder") -> Path:
+    """Refuse, before any long work, an output `folder` that could not be created or written (a file in
+    its way, a read-only or foreign parent). Creates nothing."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataError(f"{option} {folder}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"{option} {folder}: {probe} is not writable by this user; choose another folder")
+    return folder

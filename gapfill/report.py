@@ -9,7 +9,6 @@ observed, valid; (time, band, y, x), physical units) and `metrics.json` (see DES
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -24,6 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from tqdm import tqdm
 
+from gapfill.entry import Parser, run_cli
+from gapfill.errors import DataError
+from gapfill.files import atomic_path, read_json
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ TABLE_KEYS = [("rmse", "RMSE"), ("mae", "MAE"), ("bias", "bias"), ("r2", "R2"), 
               ("crps", "CRPS"), ("coverage95", "cov95")]
 OVERALL_KEYS = ["rmse", "mae", "bias", "r2", "ssim", "nll", "crps", "coverage95", "std_error_corr",
                 "mean_variance", "n_scored"]
-LEADERBOARD_KEYS = ["method", "run_name", "dataset", "mask", "units", "rmse", "mae", "bias", "r2", "ssim", "crps",
+LEADERBOARD_KEYS = ["method", "run_name", "status", "dataset", "mask", "units", "rmse", "mae", "bias", "r2", "ssim", "crps",
                     "coverage95", "nll", "test_seconds", "train_seconds", "path"]
 
 
@@ -219,8 +221,9 @@ def _summary_page(pdf, meta: dict, m: dict):
     ax.set_title("radially averaged power spectrum", fontsize=9)
     for a in fig.axes[1:]:
         a.tick_params(labelsize=7)
-    fig.suptitle(f"{meta['method']} | {_short(meta['run_name'], 80)} | {meta['dataset']} | mask: {meta['mask']}",
-                 fontsize=10)
+    fig.suptitle(f"{meta['method']} | {_short(meta['run_name'], 80)} | {meta['dataset']} | mask: {meta['mask']}"
+                 + (" | PARTIAL: training did not finish" if m.get("partial") else ""), fontsize=10,
+                 color="C3" if m.get("partial") else "black")
     pdf.savefig(fig)
 
 
@@ -304,7 +307,17 @@ def _run_labels(metrics_list: list[dict], options: list[str]) -> list[str]:
         labels.append(_short(", ".join(parts), 60))
     if not all(labels) or len(set(labels)) < len(labels):
         labels = [_short(m.get("run_name", f"run{i}"), 60) for i, m in enumerate(metrics_list)]
-    return labels
+    return [f"{lab} (partial)" if m.get("partial") else lab for lab, m in zip(labels, metrics_list, strict=True)]
+
+
+def _failed_page(pdf, failed: list[dict], title: str) -> None:
+    """A page listing what could not be tested or read, one line each."""
+    fig = Figure(figsize=PAGE)
+    fig.text(0.03, 0.95, title, fontsize=11, va="top", color="C3")
+    lines = [f"{_short(e['run_name'], 70)}: {_short(e['error'], 150)}" for e in failed[:45]]
+    lines += [f"... and {len(failed) - 45} more (see the CSV)"] if len(failed) > 45 else []
+    fig.text(0.03, 0.90, "\n".join(lines), fontsize=7, va="top", family="monospace")
+    pdf.savefig(fig)
 
 
 def _grouped_barh(ax, labels, series: dict, title: str):
@@ -368,12 +381,19 @@ def _grid_pages(pdf, metrics_list: list[dict], method: str, rows: list[str], col
         pdf.savefig(fig)
 
 
-def method_summary(metrics_list: list[dict], out_dir, method: str,
-                   grid: tuple[list[str], list[str]] | None = None) -> tuple[Path, Path]:
-    """Write summary.csv (one row per run) and summary_<method>.pdf. Returns (csv_path, pdf_path).
+def _status(m: dict) -> str:
+    return "partial" if m.get("partial") else "ok"
 
-    `grid` = (row options, column options) adds heatmap pages (see _grid_pages) when runs differ in both."""
-    if not metrics_list:
+
+def method_summary(metrics_list: list[dict], out_dir, method: str, grid: tuple[list[str], list[str]] | None = None,
+                   failed: list[dict] | None = None) -> tuple[Path, Path | None]:
+    """Write summary.csv (one row per run, `status` ok, partial or failed) and summary_<method>.pdf.
+    Returns (csv_path, pdf_path); pdf_path is None when every run failed.
+
+    `grid` = (row options, column options) adds heatmap pages (see _grid_pages) when runs differ in both.
+    `failed` = [{"run_name", "error"}] for runs whose test failed: listed in the CSV and on the PDF."""
+    failed = failed or []
+    if not metrics_list and not failed:
         raise ValueError(f"method_summary got no runs for method {method!r}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -382,19 +402,24 @@ def method_summary(metrics_list: list[dict], out_dir, method: str,
     rows = []
     for m in metrics_list:
         ov = _scores(m).get("overall") or {}
-        row = {"method": m.get("method", method), "run_name": m.get("run_name", ""), "dataset": m.get("dataset", ""),
-               "mask": _mask_label(m)}
+        row = {"method": m.get("method", method), "run_name": m.get("run_name", ""), "status": _status(m),
+               "dataset": m.get("dataset", ""), "mask": _mask_label(m)}
         row.update({k: _cell((m.get("config") or {}).get(k)) for k in options})
         row.update({k: _cell(ov.get(k)) for k in OVERALL_KEYS})
         row.update({f"rmse_{b}": _cell(((m.get("baselines") or {}).get(b, {}).get("overall") or {}).get("rmse"))
                     for b in baselines})
         row["test_seconds"] = _cell((m.get("cost") or {}).get("test_seconds"))
         rows.append(row)
+    fields = list(rows[0]) if rows else ["method", "run_name", "status", "dataset", "mask"]
+    rows += [{"method": method, "run_name": e["run_name"], "status": "failed", "error": e["error"]} for e in failed]
     csv_path = out_dir / "summary.csv"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields + (["error"] if failed else []), restval="")
         w.writeheader()
         w.writerows(rows)
+    if not metrics_list:
+        log.warning("every run failed: wrote only %s", csv_path)
+        return csv_path, None
 
     labels = _run_labels(metrics_list, options)
     height = min(max(PAGE[1], 1.5 + 0.22 * len(labels) * (1 + len(baselines))), 60)
@@ -414,6 +439,8 @@ def method_summary(metrics_list: list[dict], out_dir, method: str,
         axes[1].legend(fontsize=7, loc="lower right")
         fig.suptitle(f"{method}: errors on hidden valid cells ({len(labels)} runs)", fontsize=11)
         pdf.savefig(fig)
+        if failed:
+            _failed_page(pdf, failed, f"{method}: {len(failed)} run(s) failed their test")
         if any(_scores(m).get("has_variance") for m in metrics_list):
             fig = Figure(figsize=(PAGE[0], min(max(PAGE[1], 1.5 + 0.3 * len(labels)), 60)), layout="constrained")
             axes = fig.subplots(1, 4, sharey=True)
@@ -438,23 +465,37 @@ def _sort_key(row):
     return (str(row["dataset"]), str(row["mask"]), not math.isfinite(r), r if math.isfinite(r) else 0.0)
 
 
-def compare(results_root, out_dir) -> tuple[Path, Path]:
-    """Read every metrics.json under results_root; write leaderboard.csv and comparison.pdf."""
+def compare(results_root, out_dir) -> tuple[Path, Path, list[dict]]:
+    """Read every metrics.json under results_root; write leaderboard.csv and comparison.pdf.
+    A metrics.json that cannot be read is skipped with one line, and listed in the third item returned
+    ([{"run_name": path, "error": reason}]) and on the PDF."""
     results_root, out_dir = Path(results_root), Path(out_dir)
-    files = sorted(results_root.rglob("metrics.json")) if results_root.is_dir() else []
+    if not results_root.is_dir():
+        raise DataError(f"{results_root}: no such results folder; pass the folder test scripts wrote (--results)")
+    files = sorted(p for p in results_root.rglob("metrics.json") if out_dir.resolve() not in p.resolve().parents)
     if not files:
-        raise ValueError(f"no metrics.json found under {results_root}.")
-    rows, full = [], []
+        raise DataError(f"{results_root}: no metrics.json under it; run a test_<method>.py script first")
+    rows, full, failed = [], [], []
     for path in files:
-        m = json.loads(path.read_text())
+        try:
+            m = read_json(path, "metrics file")
+            if not isinstance(m.get("metrics"), dict):
+                raise DataError(f"{path}: not a metrics file of ours (no 'metrics' object)")
+        except DataError as err:
+            log.error("skipped: %s", err)
+            failed.append({"run_name": str(path), "error": str(err)})
+            continue
         ov, cost = _scores(m).get("overall") or {}, m.get("cost") or {}
         row = {"method": m.get("method", path.parent.parent.name), "run_name": m.get("run_name", path.parent.name),
-               "dataset": m.get("dataset", ""), "mask": _mask_label(m), "units": ";".join(m.get("units") or [])}
-        row.update({k: _cell(ov.get(k)) for k in LEADERBOARD_KEYS[5:13]})
+               "status": _status(m), "dataset": m.get("dataset", ""), "mask": _mask_label(m),
+               "units": ";".join(m.get("units") or [])}
+        row.update({k: _cell(ov.get(k)) for k in LEADERBOARD_KEYS[6:14]})
         row.update({"test_seconds": _cell(cost.get("test_seconds")), "train_seconds": _cell(cost.get("train_seconds")),
                     "path": str(path)})
         rows.append(row)
         full.append((row, m))
+    if not rows:
+        raise DataError(f"{results_root}: none of its {len(files)} metrics.json files could be read")
     order = sorted(range(len(rows)), key=lambda i: _sort_key(rows[i]))
     rows, full = [rows[i] for i in order], [full[i] for i in order]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -509,10 +550,12 @@ def compare(results_root, out_dir) -> tuple[Path, Path]:
             ax.set_title(f"leaderboard (sorted by dataset, mask, RMSE), rows {start + 1}-"
                          f"{min(start + per_page, len(rows))} of {len(rows)}", fontsize=10)
             pdf.savefig(fig)
+        if failed:
+            _failed_page(pdf, failed, f"{len(failed)} metrics.json file(s) could not be read and are left out")
     log.info("leaderboard (best first within each dataset and mask):\n%s", _table_text(rows))
     log.info("wrote %s", csv_path)
     log.info("wrote %s", pdf_path)
-    return csv_path, pdf_path
+    return csv_path, pdf_path, failed
 
 
 def _table_text(rows: list[dict], cols=("dataset", "mask", "method", "units", "rmse", "mae", "crps", "coverage95",
@@ -524,8 +567,25 @@ def _table_text(rows: list[dict], cols=("dataset", "mask", "method", "units", "r
 
 
 # ---------------------------------------------------------------- CLI
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gapfill.report", description=__doc__.splitlines()[0])
+def _rerun(run_dir: Path) -> Path:
+    """Re-draw a run's PDF from its prediction.nc and metrics.json."""
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such results folder; pass a folder holding prediction.nc and metrics.json")
+    metrics = read_json(run_dir / "metrics.json", "metrics file")
+    try:
+        with xr.open_dataset(run_dir / "prediction.nc") as ds:
+            prediction = ds.load()
+    except Exception as err:  # netCDF4/h5netcdf raise many kinds for a bad file
+        raise DataError(f"{run_dir / 'prediction.nc'}: not a readable prediction file ({type(err).__name__}); "
+                        "test the run again") from None
+    missing = [v for v in ("truth", "mean", "observed", "valid") if v not in prediction]
+    if missing:
+        raise DataError(f"{run_dir / 'prediction.nc'}: not a prediction file of ours (no {', '.join(missing)})")
+    return run_report(run_dir / f"{metrics.get('run_name') or run_dir.name}.pdf", prediction, metrics)
+
+
+def main(argv=None) -> int:
+    parser = Parser(prog="python -m gapfill.report", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="leaderboard.csv + comparison.pdf over every metrics.json")
     c.add_argument("--results", default="results", help="folder searched recursively for metrics.json")
@@ -535,12 +595,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "compare":
-        return compare(args.results, args.out)
-    run_dir = Path(args.run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    with xr.open_dataset(run_dir / "prediction.nc") as ds:
-        return run_report(run_dir / f"{metrics.get('run_name') or run_dir.name}.pdf", ds.load(), metrics)
+        *_, failed = compare(args.results, args.out)
+        return 2 if failed else 0
+    _rerun(Path(args.run_dir))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

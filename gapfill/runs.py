@@ -21,8 +21,6 @@ import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 import unicodedata
 from collections.abc import Callable
@@ -31,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from gapfill.errors import DataError, RunError
-from gapfill.evaluate import Problem, build_problem
-from gapfill.files import atomic_path, read_json, write_json
+from gapfill.entry import EXIT_RESUME, Preempted, Preemption, run_cli  # noqa: F401  (scripts use runs.run_cli)
+from gapfill.errors import DataError
+from gapfill.evaluate import Problem, build_problem, grid_signature
+from gapfill.files import atomic_path, check_writable, read_json, write_json
 from gapfill.metrics import gaussian_nll, rmse
 from gapfill.system import git_commit, peak_memory_mb, resolve_device, seed_everything, setup_logging
 
@@ -45,7 +44,6 @@ NOT_IDENTITY = {"checkpoint_dir", "run_name", "overwrite", "device", "local_rank
 # What a run writes into its folder (removed by --overwrite); anything else there is left alone.
 RUN_FILES = ("config.json", "train_log.csv", ".lock", "best.*", "last.*", ".*.tmp")
 RUN_DIRS = ("wandb",)
-EXIT_RESUME = 75   # EX_TEMPFAIL: stopped early after saving `last`; the same command resumes
 
 
 # ------------------------------------------------------------------------------------------ names
@@ -128,18 +126,40 @@ def save_object(stem: Path, obj) -> Path:
     return path
 
 
+def _unreadable(path: Path, err: BaseException) -> DataError:
+    why = (str(err).splitlines() or [""])[0][:200]
+    return DataError(f"{path}: checkpoint cannot be read ({type(err).__name__}: {why}); it is corrupt, truncated "
+                     "or not ours: train the run again with --overwrite")
+
+
 def load_checkpoint(run_dir, which: str = "best"):
-    """`best` or `last` of a run folder, whichever format it was saved in (see `save_object`)."""
+    """`best` or `last` of a run folder, whichever format it was saved in (see `save_object`).
+
+    Nothing is unpickled: torch checkpoints load with `weights_only=True` (tensors, numbers, strings,
+    containers), Keras models with `safe_mode=True`, npz files without pickles. A corrupt, truncated or
+    crafted file is a DataError naming the file."""
     run_dir = Path(run_dir)
     if (p := run_dir / f"{which}.keras").exists():
-        import keras
-        return keras.models.load_model(p, compile=False)
+        import keras  # the method's package has set the backend
+        try:
+            return keras.models.load_model(p, compile=False, safe_mode=True)
+        except Exception as err:
+            raise _unreadable(p, err) from None
     if (p := run_dir / f"{which}.npz").exists():
-        with np.load(p) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as err:
+            raise _unreadable(p, err) from None
     if (p := run_dir / f"{which}.pt").exists():
         import torch
-        return torch.load(p, weights_only=False)
+        try:
+            return torch.load(p, weights_only=True, map_location="cpu")
+        except Exception as err:
+            raise _unreadable(p, err) from None
+    if which == "best":
+        raise DataError(f"{run_dir}: no best checkpoint: the run stopped before its first validation; "
+                        "run its train command again to resume it")
     raise DataError(f"{run_dir}: no {which}.* checkpoint")
 
 
@@ -167,83 +187,6 @@ class CsvLog:
         if len(lines) > n + 1:
             with atomic_path(self.path) as tmp:
                 tmp.write_text("".join(lines[: n + 1]))
-
-
-# ------------------------------------------------------------------------------------------ signals
-class Preempted(Exception):
-    """Raised by `Run.check` once `last` is saved; `signal` names the signal that asked for it."""
-
-    def __init__(self, signal_name: str):
-        super().__init__(f"stopped on {signal_name}")
-        self.signal = signal_name
-
-
-class Preemption:
-    """Catch SLURM's warning signal (`--signal=B:USR1@90`) and SIGTERM; the training loop calls `check`.
-
-    On USR1 (time limit near) the run saves `last` and requeues its own array task (`scontrol requeue`);
-    on SIGTERM (scancel, preemption, `kill`) it saves `last` and exits without requeueing,
-    since SLURM's own preemption requeues the job itself and a user's scancel must stay a cancel.
-    The submit scripts `exec` Python, so the batch shell that `B:` signals is this process.
-    """
-
-    def __init__(self):
-        self.requested: str | None = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handler)
-
-    def _handler(self, signum, frame):
-        self.requested = signal.Signals(signum).name
-        log.warning("received %s: will save `last` and stop", self.requested)
-
-    def check(self, save_last: Callable[[], Any]) -> None:
-        """Between two steps: if a signal came, call `save_last()` and raise Preempted."""
-        if self.requested:
-            save_last()
-            log.warning("saved `last` after %s", self.requested)
-            raise Preempted(self.requested)
-
-    @staticmethod
-    def requeue() -> bool:
-        """Requeue this SLURM job (its own array task); False outside SLURM."""
-        job = os.environ.get("SLURM_JOB_ID")
-        if not job:
-            log.info("not running under SLURM: stopping; run the same command again to resume")
-            return False
-        if os.environ.get("SLURM_ARRAY_TASK_ID"):
-            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        res = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        if res.returncode == 0:
-            log.warning("requeued SLURM job %s: it restarts from `last`", job)
-        else:
-            log.error("scontrol requeue %s failed (rc %s): %s", job, res.returncode, res.stderr.strip())
-        return res.returncode == 0
-
-
-def run_cli(main, argv=None) -> int:
-    """Run a script's main; bad input or a refused run (DataError) ends with one clear log line and exit
-    code 2, a run that cannot go on (RunError) with one line and exit code 3.
-
-    A run stopped by `Run.check` has saved `last`: on SLURM's warning signal (USR1) it requeues its
-    own job (exit 0; the job restarts and resumes); otherwise it exits with EXIT_RESUME.
-    """
-    try:
-        return main(argv) or 0
-    except DataError as err:
-        if not logging.getLogger().handlers:
-            setup_logging()
-        log.error("%s", err)
-        return 2
-    except RunError as err:
-        if not logging.getLogger().handlers:
-            setup_logging()
-        log.error("%s", err)
-        return 3
-    except Preempted as stop:
-        if stop.signal == "SIGUSR1" and Preemption.requeue():
-            return 0
-        log.warning("stopped on %s after saving `last`; run the same command again to resume", stop.signal)
-        return EXIT_RESUME
 
 
 # ---------------------------------------------------------------------------------------------- Run
@@ -293,7 +236,12 @@ class Run:
         if self.writer:
             d.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
-        cfg = read_json(cfg_path) if cfg_path.exists() else None
+        try:
+            cfg = read_json(cfg_path, "run config") if cfg_path.exists() else None
+        except DataError:
+            if not overwrite:
+                raise
+            cfg = {"method": None}                      # a damaged config.json: --overwrite starts anew
         if cfg is not None and "identity" not in cfg and not (overwrite and "method" in cfg):
             raise DataError(f"{d}: config.json has no run identity (written by an older version or not by us); "
                             "pass --overwrite to train it anew or choose another --run_name")
@@ -327,7 +275,7 @@ class Run:
             write_json(cfg_path, {"method": self.method, "run_name": self.name, "args": self.args,
                                   "identity": self.identity, "git_commit": git_commit(),
                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False,
-                                  "bands": f.bands, "units": f.units, "device": self.device})
+                                  "bands": f.bands, "units": f.units, "grid": grid_signature(f), "device": self.device})
 
     def _acquire_lock(self) -> None:
         key = str(self.dir.resolve())
@@ -454,15 +402,19 @@ def open_training(args, method: str, name_parts: dict, log_fields: tuple | list 
     args = vars(args) if not isinstance(args, dict) else args
     setup_logging(args.get("log_level", "INFO"))
     seed_everything(args.get("seed", 0))
+    check_writable(args.get("checkpoint_dir") or f"checkpoints/{method}", "--checkpoint_dir")
     full = build_problem(args)
     name = check_run_name(args["run_name"]) if args.get("run_name") else make_run_name(method, full.field.name,
                                                                                          name_parts)
     run = Run(args, method, full, name, Path(args.get("checkpoint_dir") or f"checkpoints/{method}") / name,
               list(log_fields))
+    existed = run.dir.exists()
     try:
         run._open(bool(args.get("overwrite")))
     except BaseException:
         run.close()
+        if not existed and run.dir.exists() and not (run.dir / "config.json").exists():
+            shutil.rmtree(run.dir, ignore_errors=True)          # no empty run folder left behind
         raise
     if run.status == "finished":
         run.close()

@@ -20,7 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from gapfill import runs, system
+from gapfill import system
+from gapfill.cli import positive_float
+from gapfill.entry import Parser, run_cli
+from gapfill.errors import DataError
 from gapfill.sweep import entries, load
 
 log = logging.getLogger("gapfill.submit")
@@ -123,15 +126,15 @@ def report(train: dict[str, dict], test: dict[str, dict]) -> bool:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = Parser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog=__doc__)
     p.add_argument("method", help="method folder, e.g. baselines, exact_gp_related")
     p.add_argument("--sweep", help="sweep file (default <method>/sweep_<short>.toml from the submit script)")
     p.add_argument("--account")
     p.add_argument("--partition")
     p.add_argument("--wait", action="store_true", help="follow both jobs and report; exit 1 if anything failed")
-    p.add_argument("--poll", type=float, default=10.0, help="seconds between checks with --wait")
-    p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    p.add_argument("--poll", type=positive_float, default=10.0, help="seconds between checks with --wait")
+    p.add_argument("--timeout", type=positive_float, help="give up waiting after this many seconds")
     p.add_argument("--log_level", default="INFO")
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -143,9 +146,12 @@ def parse_args(argv=None):
 def scripts(method: str) -> tuple[Path, Path]:
     """(train script, test script) of a method folder."""
     root = system.REPO_ROOT / method
+    if not root.is_dir() or method in ("", ".", "..") or "/" in method.strip("/"):
+        methods = sorted(p.parent.name for p in system.REPO_ROOT.glob("*/submit_train_*.sh"))
+        raise DataError(f"no method folder {method!r}; choose one of {', '.join(methods)}")
     train, test = sorted(root.glob("submit_train_*.sh")), sorted(root.glob("submit_test_*.sh"))
     if len(train) != 1 or len(test) != 1:
-        raise SlurmError(f"{root} must hold one submit_train_*.sh and one submit_test_*.sh "
+        raise DataError(f"{root} must hold one submit_train_*.sh and one submit_test_*.sh "
                          f"(found {len(train)} and {len(test)})")
     return train[0], test[0]
 
@@ -184,4 +190,4 @@ def submit(args) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(runs.run_cli(main))
+    raise SystemExit(run_cli(main))

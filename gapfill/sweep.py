@@ -16,26 +16,35 @@ cartesian product of the grid (in file order), then any explicit `[[include]]` t
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import shlex
 import sys
 import tomllib
 from pathlib import Path
 
+from gapfill.entry import Parser, run_cli
+from gapfill.errors import DataError
+
 
 def load(path) -> dict:
     """Parse a sweep file; clear errors for a missing file or a malformed grid."""
     path = Path(path)
     if not path.exists():
-        raise SystemExit(f"sweep file {path} does not exist")
+        raise DataError(f"sweep file {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"sweep file {path} is a directory, not a TOML file")
     try:
         spec = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise SystemExit(f"sweep file {path} is not valid TOML: {err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"sweep file {path} is not valid TOML: {err}") from None
+    for key in ("fixed", "grid"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise DataError(f"sweep file {path}: [{key}] must be a table")
     for key, values in spec.get("grid", {}).items():
         if not isinstance(values, list) or not values:
-            raise SystemExit(f"sweep file {path}: grid entry {key!r} must be a non-empty list")
+            raise DataError(f"sweep file {path}: grid entry {key!r} must be a non-empty list")
+    if not isinstance(spec.get("include", []), list) or not all(isinstance(i, dict) for i in spec.get("include", [])):
+        raise DataError(f"sweep file {path}: include must be a list of tables ([[include]])")
     return spec
 
 
@@ -62,7 +71,7 @@ def to_argv(options: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Turn a sweep file into numbered job-array entries.")
+    p = Parser(description="Turn a sweep file into numbered job-array entries.")
     p.add_argument("sweep_file")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--count", action="store_true", help="print the number of entries")
@@ -84,10 +93,10 @@ def main(argv=None) -> int:
             print(i, shlex.join(to_argv(e)))
     else:
         if not 0 <= a.args < len(items):
-            raise SystemExit(f"entry {a.args} is out of range: {a.sweep_file} has {len(items)} entries (0-{len(items) - 1})")
+            raise DataError(f"entry {a.args} is out of range: {a.sweep_file} has {len(items)} entries (0-{len(items) - 1})")
         print(shlex.join(to_argv(items[a.args])))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,5 +1,5 @@
 """Process-level helpers every script shares: logging, seeds, devices, peak memory, the code version
-(a leaf module: it imports nothing of ours)."""
+(a leaf module: it imports only gapfill.errors)."""
 from __future__ import annotations
 
 import logging
@@ -21,8 +21,13 @@ def setup_logging(level: str = "INFO") -> None:
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     tag = f"[job {job}{'_' + task if task else ''}] " if job else ""
-    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), force=True, stream=sys.stdout,
-                        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    out.addFilter(lambda record: record.levelno < logging.ERROR)          # errors go to stderr, the rest to stdout
+    err.setLevel(logging.ERROR)
+    for h in (out, err):
+        h.setFormatter(fmt)
+    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), force=True, handlers=[out, err])
     for noisy in ("matplotlib", "PIL", "h5py", "fontTools", "wandb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -39,8 +44,9 @@ def seed_everything(seed: int) -> None:
 def resolve_device(device: str = "auto", local_rank: int | None = None) -> str:
     """'auto' -> 'cuda:<local_rank or 0>' when a GPU is visible, else 'cpu'; 'cuda' -> 'cuda:<local_rank or 0>'.
 
-    A requested GPU that is not there is an error, not a silent fallback to the CPU.
+    A requested GPU that is not there is a DataError, not a silent fallback to the CPU.
     """
+    from gapfill.errors import DataError
     device = (device or "auto").lower()
     if device == "cpu":
         return "cpu"
@@ -54,10 +60,11 @@ def resolve_device(device: str = "auto", local_rank: int | None = None) -> str:
         return f"cuda:{local_rank or 0}" if has_cuda else "cpu"
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
     if not m:
-        raise ValueError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
+        raise DataError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
     index = int(m.group(1)) if m.group(1) is not None else (local_rank or 0)
     if index >= n_gpu:
-        raise ValueError(f"--device {device} asked for GPU {index} but {n_gpu} GPU(s) are visible")
+        raise DataError(f"--device {device} asked for GPU {index} but {n_gpu} GPU(s) are visible"
+                        + ("" if n_gpu else ": this machine has no GPU, use --device cpu or auto"))
     return f"cuda:{index}"
 
 

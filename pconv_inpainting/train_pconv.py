@@ -35,17 +35,18 @@ def parse_args(argv=None):
     p = cli.train_parser(__doc__.splitlines()[0])
     p.set_defaults(mask_kind="shapes", prob_masking=0.3, mask_type="dynamic", max_iters=200)
     g = p.add_argument_group("partial-convolution UNet")
-    g.add_argument("--patch_size", type=int, default=128, help="training patch (reduced to the field's size)")
-    g.add_argument("--batch_size", type=int, default=8)
-    g.add_argument("--steps_per_epoch", type=int, default=50)
+    g.add_argument("--patch_size", type=cli.positive_int, default=128, help="training patch (reduced to the field's size)")
+    g.add_argument("--batch_size", type=cli.positive_int, default=8)
+    g.add_argument("--steps_per_epoch", type=cli.positive_int, default=50)
     g.add_argument("--stage", type=int, choices=(1, 2), default=1)
-    g.add_argument("--lr", type=float, default=None, help="default: 1e-4 (stage 1), 5e-5 (stage 2)")
+    g.add_argument("--lr", type=cli.positive_float, default=None, help="default: 1e-4 (stage 1), 5e-5 (stage 2)")
     g.add_argument("--init_from", default=None,
                    help="start from this best.keras or run folder (stage 2: the stage-1 run; stage 1: a chunk "
                         "of training continued under a new --run_name)")
-    g.add_argument("--context_frames", type=int, default=0, help="neighbouring frames either side as channels")
+    g.add_argument("--context_frames", type=cli.nonnegative_int, default=0,
+                   help="neighbouring frames either side as channels")
     g.add_argument("--predict_variance", action="store_true", help="second head trained with Gaussian NLL")
-    g.add_argument("--base_filters", type=int, default=64, help="filters of the first level (64 in the paper)")
+    g.add_argument("--base_filters", type=cli.positive_int, default=64, help="filters of the first level (64 in the paper)")
     g.add_argument("--vgg_weights", default=None, help="local VGG16 weights file for perceptual and style terms")
     return p.parse_args(argv)
 

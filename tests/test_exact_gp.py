@@ -198,11 +198,11 @@ def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkey
     signal_at_check(monkeypatch, 5)
     assert runs.run_cli(train_exact_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "cut")]) == runs.EXIT_RESUME
     cut = next((tmp_path / "cut").iterdir())
-    assert torch.load(cut / "last.pt", weights_only=False)["current"]["step"] == 5
+    assert torch.load(cut / "last.pt", weights_only=True)["current"]["step"] == 5
     assert not json.loads((cut / "config.json").read_text())["finished"]
     train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "cut")])      # the requeued run
     plain = next((tmp_path / "plain").iterdir())
-    a, b = (torch.load(d / "best.pt", weights_only=False)["bands"][0]["model"] for d in (plain, cut))
+    a, b = (torch.load(d / "best.pt", weights_only=True)["bands"][0]["model"] for d in (plain, cut))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
     rows = (cut / "train_log.csv").read_text().splitlines()[1:]
@@ -248,7 +248,7 @@ def test_training_step_that_fails_is_retried_with_jitter_then_stops_with_the_ker
     failures["left"] = 10**6                                                  # never recovers
     rc = runs.run_cli(train_exact_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "b")])
     assert rc == 3
-    out = capsys.readouterr().out                                              # the log goes to stdout
+    out, err = capsys.readouterr()                                              # log on stdout, errors on stderr
     assert "retrying with jitter 0.0001" in out
-    assert "ERROR gapfill.runs: exact GP periodicxspectral band 0: matrix not positive definite at step 0 even " \
-        "with jitter 0.01" in out
+    assert "ERROR gapfill.entry: exact GP periodicxspectral band 0: matrix not positive definite at step 0 even " \
+        "with jitter 0.01" in err

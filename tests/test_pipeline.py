@@ -95,7 +95,7 @@ def test_test_mask_options_override_the_training_mask(sweep_run, tmp_path):
 ])
 def test_scripts_end_bad_input_with_one_line(argv, message):
     res = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and message in res.stdout and "Traceback" not in res.stdout + res.stderr
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stdout + res.stderr
 
 
 @pytest.mark.slow                                       # full-field reconstructions

@@ -43,16 +43,16 @@ def test_changed_options_or_data_under_the_same_name_are_refused_with_what_diffe
         capsys.readouterr()
         rc = runs.run_cli(train_exact_gp.main, ["--data_path", str(field), *GP, *extra, "--checkpoint_dir",
                                                 str(ck), "--run_name", "r"])          # the last value wins
-        out = capsys.readouterr().out
+        out = capsys.readouterr().err                                        # errors go to stderr
         assert rc == 2 and named in out and "--overwrite" in out
     other = tmp_path / "other" / "f.nc"                                      # same file name, other folder
     other.parent.mkdir()
     shutil.copy(field, other)
     capsys.readouterr()
-    assert gp(other, ck) == 2 and "data file path" in capsys.readouterr().out
+    assert gp(other, ck) == 2 and "data file path" in capsys.readouterr().err
     os.utime(field, (1e9, 1e9))                                              # the same file, rewritten
     capsys.readouterr()
-    assert gp(field, ck) == 2 and "data file mtime" in capsys.readouterr().out
+    assert gp(field, ck) == 2 and "data file mtime" in capsys.readouterr().err
     assert gp(field, ck, "--overwrite") == 0                                 # asked for: trained anew
     assert json.loads((ck / "r" / "config.json").read_text())["identity"]["data"]["mtime"] == 1e9
 
@@ -64,7 +64,7 @@ def test_an_interrupted_run_resumes_only_with_its_own_options(field, tmp_path, m
     monkeypatch.undo()
     capsys.readouterr()
     assert gp(field, ck, "--lr", "0.2") == 2
-    assert "unfinished run with other options: --lr 0.05 (now 0.2)" in capsys.readouterr().out
+    assert "unfinished run with other options: --lr 0.05 (now 0.2)" in capsys.readouterr().err
     assert gp(field, ck) == 0                                                # the same command resumes
     cfg = json.loads((ck / "r" / "config.json").read_text())
     assert cfg["finished"] and cfg["restarts"] == 1
@@ -97,14 +97,14 @@ def test_overwrite_leaves_foreign_files_and_folders_without_our_config(field, tm
     (stranger / "thesis.tex").write_text("years of work")
     capsys.readouterr()
     assert gp(field, ck, "--run_name", "s", "--overwrite") == 2
-    assert "not a run folder" in capsys.readouterr().out
+    assert "not a run folder" in capsys.readouterr().err
     assert sorted(p.name for p in stranger.iterdir()) == ["thesis.tex"]
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "."])
 def test_run_name_is_one_folder_name(field, tmp_path, capsys, bad):
     assert gp(field, tmp_path / "ck", "--run_name", bad) == 2
-    assert "one folder name" in capsys.readouterr().out and not (tmp_path / "x").exists()
+    assert "one folder name" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o077, 0o600)])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gapfill import files, runs, sweep, system
+from gapfill import entry, files, runs, sweep, system
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,8 +97,8 @@ def test_preemption_flag_set_by_usr1_and_no_requeue_outside_slurm(monkeypatch):
 
 def test_preempted_run_requeues_only_on_usr1_under_slurm(monkeypatch):
     calls = []
-    monkeypatch.setattr(runs.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or
-                        runs.subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setattr(entry.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or
+                        entry.subprocess.CompletedProcess(cmd, 0, "", ""))
     monkeypatch.setenv("SLURM_JOB_ID", "41")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")

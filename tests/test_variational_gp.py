@@ -124,7 +124,7 @@ def test_as_many_inducing_points_as_training_cells_is_within_5_percent_of_the_ex
         mean, _ = module.predict(problem.for_model(), cfg, run, "cpu")
         scores[name] = rmse(problem.field.values[problem.splits["test"]], mean, problem.scored("test"))
     vgp_run = next((tmp_path / "vgp").iterdir())
-    n_train = torch.load(vgp_run / "best.pt", weights_only=False)["bands"][0]["n_train"]
+    n_train = torch.load(vgp_run / "best.pt", weights_only=True)["bands"][0]["n_train"]
     assert 700 < n_train < 900
     floor = rmse(problem.field.values[problem.splits["test"]],
                  reconstruct("interpolation", problem.visible(), problem.splits["train"], problem.splits["test"])[0],
@@ -152,7 +152,7 @@ def test_no_hidden_test_cell_is_ever_seen(tmp_path):
     train_variational_gp.main(["--data_path", str(tmp_path / "b.nc"), *argv[2:], "--checkpoint_dir", str(tmp_path / "b"),
                                "--run_name", run_a.name])
     run_b = tmp_path / "b" / run_a.name
-    sa, sb = (torch.load(r / "best.pt", weights_only=False)["bands"][0]["model"] for r in (run_a, run_b))
+    sa, sb = (torch.load(r / "best.pt", weights_only=True)["bands"][0]["model"] for r in (run_a, run_b))
     for key in sa:
         torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0)
     preds = []
@@ -210,10 +210,10 @@ def test_resumed_training_ends_where_the_uninterrupted_run_ends(tmp_path, monkey
     signal_at_check(monkeypatch, 5)
     assert runs.run_cli(train_variational_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "cut")]) == runs.EXIT_RESUME
     cut = next((tmp_path / "cut").iterdir())
-    assert torch.load(cut / "last.pt", weights_only=False)["current"]["step"] == 5
+    assert torch.load(cut / "last.pt", weights_only=True)["current"]["step"] == 5
     train_variational_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "cut")])
     plain = next((tmp_path / "plain").iterdir())
-    a, b = (torch.load(d / "best.pt", weights_only=False)["bands"][0]["model"] for d in (plain, cut))
+    a, b = (torch.load(d / "best.pt", weights_only=True)["bands"][0]["model"] for d in (plain, cut))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
     rows = (cut / "train_log.csv").read_text().splitlines()[1:]

@@ -35,11 +35,11 @@ def parse_args(argv=None):
     add_model_args(p)
     add_variational_args(p)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=0.03, help="Adam")
-    g.add_argument("--eval_every", type=int, default=100, help="steps between validation inpaintings")
-    g.add_argument("--max_valid_frames", type=int, default=10,
+    g.add_argument("--lr", type=cli.positive_float, default=0.03, help="Adam")
+    g.add_argument("--eval_every", type=cli.positive_int, default=100, help="steps between validation inpaintings")
+    g.add_argument("--max_valid_frames", type=cli.positive_int, default=10,
                    help="validation frames inpainted per evaluation (evenly spaced)")
-    g.add_argument("--patience", type=int, default=5, help="evaluations without improvement before stopping")
+    g.add_argument("--patience", type=cli.positive_int, default=5, help="evaluations without improvement before stopping")
     p.set_defaults(max_iters=1000)      # mini-batch steps: 10 epochs of the default field's 104,550 training cells
     args = p.parse_args(argv)
     for opt in ("num_inducing_points", "max_context_points"):

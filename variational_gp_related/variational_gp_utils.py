@@ -23,15 +23,17 @@ from scipy.cluster.vq import kmeans2
 
 from exact_gp_related.exact_gp_utils import cholesky, kernel_label, make_kernel, make_likelihood
 from exact_gp_related.gp_training import Setup
+from gapfill import cli
 from gapfill.data import Normalizer
 
 
 def add_variational_args(p) -> None:
     """The variational GP's own options (kernel options come from exact_gp_utils.add_model_args)."""
     g = p.add_argument_group("variational")
-    g.add_argument("--num_inducing_points", type=int, default=512,
+    g.add_argument("--num_inducing_points", type=cli.positive_int, default=512,
                    help="M: inducing points of q(u) in training and around each inpainted frame")
-    g.add_argument("--batch_size", type=int, default=1024, help="observed cells per step; 0 = all (full batch)")
+    g.add_argument("--batch_size", type=cli.nonnegative_int, default=1024,
+                   help="observed cells per step; 0 = all (full batch)")
     g.add_argument("--learn_inducing_locations", action="store_true",
                    help="optimise the inducing inputs (default: keep the k-means centres)")
     g.add_argument("--natural_gradient", action="store_true",
@@ -40,7 +42,7 @@ def add_variational_args(p) -> None:
     g.add_argument("--objective", choices=("pll", "elbo"), default="pll",
                    help="pll: predictive log likelihood (Jankowiak et al. 2020), keeps the noise from absorbing what "
                         "the inducing points miss; elbo: the variational lower bound (Hensman et al. 2013)")
-    g.add_argument("--ngd_lr", type=float, default=0.1, help="natural-gradient step (1 = exact, full batch)")
+    g.add_argument("--ngd_lr", type=cli.positive_float, default=0.1, help="natural-gradient step (1 = exact, full batch)")
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25, sample: int = 50_000) -> np.ndarray:
