@@ -2,14 +2,18 @@
 
 Inputs are the cells' real coordinates (time, y, x), each divided by its median grid spacing, so that
 length scales read in frames and cells. Kernels act on time (dim 0) and space (dims 1, 2) and combine as
-a product (separable space-time, the default) or a sum. The posterior for a frame conditions on the
-observed cells of the frames within `context_frames` of it (Cholesky in float64 by default, chunked over
-the predicted cells so that a large frame never runs out of memory).
+a product (separable space-time, the default) or a sum. On a periodic x (a whole circle of longitude,
+`Field.x_periodic`) the space kernel is the chosen kernel on y times a periodic kernel on x whose period is
+fixed to the circumference: correlations in x depend on the distance around the circle, across the seam.
+The posterior for a frame conditions on the observed cells of the frames within `context_frames` of it
+(Cholesky in float64 by default, chunked over the predicted cells so that a large frame never runs out of
+memory).
 """
 from __future__ import annotations
 
 import copy
 import logging
+import math
 
 import gpytorch
 import numpy as np
@@ -53,13 +57,31 @@ def kernel_label(args: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------- inputs
-def grid_inputs(field) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(t (T,), y (Y,), x (X,)) float64: coordinates in units of their median spacing, starting at 0."""
+class Grid(tuple):
+    """(t (T,), y (Y,), x (X,)) float64 scaled coordinates; `x_period`: the circumference of a periodic x
+    in the same units (None: x does not wrap)."""
+
+    x_period: float | None
+
+    def __new__(cls, t, y, x, x_period: float | None = None):
+        grid = super().__new__(cls, (t, y, x))
+        grid.x_period = x_period
+        return grid
+
+
+def _step(v: np.ndarray) -> float:
+    step = float(np.median(np.abs(np.diff(v)))) if v.size > 1 else 1.0
+    return step if step > 0 else 1.0
+
+
+def grid_inputs(field) -> Grid:
+    """Grid (t (T,), y (Y,), x (X,)) float64: coordinates in units of their median spacing, starting at 0;
+    for a periodic x (`field.x_periodic`, degrees of longitude) `x_period` = 360 / spacing."""
     def scaled(v):
         v = np.asarray(v, dtype=np.float64)
-        step = np.median(np.abs(np.diff(v))) if v.size > 1 else 1.0
-        return (v - v[0]) / (step if step > 0 else 1.0)
-    return scaled(field.time_days), scaled(field.y), scaled(field.x)
+        return (v - v[0]) / _step(v)
+    period = 360.0 / _step(np.asarray(field.x, dtype=np.float64)) if getattr(field, "x_periodic", False) else None
+    return Grid(scaled(field.time_days), scaled(field.y), scaled(field.x), period)
 
 
 def cell_inputs(grid, frames: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -89,9 +111,23 @@ def _base(name: str, dims: tuple, args: dict, extent: float):
     return k
 
 
-def build_kernel(args: dict, extent_t: float, extent_s: float):
-    """Covariance module over (t, y, x) from the run options (see the module docstring)."""
-    space = _base(args["spacekernel"], (1, 2), args, extent_s)
+def _circle(period: float, cells: float = 3.0):
+    """Kernel on x (dim 2) for a periodic x: GPyTorch's periodic kernel exp(-2 sin^2(pi d / p) / l) with p
+    fixed to the circumference, l such that near cells correlate as in an RBF of length scale `cells`."""
+    k = gpytorch.kernels.PeriodicKernel(active_dims=(2,))
+    k.period_length = torch.full_like(k.period_length, float(period))
+    k.raw_period_length.requires_grad_(False)
+    k.lengthscale = torch.full_like(k.lengthscale, 4 * math.pi ** 2 * cells ** 2 / float(period) ** 2)
+    return k
+
+
+def build_kernel(args: dict, extent_t: float, extent_s: float, x_period: float | None = None):
+    """Covariance module over (t, y, x) from the run options (see the module docstring); `x_period`: the
+    circumference of a periodic x in input units (None: x does not wrap)."""
+    if x_period is None:
+        space = _base(args["spacekernel"], (1, 2), args, extent_s)
+    else:
+        space = _base(args["spacekernel"], (1,), args, extent_s) * _circle(x_period)
     tk = args["timekernel"]
     if tk == "disabled":
         return gpytorch.kernels.ScaleKernel(space)
@@ -112,7 +148,11 @@ def time_factor(kernel):
     """The time part of a kernel from build_kernel (None for a spatial-only model)."""
     inner = kernel.base_kernel if isinstance(kernel, gpytorch.kernels.ScaleKernel) else kernel
     parts = getattr(inner, "kernels", None)
-    return parts[0] if parts else None
+    if not parts:
+        return None
+    first = parts[0].base_kernel if isinstance(parts[0], gpytorch.kernels.ScaleKernel) else parts[0]
+    dims = first.active_dims
+    return parts[0] if dims is not None and dims.tolist() == [0] else None    # not the y part of a periodic x
 
 
 class ExactGP(gpytorch.models.ExactGP):
@@ -131,7 +171,8 @@ def make_kernel(args: dict, grid, x=None, y=None):
     """Covariance module for the run options on this grid; spectral kernels initialised from (x, y) when given."""
     t, gy, gx = grid
     kernel = build_kernel(args, extent_t=float(t[-1] - t[0]) or 1.0,
-                          extent_s=float(max(gy[-1] - gy[0], gx[-1] - gx[0])) or 1.0)
+                          extent_s=float(max(gy[-1] - gy[0], gx[-1] - gx[0])) or 1.0,
+                          x_period=getattr(grid, "x_period", None))
     if x is not None:
         for k in kernel.modules():
             if isinstance(k, gpytorch.kernels.SpectralMixtureKernel):
