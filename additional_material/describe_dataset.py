@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gapfill.data import Field, open_field  # noqa: E402
+from gapfill.data import Field, decode_times, open_field  # noqa: E402
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,12 @@ def pair_corr(a: np.ndarray, b: np.ndarray, axis=None) -> np.ndarray | float:
 
 
 def _time_labels(field: Field) -> tuple[str, str]:
-    """First and last time as dates when the units allow it, else as numbers."""
+    """First and last time as dates in the file's calendar when the units allow it (`months since` too),
+    else as numbers."""
     t = field.time[[0, -1]]
-    if field.time_units and "since" in field.time_units:
-        try:
-            import cftime
-            d = cftime.num2date(t, field.time_units, field.calendar or "standard")
-            return d[0].isoformat(), d[1].isoformat()
-        except Exception:  # unusual units: fall back to the numbers
-            pass
+    d = decode_times(t, field.time_units, field.calendar)
+    if d is not None:
+        return d[0].isoformat(), d[1].isoformat()
     return f"{t[0]:g}", f"{t[1]:g}"
 
 

@@ -35,7 +35,8 @@ from gapfill.errors import DataError
 from gapfill.files import atomic_path
 
 log = logging.getLogger(__name__)
-__all__ = ["DataError", "Field", "Normalizer", "check_training_frames", "open_field", "split_frames", "write_dataset"]
+__all__ = ["DataError", "Field", "Normalizer", "check_training_frames", "decode_times", "open_field", "split_frames",
+           "write_dataset"]
 
 TIME_NAMES = ("time", "t")                         # name fallbacks when no CF attribute says what an axis is
 Y_NAMES = ("lat", "latitude", "y", "rlat", "nav_lat")
