@@ -110,3 +110,14 @@ def test_normalizer_roundtrip_and_fit_on_valid_cells():
     np.testing.assert_allclose(n.denormalize(z), x)
     np.testing.assert_allclose(n.denormalize_variance(np.ones_like(z))[:, 1], 0.25, rtol=0.05)
     assert Normalizer.from_dict(n.to_dict()).std.tolist() == n.std.tolist()
+
+
+def test_frames_keep_the_grid_flags(tmp_path):
+    lon = np.array([350.0, 355, 0, 5])
+    xr.Dataset({"v": (("time", "lat", "lon"), np.arange(24, dtype="f4").reshape(2, 3, 4))},
+               coords={"time": [0.0, 1.0], "lat": ("lat", [30.0, 20, 10], {"units": "degrees_north"}),
+                       "lon": ("lon", lon, {"units": "degrees_east"})}).to_netcdf(tmp_path / "g.nc")
+    f = open_field(tmp_path / "g.nc").frames(slice(1, 2))
+    assert f.shape == (1, 1, 3, 4) and f.y_descending and f.y.tolist() == [10.0, 20, 30]
+    assert f.x.tolist() == [350.0, 355, 360, 365] and f.x_file.tolist() == lon.tolist() and not f.x_periodic
+    np.testing.assert_array_equal(f.values[0, 0], np.arange(12, 24).reshape(3, 4)[::-1])
