@@ -9,7 +9,6 @@ mean map, std map, domain-mean time series and value histogram.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import warnings
 from pathlib import Path
@@ -21,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gapfill.data import Field, decode_times, open_field  # noqa: E402
+from gapfill.entry import Parser, run_cli  # noqa: E402
+from gapfill.files import check_writable  # noqa: E402
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -139,19 +140,21 @@ def plot_description(field: Field, out) -> Path:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("file", help="NetCDF file")
     p.add_argument("--variable", nargs="+", default=None, help="bands to describe (default: every field variable)")
     p.add_argument("--out", default=None, help="figure path (.png or .pdf); default <file stem>_description.png")
     args = p.parse_args(argv)
     setup_logging()
+    out_path = Path(args.out or f"{Path(args.file).stem}_description.png")
+    check_writable(out_path.parent, "--out")
     field = open_field(args.file, args.variable)
     d = describe(field)
     log_description(d)
-    out = plot_description(field, args.out or f"{Path(args.file).stem}_description.png")
+    out = plot_description(field, out_path)
     log.info("figure: %s", out)
     return d
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -251,7 +251,7 @@ def test_main(method: str, predict: Callable, argv=None, description: str | None
     if len(folders) == 1 or args.data_path:        # bad input fails before the results folder is touched
         first = load_run(folders[0])
         if args.data_path:
-            build_problem(first["args"], vars(args))
+            check_grid(first, build_problem(first["args"], vars(args)).field)
     results = check_writable(args.results_folder or Path("results") / method, "--results_folder")
     records, failed = [], []
     for d in folders:
@@ -262,6 +262,7 @@ def test_main(method: str, predict: Callable, argv=None, description: str | None
             failed.append({"run_name": d.name, "error": str(err)})
         except Exception as err:  # one broken run never sinks the job; its traceback goes to a file
             trace = results / f"{d.name}.error.log"
+            results.mkdir(parents=True, exist_ok=True)
             trace.write_text(traceback.format_exc())
             log.error("%s failed: %s: %s (traceback in %s)", d, type(err).__name__, err, trace)
             failed.append({"run_name": d.name, "error": f"{type(err).__name__}: {err}"})

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from gapfill.entry import Parser, run_cli
 from gapfill.errors import DataError
+from gapfill.system import setup_logging
 
 
 def load(path) -> dict:
@@ -37,6 +38,8 @@ def load(path) -> dict:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"sweep file {path} is not valid TOML: {err}") from None
+    if not isinstance(spec.get("script"), str):
+        raise DataError(f"sweep file {path} names no script (script = \"<method>/train_<method>.py\")")
     for key in ("fixed", "grid"):
         if not isinstance(spec.get(key, {}), dict):
             raise DataError(f"sweep file {path}: [{key}] must be a table")
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
     g.add_argument("--script", action="store_true", help="print the script the entries run")
     g.add_argument("--list", action="store_true", help="print every entry, one per line")
     a = p.parse_args(argv)
+    setup_logging("WARNING")                    # stdout carries the answer; errors go to stderr
     spec = load(a.sweep_file)
     items = entries(spec)
     if a.count:

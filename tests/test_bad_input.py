@@ -1,0 +1,378 @@
+"""A hostile new user: every entry point meets missing, wrong and broken files and out-of-range options,
+and answers with one line on stderr and exit code 2, leaving no run folder behind. A crafted pickle never
+runs; one broken run never sinks a test job; test-time overrides are checked and kept apart.
+
+A new method joins by adding its two scripts (and the options its train script needs) to METHODS."""
+import csv
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from additional_material import describe_dataset
+from baselines import test_baselines, train_baselines
+from data_generation import make_synthetic_field, prepare_real_datasets
+from exact_gp_related import test_exact_gp, train_exact_gp
+from gapfill import report, submit, sweep
+from gapfill.entry import run_cli
+from pconv_inpainting import test_pconv, train_pconv
+from variational_gp_related import test_variational_gp, train_variational_gp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# method -> (train module, test module, train options a run needs besides --data_path, options it has)
+METHODS = {
+    "baselines": (train_baselines, test_baselines, ["--method", "climatology"], ()),
+    "exact_gp": (train_exact_gp, test_exact_gp, ["--max_iters", "2"], ("--eval_every",)),
+    "variational_gp": (train_variational_gp, test_variational_gp, ["--max_iters", "2"], ("--eval_every", "--batch_size")),
+    "pconv": (train_pconv, test_pconv, ["--max_iters", "1", "--patch_size", "8"], ("--batch_size",)),
+}
+# every option the parsers range-check, with values each must refuse
+OPTION_CASES = [("--prob_masking", "0"), ("--prob_masking", "1"), ("--prob_masking", "1.5"), ("--prob_masking", "-0.1"),
+                ("--prob_masking", "abc"), ("--max_iters", "0"), ("--max_iters", "-3"), ("--num_frames_train", "0"),
+                ("--cloud_range", "0.6,0.2"), ("--device", "tpu"), ("--seed", "-1")]
+METHOD_OPTION_CASES = [("--eval_every", "0"), ("--eval_every", "-1"), ("--batch_size", "-1")]
+NO_GPU = not torch.cuda.is_available()
+
+
+def bad_files(tmp: Path) -> dict[str, Path]:
+    """The bad data files of the issue: missing, a directory, empty, a truncated NetCDF, a CSV named .nc."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    good = tmp / "good.nc"
+    xr.Dataset({"t": (("time", "lat", "lon"), np.ones((12, 4, 5), "f4"))},
+               coords={"time": np.arange(12.0), "lat": np.arange(4.0), "lon": np.arange(5.0)}).to_netcdf(good)
+    files = {"missing": tmp / "missing.nc", "directory": tmp / "folder.nc", "empty": tmp / "empty.nc",
+             "truncated": tmp / "truncated.nc", "csv": tmp / "table.nc"}
+    files["directory"].mkdir(exist_ok=True)
+    files["empty"].write_bytes(b"")
+    files["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    files["csv"].write_text("time,lat,lon,t\n0,0,0,1.5\n1,0,0,2.5\n")
+    return files
+
+
+def call(main, argv, capsys) -> tuple[int, list[str]]:
+    """Run a script's main as its __main__ does; (exit code, non-empty stderr lines)."""
+    capsys.readouterr()
+    try:
+        rc = run_cli(main, argv)
+    except SystemExit as stop:                     # argparse: the parser's own one-line error
+        rc = stop.code
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return rc, err
+
+
+def assert_one_line(rc, err, *words):
+    assert rc == 2, (rc, err)
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0] and all(w in err[0] for w in words), err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return bad_files(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    """A small good field (30 frames of 8 x 8)."""
+    path = tmp_path_factory.mktemp("field") / "small.nc"
+    make_synthetic_field.make_field(n_time=30, ny=8, nx=8, length_scale=3.0, seed=1).to_netcdf(path)
+    return path
+
+
+SPLIT = ["--num_frames_train", "20", "--num_frames_valid", "4"]
+
+
+# ------------------------------------------------------------------ train scripts
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated", "csv"])
+def test_train_script_refuses_bad_data_file(method, case, files, tmp_path, capsys):
+    train, _, extra, _ = METHODS[method]
+    rc, err = call(train.main, ["--data_path", str(files[case]), *extra, "--checkpoint_dir", str(tmp_path / "ck")],
+                   capsys)
+    assert_one_line(rc, err, str(files[case]))
+    assert not (tmp_path / "ck").exists()                                 # no run folder left behind
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_train_script_refuses_out_of_range_options(method, field, tmp_path, capsys):
+    train, _, extra, own = METHODS[method]
+    cases = OPTION_CASES + [c for c in METHOD_OPTION_CASES if c[0] in own]
+    cases += [("--device", "cuda")] if NO_GPU else []
+    for option, value in cases:
+        rc, err = call(train.main, ["--data_path", str(field), *SPLIT, *extra, option, value,
+                                    "--checkpoint_dir", str(tmp_path / "ck")], capsys)
+        assert_one_line(rc, err, option if option != "--device" else "device")
+    assert not (tmp_path / "ck").exists()
+
+
+def test_checkpoint_dir_that_is_a_file_is_refused_before_the_work(field, tmp_path, capsys):
+    blocker = tmp_path / "ck"
+    blocker.write_text("not a folder")
+    rc, err = call(train_baselines.main, ["--data_path", str(field), *SPLIT, "--method", "climatology",
+                                          "--checkpoint_dir", str(blocker / "sub")], capsys)
+    assert_one_line(rc, err, "--checkpoint_dir", "is a file")
+
+
+def test_all_nan_band_in_training_frames_names_the_band(tmp_path, capsys):
+    v = np.random.default_rng(0).normal(size=(30, 6, 6)).astype("f4")
+    w = v.copy()
+    w[:20] = np.nan                                                       # never observed in training
+    xr.Dataset({"sst": (("time", "lat", "lon"), v), "chl": (("time", "lat", "lon"), w)},
+               coords={"time": np.arange(30.0), "lat": np.arange(6.0), "lon": np.arange(6.0)}).to_netcdf(tmp_path / "f.nc")
+    rc, err = call(train_baselines.main, ["--data_path", str(tmp_path / "f.nc"), *SPLIT, "--method", "climatology",
+                                          "--checkpoint_dir", str(tmp_path / "ck")], capsys)
+    assert_one_line(rc, err, "chl")
+    assert not (tmp_path / "ck").exists()
+
+
+# ------------------------------------------------------------------ test scripts
+@pytest.fixture(scope="module")
+def trained(field, tmp_path_factory):
+    """Three finished baseline runs on the small field."""
+    ck = tmp_path_factory.mktemp("ck")
+    for m in ("climatology", "interpolation", "persistence"):
+        assert train_baselines.main(["--data_path", str(field), *SPLIT, "--method", m, "--checkpoint_dir", str(ck),
+                                     "--run_name", m]) == 0
+    return ck
+
+
+def broken_runs(trained: Path, tmp: Path) -> dict[str, Path]:
+    """Run folders broken in each way a user meets: copies of a good run with one thing wrong."""
+    import shutil
+    out = {}
+    for case in ("no_config", "empty_config", "truncated_config", "csv_config", "no_best", "truncated_best"):
+        d = tmp / case
+        shutil.copytree(trained / "climatology", d)
+        cfg = d / "config.json"
+        if case == "no_config":
+            cfg.unlink()
+        elif case == "empty_config":
+            cfg.write_text("")
+        elif case == "truncated_config":
+            cfg.write_text(cfg.read_text()[:100])
+        elif case == "csv_config":
+            cfg.write_text("a,b\n1,2\n")
+        elif case == "no_best":
+            (d / "best.npz").unlink()
+        else:
+            (d / "best.npz").write_bytes((d / "best.npz").read_bytes()[:50])
+        out[case] = d
+    out["missing"] = tmp / "missing_run"
+    out["a_file"] = tmp / "a_file"
+    out["a_file"].write_text("x")
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_test_script_refuses_bad_run_folders(method, trained, tmp_path, capsys):
+    _, test, _, _ = METHODS[method]
+    words = {"no_config": "no run folder", "empty_config": "not a valid JSON", "truncated_config": "not a valid JSON",
+             "csv_config": "not a valid JSON", "no_best": "before its first", "truncated_best": "cannot be read",
+             "missing": "no such run folder", "a_file": "not a folder"}
+    for case, run in broken_runs(trained, tmp_path / "runs").items():
+        if method != "baselines" and case in ("no_best", "truncated_best"):
+            continue                                  # a baseline's checkpoint is not this method's
+        results = tmp_path / "res" / case
+        rc, err = call(test.main, ["--checkpoints", str(run), "--results_folder", str(results)], capsys)
+        assert rc == 2 and "Traceback" not in "".join(err), (case, err)
+        assert any(words[case] in line for line in err), (case, err)
+        if case not in ("no_best", "truncated_best"):
+            assert not results.exists(), case         # refused before the results folder is made
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_test_script_refuses_out_of_range_options(method, trained, tmp_path, capsys):
+    _, test, _, _ = METHODS[method]
+    for option, value in [("--test_prob_masking", "1"), ("--test_prob_masking", "0"), ("--num_frames_test", "0"),
+                          ("--num_frames_test", "-2"), ("--device", "tpu")] + ([("--device", "cuda")] if NO_GPU else []):
+        rc, err = call(test.main, ["--checkpoints", str(trained / "climatology"), option, value,
+                                   "--results_folder", str(tmp_path / "res")], capsys)
+        assert_one_line(rc, err, option if option != "--device" else "device")
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated", "csv"])
+def test_test_time_data_path_must_be_a_readable_file(case, files, trained, tmp_path, capsys):
+    rc, err = call(test_baselines.main, ["--checkpoints", str(trained / "climatology"), "--data_path",
+                                         str(files[case]), "--results_folder", str(tmp_path / "res")], capsys)
+    assert_one_line(rc, err, str(files[case]))
+    assert not (tmp_path / "res").exists()
+
+
+def test_crafted_pickle_checkpoint_is_refused_without_running_code(field, tmp_path, capsys):
+    """An exact-GP run whose best.pt would create a file when unpickled: refused, and the file is never made."""
+    assert train_exact_gp.main(["--data_path", str(field), *SPLIT, "--max_iters", "2", "--max_train_points", "100",
+                                "--checkpoint_dir", str(tmp_path), "--run_name", "evil"]) == 0
+    run, marker = tmp_path / "evil", tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    for write in (lambda p: p.write_bytes(pickle.dumps({"bands": Payload()})),       # a bare pickle
+                  lambda p: torch.save({"bands": Payload()}, p)):                      # the same through torch.save
+        write(run / "best.pt")
+        rc, err = call(test_exact_gp.main, ["--checkpoints", str(run), "--results_folder", str(tmp_path / "res")],
+                       capsys)
+        assert rc == 2 and any("best.pt: checkpoint cannot be read" in line for line in err), err
+        assert not marker.exists()
+
+
+def test_test_job_over_three_runs_one_broken_writes_the_rest_summary_and_comparison(trained, tmp_path):
+    """The sbatch test script, run with bash: one broken run and one stray folder among the checkpoints."""
+    import shutil
+    ck = tmp_path / "ck"
+    shutil.copytree(trained, ck)
+    (ck / "persistence" / "best.npz").write_bytes(b"PK\x03\x04 broken")
+    (ck / "notes").mkdir()                                                  # a stray folder: skipped
+    env = dict(os.environ, PYTHON=sys.executable, GAPFILL_ROOT=str(ROOT), CHECKPOINT_DIR=str(ck),
+               RESULTS_DIR=str(tmp_path / "results"), TEST_ARGS="--num_frames_test 3")
+    res = subprocess.run(["bash", "baselines/submit_test_baselines.sh"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "persistence" in res.stderr and "skipped, not a run folder" in res.stdout
+    out = tmp_path / "results" / "baselines"
+    for name in ("climatology", "interpolation"):
+        assert json.loads((out / name / "metrics.json").read_text())["metrics"]["overall"]["n_scored"] > 0
+    assert not (out / "persistence").exists()
+    rows = {r["run_name"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["persistence"]["status"] == "failed" and "cannot be read" in rows["persistence"]["error"]
+    assert rows["climatology"]["status"] == rows["interpolation"]["status"] == "ok"
+    board = list(csv.DictReader(open(tmp_path / "results" / "comparison" / "leaderboard.csv")))
+    assert sorted(r["run_name"] for r in board) == ["climatology", "interpolation"]
+
+
+def test_overrides_are_checked_and_kept_apart_and_partial_runs_marked(field, trained, tmp_path, capsys):
+    res = tmp_path / "res"
+    assert test_baselines.main(["--checkpoints", str(trained / "interpolation"), "--results_folder", str(res),
+                                "--num_frames_test", "3"]) == 0
+    standard = (res / "interpolation" / "metrics.json").read_bytes()
+    # another test mask: its own folder, the standard results untouched
+    rec = test_baselines.main(["--checkpoints", str(trained / "interpolation"), "--results_folder", str(res),
+                               "--num_frames_test", "3", "--test_mask_kind", "clouds", "--test_mask_type", "dynamic"])
+    assert rec == 0 and (res / "interpolation" / "metrics.json").read_bytes() == standard
+    other = json.loads((res / "interpolation+test_clouds-dynamic-c0.2-0.6" / "metrics.json").read_text())
+    assert other["trained_run"] == "interpolation" and other["mask"]["kind"] == "clouds"
+    # the same grid in another file: accepted, in its own folder; another grid: refused
+    same = tmp_path / "same_grid.nc"
+    xr.open_dataset(field).load().to_netcdf(same)
+    assert test_baselines.main(["--checkpoints", str(trained / "interpolation"), "--results_folder", str(res),
+                                "--num_frames_test", "3", "--data_path", str(same)]) == 0
+    assert (res / "interpolation+data_same_grid" / "metrics.json").exists()
+    shifted = tmp_path / "shifted.nc"
+    ds = xr.open_dataset(field).load()
+    ds.assign_coords(lon=ds["lon"] + 0.5).to_netcdf(shifted)
+    rc, err = call(test_baselines.main, ["--checkpoints", str(trained / "interpolation"), "--results_folder",
+                                         str(res), "--data_path", str(shifted)], capsys)
+    assert_one_line(rc, err, "not on the training grid", "x coordinates differ")
+    small = tmp_path / "small_grid.nc"
+    ds.isel(lat=slice(0, 6)).to_netcdf(small)
+    rc, err = call(test_baselines.main, ["--checkpoints", str(trained / "interpolation"), "--results_folder",
+                                         str(res), "--data_path", str(small)], capsys)
+    assert_one_line(rc, err, "shape_yx [6, 8] (training: [8, 8])")
+    # an unfinished run: its results say partial
+    import shutil
+    shutil.copytree(trained / "climatology", tmp_path / "unfinished")
+    cfg = json.loads((tmp_path / "unfinished" / "config.json").read_text())
+    (tmp_path / "unfinished" / "config.json").write_text(json.dumps(dict(cfg, finished=False, run_name="unfinished")))
+    test_baselines.main(["--checkpoints", str(tmp_path / "unfinished"), "--results_folder", str(res / "p"),
+                         "--num_frames_test", "3"])
+    assert json.loads((res / "p" / "unfinished" / "metrics.json").read_text())["partial"] is True
+    assert next(csv.DictReader(open(res / "p" / "summary.csv")))["status"] == "partial"
+
+
+# ------------------------------------------------------------------ the other entry points
+def test_report_refuses_bad_folders_and_skips_one_corrupt_metrics_file(trained, tmp_path, capsys):
+    res = tmp_path / "res"
+    for m in ("climatology", "interpolation"):
+        test_baselines.main(["--checkpoints", str(trained / m), "--results_folder", str(res), "--num_frames_test", "3"])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    for argv, words in [(["compare", "--results", str(tmp_path / "missing")], "no such results folder"),
+                        (["compare", "--results", str(tmp_path / "empty")], "no metrics.json"),
+                        (["compare", "--results", str(tmp_path / "a_file")], "no such results folder"),
+                        (["run", "--run_dir", str(tmp_path / "missing")], "no such results folder"),
+                        (["run", "--run_dir", str(tmp_path / "empty")], "does not exist"),
+                        (["bogus"], "invalid choice")]:
+        rc, err = call(report.main, argv, capsys)
+        assert_one_line(rc, err, words)
+    (res / "interpolation" / "prediction.nc").write_bytes(b"CDF\x01 cut")
+    rc, err = call(report.main, ["run", "--run_dir", str(res / "interpolation")], capsys)
+    assert_one_line(rc, err, "prediction.nc", "not a readable prediction file")
+    (res / "interpolation" / "metrics.json").write_text("{ cut")
+    rc, err = call(report.main, ["compare", "--results", str(res), "--out", str(tmp_path / "cmp")], capsys)
+    assert rc == 2 and len(err) == 1 and "interpolation/metrics.json" in err[0]      # one line for the bad file
+    board = list(csv.DictReader(open(tmp_path / "cmp" / "leaderboard.csv")))
+    assert [r["run_name"] for r in board] == ["climatology"]                          # the rest is still written
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated", "csv"])
+def test_describe_dataset_refuses_bad_files(case, files, tmp_path, capsys):
+    rc, err = call(describe_dataset.main, [str(files[case]), "--out", str(tmp_path / "d.png")], capsys)
+    assert_one_line(rc, err, str(files[case]))
+
+
+def test_sweep_and_submit_refuse_bad_sweep_files(tmp_path, capsys):
+    bad = {"missing": tmp_path / "none.toml", "directory": tmp_path, "empty": tmp_path / "empty.toml",
+           "truncated": tmp_path / "cut.toml", "csv": tmp_path / "table.toml", "grid": tmp_path / "grid.toml"}
+    bad["empty"].write_text("")
+    bad["truncated"].write_text('script = "baselines/train_baselines.py"\n[grid]\nmethod = ["a", ')
+    bad["csv"].write_text("a,b\n1,2\n")
+    bad["grid"].write_text('script = "x.py"\n[grid]\nmethod = []\n')
+    for path in bad.values():
+        rc, err = call(sweep.main, [str(path), "--count"], capsys)
+        assert_one_line(rc, err, str(path))
+        rc, err = call(submit.main, ["baselines", "--sweep", str(path)], capsys)
+        assert_one_line(rc, err, str(path))
+    good = ROOT / "baselines" / "sweep_baselines.toml"
+    n = len(sweep.entries(sweep.load(good)))
+    for argv, words in [([str(good), "--args", str(n)], "out of range"), ([str(good)], "one of the arguments"),
+                        ([str(good), "--args", "x"], "invalid int")]:
+        rc, err = call(sweep.main, argv, capsys)
+        assert_one_line(rc, err, words)
+    for argv, words in [(["no_such_method"], "no method folder"), (["../etc"], "no method folder"),
+                        (["baselines", "--poll", "0"], "--poll")]:
+        rc, err = call(submit.main, argv, capsys)
+        assert_one_line(rc, err, words)
+
+
+def test_data_generators_refuse_bad_options_and_outputs(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    for argv, words in [(["--ny", "1"], "--ny"), (["--n_time", "0"], "--n_time"), (["--noise", "-1"], "--noise"),
+                        (["--length_scale", "0"], "--length_scale"), (["--out", str(tmp_path)], "is a directory"),
+                        (["--out", str(tmp_path / "a_file" / "f.nc")], "is a file")]:
+        rc, err = call(make_synthetic_field.main, argv, capsys)
+        assert_one_line(rc, err, words)
+    for argv, words in [(["--image_size", "-1"], "--image_size"), (["--only", "nope"], "invalid choice"),
+                        (["--out_dir", str(tmp_path / "a_file")], "is a file")]:
+        rc, err = call(prepare_real_datasets.main, argv, capsys)
+        assert_one_line(rc, err, words)
+    assert not list(tmp_path.glob("*.nc"))
+
+
+# ------------------------------------------------------------------ real processes: nothing but one line
+SCRIPTS = [[f"{m.__name__.replace('.', '/')}.py" for m in METHODS[k][:2]] for k in METHODS]
+
+
+@pytest.mark.parametrize("argv, words", [
+    *[([train, "--data_path", "missing.nc"], "missing.nc: file does not exist") for train, _ in SCRIPTS],
+    *[([test, "--checkpoints", "tests"], "no run folder") for _, test in SCRIPTS],
+    (["additional_material/describe_dataset.py", "missing.nc"], "missing.nc: file does not exist"),
+    (["-m", "gapfill.report", "compare", "--results", "missing"], "no such results folder"),
+    (["-m", "gapfill.sweep", "missing.toml", "--count"], "does not exist"),
+    (["-m", "gapfill.submit", "baselines", "--sweep", "missing.toml"], "does not exist"),
+    (["data_generation/make_synthetic_field.py", "--ny", "0"], "--ny"),
+    (["data_generation/prepare_real_datasets.py", "--image_size", "-5"], "--image_size"),
+])
+def test_real_process_prints_one_line_and_exits_2(argv, words, tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    res = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    err = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(err) == 1 and words in err[0], res.stdout[-1000:] + res.stderr[-2000:]
