@@ -233,7 +233,7 @@ def test_test_job_over_three_runs_one_broken_writes_the_rest_summary_and_compari
     (ck / "persistence" / "best.npz").write_bytes(b"PK\x03\x04 broken")
     (ck / "notes").mkdir()                                                  # a stray folder: skipped
     env = dict(os.environ, PYTHON=sys.executable, GAPFILL_ROOT=str(ROOT), CHECKPOINT_DIR=str(ck),
-               RESULTS_DIR=str(tmp_path / "results"), TEST_ARGS="--num_frames_test 3")
+               RESULTS_DIR=str(tmp_path / "results"), TEST_ARGS="--num_frames_test 1")
     res = subprocess.run(["bash", "baselines/submit_test_baselines.sh"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
@@ -252,11 +252,11 @@ def test_test_job_over_three_runs_one_broken_writes_the_rest_summary_and_compari
 def test_overrides_are_checked_and_kept_apart_and_partial_runs_marked(field, trained, tmp_path, capsys):
     res = tmp_path / "res"
     assert test_baselines.main(["--checkpoints", str(trained / "interpolation"), "--results_folder", str(res),
-                                "--num_frames_test", "3"]) == 0
+                                "--num_frames_test", "1"]) == 0
     standard = (res / "interpolation" / "metrics.json").read_bytes()
     # another test mask: its own folder, the standard results untouched
     rec = test_baselines.main(["--checkpoints", str(trained / "interpolation"), "--results_folder", str(res),
-                               "--num_frames_test", "3", "--test_mask_kind", "clouds", "--test_mask_type", "dynamic"])
+                               "--num_frames_test", "1", "--test_mask_kind", "clouds", "--test_mask_type", "dynamic"])
     assert rec == 0 and (res / "interpolation" / "metrics.json").read_bytes() == standard
     other = json.loads((res / "interpolation+test_clouds-dynamic-c0.2-0.6" / "metrics.json").read_text())
     assert other["trained_run"] == "interpolation" and other["mask"]["kind"] == "clouds"
@@ -264,7 +264,7 @@ def test_overrides_are_checked_and_kept_apart_and_partial_runs_marked(field, tra
     same = tmp_path / "same_grid.nc"
     xr.open_dataset(field).load().to_netcdf(same)
     assert test_baselines.main(["--checkpoints", str(trained / "interpolation"), "--results_folder", str(res),
-                                "--num_frames_test", "3", "--data_path", str(same)]) == 0
+                                "--num_frames_test", "1", "--data_path", str(same)]) == 0
     assert (res / "interpolation+data_same_grid" / "metrics.json").exists()
     shifted = tmp_path / "shifted.nc"
     ds = xr.open_dataset(field).load()
@@ -283,7 +283,7 @@ def test_overrides_are_checked_and_kept_apart_and_partial_runs_marked(field, tra
     cfg = json.loads((tmp_path / "unfinished" / "config.json").read_text())
     (tmp_path / "unfinished" / "config.json").write_text(json.dumps(dict(cfg, finished=False, run_name="unfinished")))
     test_baselines.main(["--checkpoints", str(tmp_path / "unfinished"), "--results_folder", str(res / "p"),
-                         "--num_frames_test", "3"])
+                         "--num_frames_test", "1"])
     assert json.loads((res / "p" / "unfinished" / "metrics.json").read_text())["partial"] is True
     assert next(csv.DictReader(open(res / "p" / "summary.csv")))["status"] == "partial"
 
@@ -292,7 +292,7 @@ def test_overrides_are_checked_and_kept_apart_and_partial_runs_marked(field, tra
 def test_report_refuses_bad_folders_and_skips_one_corrupt_metrics_file(trained, tmp_path, capsys):
     res = tmp_path / "res"
     for m in ("climatology", "interpolation"):
-        test_baselines.main(["--checkpoints", str(trained / m), "--results_folder", str(res), "--num_frames_test", "3"])
+        test_baselines.main(["--checkpoints", str(trained / m), "--results_folder", str(res), "--num_frames_test", "1"])
     (tmp_path / "empty").mkdir()
     (tmp_path / "a_file").write_text("x")
     for argv, words in [(["compare", "--results", str(tmp_path / "missing")], "no such results folder"),
@@ -361,9 +361,14 @@ def test_data_generators_refuse_bad_options_and_outputs(tmp_path, capsys):
 SCRIPTS = [[f"{m.__name__.replace('.', '/')}.py" for m in METHODS[k][:2]] for k in METHODS]
 
 
+SLOW = pytest.mark.slow          # the same path as a case kept in `make test`; run by `make test-slow`
+
+
 @pytest.mark.parametrize("argv, words", [
-    *[([train, "--data_path", "missing.nc"], "missing.nc: file does not exist") for train, _ in SCRIPTS],
-    *[([test, "--checkpoints", "tests"], "no run folder") for _, test in SCRIPTS],
+    *[pytest.param([train, "--data_path", "missing.nc"], "missing.nc: file does not exist",
+                   marks=() if "baselines" in train or "pconv" in train else SLOW) for train, _ in SCRIPTS],
+    *[pytest.param([test, "--checkpoints", "tests"], "no run folder", marks=() if "exact_gp" in test else SLOW)
+      for _, test in SCRIPTS],
     (["additional_material/describe_dataset.py", "missing.nc"], "missing.nc: file does not exist"),
     (["-m", "gapfill.report", "compare", "--results", "missing"], "no such results folder"),
     (["-m", "gapfill.sweep", "missing.toml", "--count"], "does not exist"),
