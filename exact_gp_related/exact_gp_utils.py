@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from linear_operator.utils.errors import NotPSDError
 
+from gapfill import cli
 from gapfill.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,15 @@ def add_model_args(p) -> None:
     g.add_argument("--kernel_combination", choices=COMBINATIONS, default="product",
                    help="product: separable space-time kernel; additive: time kernel + space kernel")
     g.add_argument("--matern_nu", type=float, choices=(0.5, 1.5, 2.5), default=1.5)
-    g.add_argument("--num_mixtures", type=int, default=4, help="spectral mixture components")
-    g.add_argument("--time_lengthscale", type=float, default=100.0, help="softdisabled: fixed, in frames")
-    g.add_argument("--time_outputscale", type=float, default=1.0, help="softdisabled: fixed")
+    g.add_argument("--num_mixtures", type=cli.positive_int, default=4, help="spectral mixture components")
+    g.add_argument("--time_lengthscale", type=cli.positive_float, default=100.0, help="softdisabled: fixed, in frames")
+    g.add_argument("--time_outputscale", type=cli.positive_float, default=1.0, help="softdisabled: fixed")
     g.add_argument("--mean_function", choices=("climatology", "constant"), default="climatology",
                    help="climatology: model anomalies from the per-cell mean of the training frames")
-    g.add_argument("--context_frames", type=int, default=None,
+    g.add_argument("--context_frames", type=cli.nonnegative_int, default=None,
                    help="frames either side a prediction conditions on (default: where the learned time "
                         "kernel keeps a correlation above 0.01, at most the training window)")
-    g.add_argument("--max_context_points", type=int, default=3000,
+    g.add_argument("--max_context_points", type=cli.positive_int, default=3000,
                    help="cap on the observed cells one frame's posterior conditions on (farthest frames dropped)")
     g.add_argument("--precision", choices=("64", "32"), default="64", help="float64 or float32 linear algebra")
 
