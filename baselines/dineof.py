@@ -175,10 +175,10 @@ def method_options(args: dict, rank: int | None = None) -> dict:
     return {"rank": rank or None, "max_rank": args["max_rank"], "seed": args["seed"], "max_iter": args["max_iters"]}
 
 
-def reconstruct(method: str, visible: np.ndarray, train: slice, target: slice, **kw):
+def reconstruct(method: str, visible: np.ndarray, train: slice, target: slice, x_periodic: bool = False, **kw):
     """Run one classical method; returns (mean, variance or None, info) for the `target` frames."""
     if method in FLOOR:
-        return reconstruct_floor(method, visible, train, target), None, {}
+        return reconstruct_floor(method, visible, train, target, x_periodic=x_periodic), None, {}
     if method == "dineof":
         return dineof(visible, target, climatology(visible, train), **kw)
     raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")

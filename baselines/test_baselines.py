@@ -14,6 +14,7 @@ def predict(problem, cfg, run_dir, device):
     args = cfg["args"]
     state = runs.load_checkpoint(run_dir, "best")
     mean, var, _ = reconstruct(args["method"], problem.visible(), problem.splits["train"], problem.splits["test"],
+                               x_periodic=problem.field.x_periodic,
                                **method_options(args, rank=int(state["rank"])))
     return mean, var
 

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     if splits["valid"].stop > splits["valid"].start:
         upto = visible[: splits["valid"].stop]          # the test frames play no part in training
         extra = {"resume": resume, "after_rank": after_rank} if args.method == "dineof" else {}
-        mean, var, info = reconstruct(args.method, upto, train, splits["valid"], **method_options(vars(args)), **extra)
+        mean, var, info = reconstruct(args.method, upto, train, splits["valid"], x_periodic=run.problem.field.x_periodic,
+                                      **method_options(vars(args)), **extra)
         state["rank"] = info.get("rank", 0)
         val = run.score_valid(mean, var)
         log.info("%s: validation RMSE %.4g %s", args.method, val["valid_rmse"], problem.field.units[0])

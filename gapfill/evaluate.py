@@ -99,7 +99,7 @@ def reference_metrics(problem: Problem, split: str = "test") -> dict:
     vis, sl, f = problem.visible(), problem.splits[split], problem.field
     out = {}
     for name in FLOOR:
-        mean = reconstruct_floor(name, vis, problem.splits["train"], sl)
+        mean = reconstruct_floor(name, vis, problem.splits["train"], sl, x_periodic=f.x_periodic)
         out[name] = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], None, f.bands)
     return out
 

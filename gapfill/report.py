@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from tqdm import tqdm
 
+from gapfill.data import decode_times
 from gapfill.entry import Parser, run_cli
 from gapfill.errors import DataError
 from gapfill.files import atomic_path, read_json
@@ -99,13 +100,10 @@ def _time_label(prediction: xr.Dataset, t: int) -> str:
     v = prediction["time"].values[t]
     if np.issubdtype(np.asarray(v).dtype, np.datetime64):
         return str(np.datetime_as_string(v, unit="m"))
-    units, cal = prediction["time"].attrs.get("units"), prediction["time"].attrs.get("calendar", "standard")
+    units, cal = prediction["time"].attrs.get("units"), prediction["time"].attrs.get("calendar")
     if units:
-        try:
-            import cftime
-            return str(cftime.num2date(float(v), units, cal))
-        except Exception:  # unparsable units: show the raw number with them
-            return f"{v} {units}"
+        dates = decode_times(np.atleast_1d(v), units, cal)        # months since, 360_day, noleap...
+        return str(dates[0]) if dates is not None else f"{v} {units}"
     return str(v)
 
 
@@ -573,7 +571,7 @@ def _rerun(run_dir: Path) -> Path:
         raise DataError(f"{run_dir}: no such results folder; pass a folder holding prediction.nc and metrics.json")
     metrics = read_json(run_dir / "metrics.json", "metrics file")
     try:
-        with xr.open_dataset(run_dir / "prediction.nc") as ds:
+        with xr.open_dataset(run_dir / "prediction.nc", decode_times=False) as ds:     # any CF calendar
             prediction = ds.load()
     except Exception as err:  # netCDF4/h5netcdf raise many kinds for a bad file
         raise DataError(f"{run_dir / 'prediction.nc'}: not a readable prediction file ({type(err).__name__}); "

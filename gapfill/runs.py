@@ -132,6 +132,15 @@ def _unreadable(path: Path, err: BaseException) -> DataError:
                      "or not ours: train the run again with --overwrite")
 
 
+def load_keras(path: Path):
+    """A Keras model file, with `safe_mode=True` (no Python lambdas run); a bad file is a DataError."""
+    import keras  # the method's package has set the backend
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:
+        raise _unreadable(Path(path), err) from None
+
+
 def load_checkpoint(run_dir, which: str = "best"):
     """`best` or `last` of a run folder, whichever format it was saved in (see `save_object`).
 
@@ -140,11 +149,7 @@ def load_checkpoint(run_dir, which: str = "best"):
     crafted file is a DataError naming the file."""
     run_dir = Path(run_dir)
     if (p := run_dir / f"{which}.keras").exists():
-        import keras  # the method's package has set the backend
-        try:
-            return keras.models.load_model(p, compile=False, safe_mode=True)
-        except Exception as err:
-            raise _unreadable(p, err) from None
+        return load_keras(p)
     if (p := run_dir / f"{which}.npz").exists():
         try:
             with np.load(p, allow_pickle=False) as z:
@@ -252,6 +257,12 @@ class Run:
             cfg = None
         if cfg is not None and cfg["identity"]["hash"] != self.identity["hash"]:
             diff = "; ".join(identity_diff(cfg["identity"], self.identity))
+            if not diff:                    # only options added since, at their defaults (None): the same run
+                log.info("%s: run identity written by an older version; updated", d)
+                if self.writer:
+                    self.record(identity=self.identity)
+                cfg["identity"] = self.identity
+        if cfg is not None and cfg["identity"]["hash"] != self.identity["hash"]:
             verb = "finished" if cfg.get("finished") else "unfinished"
             raise DataError(f"{d} holds a {verb} run with other options: {diff}. Pass --overwrite to train it "
                             "anew or a new --run_name")

@@ -151,7 +151,7 @@ def train_phases(run: runs.Run, args) -> None:
             src = src / "best.keras" if src.is_dir() else src
             if not src.exists():
                 raise DataError(f"--init_from: {src} does not exist (stage 2 starts from a stage-1 model)")
-            model.set_weights(keras.models.load_model(src, compile=False).get_weights())
+            model.set_weights(runs.load_keras(src).get_weights())
             log.info("stage %d starts from %s", phase, src)
         if phase == 2:
             log.info("stage 2: lr %g, %d encoder BatchNorm layers frozen", lr, freeze_encoder_bn(model))

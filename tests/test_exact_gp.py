@@ -14,6 +14,7 @@ from data_generation.make_synthetic_field import make_field
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
 from gapfill import runs
+from gapfill.errors import RunError
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
@@ -118,7 +119,7 @@ def test_cholesky_adds_jitter_then_names_the_kernel_pair():
     L = U.cholesky(singular, "exact GP rbfxrbf band 0")
     assert torch.isfinite(L).all()
     bad = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)       # indefinite: no jitter helps
-    with pytest.raises(runs.RunError, match=r"exact GP maternxspectral band 0: .*not positive definite"):
+    with pytest.raises(RunError, match=r"exact GP maternxspectral band 0: .*not positive definite"):
         U.cholesky(bad, "exact GP maternxspectral band 0")
 
 
