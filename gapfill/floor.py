@@ -90,3 +90,54 @@ def reconstruct_floor(method: str, visible: np.ndarray, train: slice, target: sl
     if method in ("interpolation", "anomaly_interpolation"):
         return interpolation(visible, target, clim, anomaly=method == "anomaly_interpolation", x_periodic=x_periodic)
     raise ValueError(f"unknown floor method {method!r}; choose one of {', '.join(FLOOR)}")
+
+
+# ------------------------------------------------------------------------------ first guess
+FIRST_GUESS = ("none", "frame_mean", "climatology", "interpolation", "anomaly_interpolation")
+
+
+def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, frames=None,
+                x_periodic: bool = False) -> np.ndarray:
+    """The first guess a neural method refines, (n, B, Y, X) for `frames` (default: all), in the units of
+    `visible`. Each frame's guess reads only its `seen` cells (seen (T, Y, X) or (T, B, Y, X) bool: the
+    training mask on training frames, the observed cells elsewhere); the climatology is the per-cell mean of
+    the training frames of `visible` (complete ground truth there, as DESIGN allows for a prior mean).
+
+    none: the training band mean; frame_mean: the frame's observed mean per band; climatology;
+    interpolation and anomaly_interpolation: of the frame's seen cells, as in the floor. Every value is
+    finite (cells out of reach take the climatology)."""
+    if kind not in FIRST_GUESS:
+        raise ValueError(f"unknown first guess {kind!r}; choose one of {', '.join(FIRST_GUESS)}")
+    frames = np.arange(visible.shape[0]) if frames is None else np.asarray(frames)
+    seen = seen[:, None] if seen.ndim == 3 else seen
+    outside = np.ones(visible.shape[0], bool)
+    outside[train] = False
+    visible = np.where(outside[:, None, None, None] & ~seen, np.nan, visible)  # only what frames show
+    clim = climatology(visible, train)                                        # (B, Y, X)
+    band_mean = np.nanmean(clim, axis=(1, 2))                                 # (B,)
+    out = np.empty((len(frames),) + visible.shape[1:], dtype=np.float64)
+    for i, t in enumerate(frames):
+        frame = np.where(seen[t] & np.isfinite(visible[t]), visible[t], np.nan)   # (B, Y, X): what it may read
+        if kind == "none":
+            out[i] = band_mean[:, None, None]
+        elif kind == "climatology":
+            out[i] = clim
+        elif kind == "frame_mean":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)               # a frame with no cell: below
+                m = np.nanmean(frame, axis=(1, 2))
+            out[i] = np.where(np.isfinite(m), m, band_mean)[:, None, None]
+        else:
+            out[i] = interpolation(frame[None], slice(0, 1), clim, anomaly=kind == "anomaly_interpolation",
+                                   x_periodic=x_periodic)[0]
+    return np.where(np.isfinite(out), out, clim)
+
+
+def distance_to_seen(seen: np.ndarray) -> np.ndarray:
+    """(n, Y, X) float32: each cell's distance in cells to the nearest seen cell of its frame (seen (n, Y, X)
+    bool; a frame with none seen: the frame's diagonal everywhere)."""
+    from scipy.ndimage import distance_transform_edt
+    out = np.empty(seen.shape, dtype=np.float32)
+    for i, s in enumerate(seen):
+        out[i] = distance_transform_edt(~s) if s.any() else float(np.hypot(*s.shape))
+    return out

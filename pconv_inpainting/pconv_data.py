@@ -1,5 +1,9 @@
-"""Inputs of the partial-convolution UNet: normalised frames with their masks (and neighbouring frames as
-extra channels), random training patches with gapfill.masks holes, and padding of whole frames."""
+"""Inputs of the partial-convolution UNet. The network learns the residual over the core's first guess
+(`gapfill.floor.first_guess`, from the cells each frame shows): its input channels are, per band, the
+observed residual of the frame (value - first guess on its seen cells), the observed residuals of
+`context_frames` neighbours either side, the first guess itself, and the distance to the nearest seen cell.
+A zero output reproduces the first guess exactly; training patches come from masks of the training family
+(the training mask itself and redraws of it, some with extra cloud holes)."""
 from __future__ import annotations
 
 import math
@@ -7,42 +11,105 @@ import math
 import numpy as np
 
 from gapfill.data import Normalizer
+from gapfill.floor import distance_to_seen, first_guess
 from gapfill.masks import make_mask
 from pconv_inpainting import keras  # the package sets the backend before Keras loads
 from pconv_inpainting.pconv_model import unet_depth
 
+DIST_SCALE = 10.0          # distance channel = cells to the nearest seen cell / DIST_SCALE (about 0..1)
 
-def stack_context(values: np.ndarray, known: np.ndarray, t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame t and the k frames either side as channels. values (T, B, Y, X) normalised (any fill),
-    known (T, B, Y, X) bool. Returns x, m (Y, X, B * (1 + 2k)); frames outside the series are all holes."""
-    T = values.shape[0]
-    xs, ms = [], []
-    for d in [0] + [s * j for j in range(1, k + 1) for s in (-1, 1)]:
-        f = t + d
-        if 0 <= f < T:
-            m = known[f].astype(np.float32)
-            xs.append(np.where(known[f], values[f], 0.0).astype(np.float32))
-            ms.append(m)
-        else:
-            xs.append(np.zeros(values.shape[1:], np.float32))
-            ms.append(np.zeros(values.shape[1:], np.float32))
-    x = np.concatenate(xs, axis=0).transpose(1, 2, 0)
-    m = np.concatenate(ms, axis=0).transpose(1, 2, 0)
-    return x, m
+
+def channels(bands: int, context: int) -> int:
+    """Input channels: residuals of the frame and its 2k neighbours, the first guess, the distance."""
+    return bands * (1 + 2 * context) + bands + 1
+
+
+class Data:
+    """The model's view of a problem (hidden cells of validation and test frames are NaN), normalised.
+
+    `values` (T, B, Y, X) normalised, 0 where not visible; `visible_in` (T, B, Y, X) where a value is given;
+    `truth_known` (the same: where the loss and the analyses may look); `seen0` (T, B, Y, X) the cells the
+    model is given for each frame (the training mask on training frames, the observed cells elsewhere);
+    `guess0`, `resid0` (T, B, Y, X) normalised first guess and observed residual under `seen0`."""
+
+    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None, frames=None):
+        f, s = problem.field, problem.splits
+        self.problem, self.args = problem, args
+        self.kind = args.get("first_guess") or "anomaly_interpolation"
+        self.context = int(args.get("context_frames") or 0)
+        vis = problem.visible()                                            # (T, B, Y, X) physical
+        self.vis = vis
+        train = s["train"] if s["train"].stop > s["train"].start else slice(0, f.shape[0])
+        self.train, self.train_frames = s["train"], np.arange(train.start, train.stop)
+        self.normalizer = normalizer or Normalizer.fit(vis[train])
+        self.values = np.nan_to_num(self.normalizer.normalize(vis)).astype(np.float32)
+        self.visible_in = np.isfinite(vis)                                # (T, B, Y, X)
+        self.truth_known = self.visible_in
+        self.seen0 = self.visible_in & problem.observed[:, None]
+        T, B, Y, X = f.shape
+        self.bands = B
+        self.patch = min(args["patch_size"], 2 ** int(math.log2(min(Y, X))))
+        self.depth = unet_depth(self.patch)
+        self.std = self.normalizer.std.astype(np.float32)                 # (B,) physical units per normalised unit
+        need = np.arange(T) if frames is None else np.asarray(self.needed(frames))
+        self.guess0 = np.zeros((T, B, Y, X), np.float32)
+        self.guess0[need] = self.normalizer.normalize(self.guess(need, self.seen0))
+        self.resid0 = np.where(self.seen0, self.values - self.guess0, 0.0).astype(np.float32)
+
+    def guess(self, frames, seen) -> np.ndarray:
+        """(n, B, Y, X) first guess of `frames` in physical units from the cells `seen` (T, B, Y, X)."""
+        return first_guess(self.kind, self.vis, seen, self.train, frames, self.problem.field.x_periodic)
+
+    def needed(self, frames) -> list[int]:
+        """`frames` and their context neighbours inside the series."""
+        T = self.values.shape[0]
+        return sorted({t + d for t in frames for d in range(-self.context, self.context + 1) if 0 <= t + d < T})
+
+    def stack(self, t: int, resid_t, seen_t, guess_t, dist_t, resid, seen) -> tuple[np.ndarray, np.ndarray]:
+        """Channels of frame t: x, m (Y, X, C). resid_t, seen_t, guess_t (B, Y, X) normalised and dist_t
+        (Y, X) for frame t itself; neighbours from resid, seen (T, B, Y, X); frames outside the series are
+        all holes."""
+        T, B, Y, X = self.values.shape
+        xs, ms = [resid_t], [seen_t.astype(np.float32)]
+        for d in [s * j for j in range(1, self.context + 1) for s in (-1, 1)]:
+            f = t + d
+            if 0 <= f < T:
+                xs.append(resid[f])
+                ms.append(seen[f].astype(np.float32))
+            else:
+                xs.append(np.zeros((B, Y, X), np.float32))
+                ms.append(np.zeros((B, Y, X), np.float32))
+        xs += [guess_t, dist_t[None] / DIST_SCALE]
+        ms += [np.ones((B, Y, X), np.float32), np.ones((1, Y, X), np.float32)]
+        return np.concatenate(xs).transpose(1, 2, 0), np.concatenate(ms).transpose(1, 2, 0)
 
 
 class Patches(keras.utils.PyDataset):
-    """Random training patches: frame t of `frames`, a `patch` x `patch` window, a hole from gapfill.masks
-    over the cells the model may see (`visible` (T, B, Y, X), which is also where the loss looks: a single
-    image trains on its own visible pixels only). Yields ([x, mask], y_true) with y_true = concat(truth,
-    hole, known) (see pconv_model.make_loss). Deterministic for a seed, epoch and batch index."""
+    """Random training patches of the training frames under `variants` masks each: variant 0 is the
+    training mask, the others redraws of its kind (every second one with extra cloud holes), all over the
+    cells the model may see. Yields ([x, mask], y_true) with y_true = concat(residual truth, hole, known,
+    first guess) (see pconv_model.make_loss). Deterministic for a seed, epoch and batch index."""
 
-    def __init__(self, values, visible, frames, patch: int, batch: int, steps: int, context: int,
-                 mask_kwargs: dict, seed: int, **kw):
+    def __init__(self, data: Data, batch: int, steps: int, mask_kwargs: dict, variants: int, seed: int, **kw):
         super().__init__(**kw)
-        self.values, self.visible = values, visible
-        self.frames, self.patch, self.batch, self.steps, self.context = frames, patch, batch, steps, context
-        self.mask_kwargs, self.seed, self.epoch = mask_kwargs, seed, 0
+        self.data, self.batch, self.steps, self.seed, self.epoch = data, batch, steps, seed, 0
+        frames = data.train_frames
+        n, (_, _, Y, X) = len(frames), data.values.shape
+        seen = [data.seen0[frames]]
+        for v in range(1, variants):
+            keep = make_mask(shape=(n, Y, X), seed=seed * 7919 + v, **mask_kwargs)
+            if v % 2 == 0:                                                  # an augmentation: clouds on top
+                keep &= make_mask("clouds", "dynamic", (n, Y, X), seed=seed * 7919 + 100 + v, cloud_range=(0.1, 0.3))
+            seen.append(data.visible_in[frames] & keep[:, None])
+        self.seen = np.stack(seen, axis=1)                                   # (n, V, B, Y, X)
+        guesses, dists = [], []
+        for v in range(variants):
+            full = data.seen0.copy()
+            full[frames] = self.seen[:, v]
+            guesses.append(data.normalizer.normalize(data.guess(frames, full)).astype(np.float32))
+            dists.append(distance_to_seen(self.seen[:, v].any(axis=1)))
+        self.guess = np.stack(guesses, axis=1)                               # (n, V, B, Y, X) normalised
+        self.dist = np.stack(dists, axis=1)                                  # (n, V, Y, X)
 
     def __len__(self):
         return self.steps
@@ -51,24 +118,26 @@ class Patches(keras.utils.PyDataset):
         self.epoch += 1
 
     def __getitem__(self, idx):
+        d = self.data
         rng = np.random.default_rng([self.seed, self.epoch, idx])
-        T, B, Y, X = self.values.shape
-        P = self.patch
+        n, V, B, Y, X = self.seen.shape
+        P = d.patch
         xs, ms, ys = [], [], []
         for _ in range(self.batch):
-            t = int(rng.choice(self.frames))
+            i, v = int(rng.integers(n)), int(rng.integers(V))
+            t = int(d.train_frames[i])
             y0, x0 = int(rng.integers(0, Y - P + 1)), int(rng.integers(0, X - P + 1))
-            x, m = stack_context(self.values, self.visible, t, self.context)
-            x, m = x[y0:y0 + P, x0:x0 + P], m[y0:y0 + P, x0:x0 + P]
-            keep = make_mask(seed=int(rng.integers(2**31)), shape=(1, P, P), **self.mask_kwargs)[0]
-            hole = np.repeat((~keep)[..., None], B, axis=-1).astype(np.float32)
-            m[..., :B] *= 1.0 - hole                                     # hide the hole in frame t only
-            x[..., :B] *= 1.0 - hole
-            known = self.visible[t][:, y0:y0 + P, x0:x0 + P].transpose(1, 2, 0).astype(np.float32)
-            truth = np.where(known > 0, self.values[t][:, y0:y0 + P, x0:x0 + P].transpose(1, 2, 0), 0.0)
+            win = (slice(None), slice(y0, y0 + P), slice(x0, x0 + P))
+            seen, guess = self.seen[i, v][win], self.guess[i, v][win]
+            resid = np.where(seen, d.values[t][win] - guess, 0.0).astype(np.float32)
+            sub = (slice(None),) + win
+            x, m = d.stack(t, resid, seen, guess, self.dist[i, v][win[1:]], d.resid0[sub], d.seen0[sub])
+            known = d.visible_in[t][win]
+            truth = np.where(known, d.values[t][win] - guess, 0.0)
+            hole = known & ~seen
             xs.append(x)
             ms.append(m)
-            ys.append(np.concatenate([truth, hole * known, known], axis=-1).astype(np.float32))
+            ys.append(np.concatenate([truth, hole, known, guess]).transpose(1, 2, 0).astype(np.float32))
         return (np.stack(xs), np.stack(ms)), np.stack(ys)
 
 
@@ -79,54 +148,37 @@ def pad_to(a: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
     return np.pad(a, ((0, 0), (0, py), (0, px), (0, 0))), (Y, X)
 
 
-def frame_batch(values, visible_in, truth_known, frames, context: int, multiple: int):
-    """Whole frames for validation and test: ([x, mask], y_true) padded to `multiple`.
-    The hole is every known cell the model does not see."""
-    B = values.shape[1]
-    xs, ms, ys = [], [], []
-    for t in frames:
-        x, m = stack_context(values, visible_in, int(t), context)
-        kn = truth_known[t].transpose(1, 2, 0).astype(np.float32)
-        hole = kn * (1.0 - m[..., :B])
-        truth = np.where(kn > 0, values[t].transpose(1, 2, 0), 0.0)
-        xs.append(x)
-        ms.append(m)
-        ys.append(np.concatenate([truth, hole, kn], axis=-1).astype(np.float32))
-    (x, shape), (m, _), (y, _) = (pad_to(np.stack(a), multiple) for a in (xs, ms, ys))
-    return (x, m), y, shape
+def frame_inputs(data: Data, seen: np.ndarray, frames) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, tuple]:
+    """Whole frames for validation and test: ([x, mask] padded to the UNet's multiple, first guess
+    (n, B, Y, X) in physical units, (Y, X)); each frame and its neighbours from their cells `seen` (T, B, Y, X)."""
+    need = data.needed(frames)
+    phys = dict(zip(need, data.guess(need, seen), strict=True))
+    T, B, Y, X = data.values.shape
+    guess = np.zeros((T, B, Y, X), np.float32)
+    resid = np.zeros((T, B, Y, X), np.float32)
+    for t in need:
+        guess[t] = data.normalizer.normalize(phys[t][None])[0]
+        resid[t] = np.where(seen[t], data.values[t] - guess[t], 0.0)
+    dist = distance_to_seen(seen[frames].any(axis=1))
+    xs, ms = zip(*(data.stack(int(t), resid[t], seen[t], guess[t], dist[i], resid, seen) for i, t in enumerate(frames)),
+                 strict=True)
+    (x, shape), (m, _) = (pad_to(np.stack(a), 2 ** data.depth) for a in (xs, ms))
+    return (x, m), np.stack([phys[t] for t in frames]), shape
 
 
-class Data:
-    """The model's view of a problem (hidden cells of validation and test frames are NaN), normalised:
-    `values` (T, B, Y, X) with 0 where not visible, `visible_in` (T, B, Y, X) where a value is given,
-    `truth_known` (the same: where the loss and the analyses may look), the patch size and UNet depth."""
-
-    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None):
-        f, s = problem.field, problem.splits
-        self.problem, self.args = problem, args
-        vis = problem.visible()
-        train = s["train"] if s["train"].stop > s["train"].start else slice(0, f.shape[0])
-        self.train_frames = np.arange(train.start, train.stop)
-        self.normalizer = normalizer or Normalizer.fit(vis[train])
-        self.values = np.nan_to_num(self.normalizer.normalize(vis)).astype(np.float32)
-        self.visible_in = np.isfinite(vis)                                # (T, B, Y, X)
-        self.truth_known = self.visible_in
-        T, B, Y, X = f.shape
-        self.bands = B
-        self.patch = min(args["patch_size"], 2 ** int(math.log2(min(Y, X))))
-        self.depth = unet_depth(self.patch)
-
-
-def inpaint(model, data: Data, seen: np.ndarray, frames, batch: int = 8):
-    """Mean and variance or None, (len(frames), B, Y, X) physical units, given the cells `seen` (T, B, Y, X)."""
-    (x, m), _, (Y, X) = frame_batch(data.values, seen, data.truth_known, frames, data.args["context_frames"],
-                                    2 ** data.depth)
+def inpaint(model, data: Data, seen: np.ndarray, frames, batch: int = 8, variance_scale: float = 1.0):
+    """Mean and variance or None, (len(frames), B, Y, X) physical units, given the cells `seen` (T, B, Y, X):
+    the first guess plus the predicted residual (a zero residual gives the first guess exactly)."""
+    frames = list(frames)
+    (x, m), guess, (Y, X) = frame_inputs(data, seen, frames)
     out = np.asarray(model.predict([x, m], batch_size=batch, verbose=0))[:, :Y, :X]     # (n, Y, X, C)
     B = data.bands
-    mean = data.normalizer.denormalize(out[..., :B].transpose(0, 3, 1, 2).astype(np.float64))
+    std = data.normalizer.std.reshape(1, -1, 1, 1)
+    mean = guess + out[..., :B].transpose(0, 3, 1, 2).astype(np.float64) * std          # first guess + residual
     var = None
     if out.shape[-1] == 2 * B:
-        var = data.normalizer.denormalize_variance(np.exp(np.clip(out[..., B:], -10, 10)).transpose(0, 3, 1, 2))
+        logvar = np.clip(out[..., B:], -10, 10).transpose(0, 3, 1, 2).astype(np.float64)
+        var = variance_scale * np.exp(logvar) * std ** 2
     return mean, var
 
 

@@ -25,14 +25,17 @@ ENCODER_FILTERS = (64, 128, 256, 512, 512, 512, 512, 512)
 class PConv2D(keras.layers.Layer):
     """Partial 2D convolution, 'same' zero padding (padded cells count as holes). Call on [x, mask]."""
 
-    def __init__(self, filters: int, kernel_size: int, strides: int = 1, use_bias: bool = True, **kwargs):
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, use_bias: bool = True, zero_init: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.strides, self.use_bias = filters, kernel_size, strides, use_bias
+        self.zero_init = zero_init
 
     def build(self, input_shape):
         c_in = input_shape[0][-1]
         k = self.kernel_size
-        self.kernel = self.add_weight(shape=(k, k, c_in, self.filters), initializer="glorot_uniform", name="kernel")
+        init = "zeros" if self.zero_init else "glorot_uniform"
+        self.kernel = self.add_weight(shape=(k, k, c_in, self.filters), initializer=init, name="kernel")
         self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias") if self.use_bias else None
         self.window = float(k * k * c_in)
 
@@ -61,7 +64,7 @@ class PConv2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "use_bias": self.use_bias}
+                "strides": self.strides, "use_bias": self.use_bias, "zero_init": self.zero_init}
 
 
 def unet_depth(patch_size: int) -> int:
@@ -71,11 +74,14 @@ def unet_depth(patch_size: int) -> int:
 
 def build_unet(bands: int, patch_size: int, context_frames: int = 0, predict_variance: bool = False,
                base_filters: int = 64, depth: int | None = None) -> keras.Model:
-    """UNet of PConv2D: inputs [x (N, H, W, C), mask (N, H, W, C)] with C = bands * (1 + 2 * context_frames);
-    output (N, H, W, bands), or (N, H, W, 2 * bands) = [mean, log variance] with `predict_variance`.
+    """UNet of PConv2D: inputs [x (N, H, W, C), mask (N, H, W, C)] with C = pconv_data.channels(bands,
+    context_frames) (residuals of the frame and its neighbours, first guess, distance); output the residual
+    (N, H, W, bands), or (N, H, W, 2 * bands) = [residual, log variance] with `predict_variance`. The output
+    layer starts at zero, so the untrained network returns the first guess exactly. Features are upsampled
+    bilinearly (nearest-neighbour upsampling left 2**level blocks: part of the speckle), masks by nearest.
     H and W must be multiples of 2**depth. Encoder BatchNorm layers are named enc_bn_* (stage 2 freezes them)."""
     depth = depth or unet_depth(patch_size)
-    c = bands * (1 + 2 * context_frames)
+    c = bands * (1 + 2 * context_frames) + bands + 1
     x_in = keras.Input((None, None, c), name="x")
     m_in = keras.Input((None, None, c), name="mask")
     scale = base_filters / 64
@@ -89,12 +95,12 @@ def build_unet(bands: int, patch_size: int, context_frames: int = 0, predict_var
         skips.append((x, m))
     for i in reversed(range(depth)):
         skip_x, skip_m = skips[i]
-        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec_up_{i}")(x)
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"dec_up_{i}")(x)
         m = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec_upm_{i}")(m)
         x = keras.layers.Concatenate(name=f"dec_cat_{i}")([x, skip_x])
         m = keras.layers.Concatenate(name=f"dec_catm_{i}")([m, skip_m])
         if i == 0:                                   # last layer: the input and its mask, no BN, no activation
-            x, m = PConv2D(bands * (2 if predict_variance else 1), 3, name="dec_pconv_out")([x, m])
+            x, m = PConv2D(bands * (2 if predict_variance else 1), 3, zero_init=True, name="dec_pconv_out")([x, m])
             break
         f = max(4, int(ENCODER_FILTERS[i - 1] * scale))
         x, m = PConv2D(f, 3, name=f"dec_pconv_{i}")([x, m])
@@ -134,29 +140,30 @@ def vgg_features(weights_path: str | None):
     return keras.Model(vgg.input, outs, name="vgg_pool1_3")
 
 
-def make_loss(bands: int, vgg=None, predict_variance: bool = False):
-    """Loss of Liu et al. on y_true = concat(truth, hole, known) (N, H, W, 3 * bands):
+def make_loss(bands: int, vgg=None, predict_variance: bool = False, scale=None):
+    """Loss on y_true = concat(residual truth, hole, known, first guess) (N, H, W, 4 * bands), normalised:
     hole = 1 on cells hidden from the model, known = 1 where the truth is known (0 outside the data).
 
-    valid L1 + 6 hole L1 + 0.05 perceptual + 120 (style out + style comp) + 0.1 TV on the dilated hole,
-    plus the Gaussian NLL of the second head with `predict_variance`. Means are over known cells."""
+    The mean squared error of the residual on hidden known cells, in physical units (`scale` (B,): the
+    normalisation's std per band), as the reports score it; the perceptual and style terms of Liu et al.
+    (0.05, 120) on the reconstruction (first guess + residual) with a VGG; plus the Gaussian NLL of the
+    second head with `predict_variance`. No total-variation term: it smoothed the composite across the
+    hole edges, and the first guess is smooth already."""
+    w = ops.convert_to_tensor([1.0] * bands if scale is None else [float(s) ** 2 for s in scale])
+
     def loss(y_true, y_pred):
-        truth, hole, known = y_true[..., :bands], y_true[..., bands:2 * bands], y_true[..., 2 * bands:]
+        truth, hole, known = y_true[..., :bands], y_true[..., bands:2 * bands], y_true[..., 2 * bands:3 * bands]
         out = y_pred[..., :bands]
-        valid = (1.0 - hole) * known
         hole = hole * known
-        n = ops.maximum(ops.sum(known), 1.0)
-        err = ops.abs(out - truth)
-        total = ops.sum(valid * err) / n + 6.0 * ops.sum(hole * err) / n
-        comp = valid * truth + (1.0 - valid) * out
-        # total variation of the composite on the hole dilated by one pixel
-        dil = ops.max_pool(hole, 3, strides=1, padding="same")
-        tv_y = ops.abs(comp[:, 1:] - comp[:, :-1]) * dil[:, 1:]
-        tv_x = ops.abs(comp[:, :, 1:] - comp[:, :, :-1]) * dil[:, :, 1:]
-        total = total + 0.1 * (ops.sum(tv_y) + ops.sum(tv_x)) / n
+        n = ops.maximum(ops.sum(hole), 1.0)
+        err = ops.square(out - truth)
+        total = ops.sum(hole * err * w) / n
         if vgg is not None:
+            guess = y_true[..., 3 * bands:]
             rgb = lambda a: ops.repeat(a, 3, axis=-1) if bands == 1 else a[..., :3]   # noqa: E731
-            f_out, f_comp, f_gt = vgg(rgb(out)), vgg(rgb(comp)), vgg(rgb(truth))
+            full, whole = guess + out, guess + truth
+            comp = (1.0 - hole) * whole + hole * full
+            f_out, f_comp, f_gt = vgg(rgb(full)), vgg(rgb(comp)), vgg(rgb(whole))
             for fo, fc, fg in zip(f_out, f_comp, f_gt, strict=False):
                 total = total + 0.05 * (ops.mean(ops.abs(fo - fg)) + ops.mean(ops.abs(fc - fg)))
                 gg = gram(fg)
@@ -164,6 +171,6 @@ def make_loss(bands: int, vgg=None, predict_variance: bool = False):
         if predict_variance:
             logvar = ops.clip(y_pred[..., bands:], -10.0, 10.0)
             nll = 0.5 * (logvar + ops.square(ops.stop_gradient(out) - truth) * ops.exp(-logvar))
-            total = total + ops.sum(known * nll) / n
+            total = total + ops.sum(hole * nll) / n
         return total
     return loss

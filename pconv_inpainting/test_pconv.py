@@ -23,26 +23,27 @@ METHOD = "pconv"
 RADII = np.linspace(5, 65, 12)
 
 
-def load(run_dir, cfg, problem):
-    data = Data(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
+def load(run_dir, cfg, problem, frames):
+    data = Data(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]), frames=frames)
     return data, runs.load_checkpoint(run_dir, "best")
 
 
 def predict(problem, cfg, run_dir, device):
-    """(mean, variance or None), (T_test, B, Y, X): each test frame from its observed cells."""
+    """(mean, variance or None), (T_test, B, Y, X): each test frame from its observed cells (first guess
+    plus the predicted residual; the variance with the factor calibrated on the validation frames)."""
+    sl = problem.splits["test"]
     with keras.device(keras_device(device)):
-        data, model = load(run_dir, cfg, problem)
+        data, model = load(run_dir, cfg, problem, range(sl.start, sl.stop))
         seen = data.visible_in & problem.observed[:, None]
-        sl = problem.splits["test"]
-        return inpaint(model, data, seen, range(sl.start, sl.stop))
+        return inpaint(model, data, seen, range(sl.start, sl.stop), variance_scale=cfg.get("variance_scale", 1.0))
 
 
 def analyses(problem, cfg, run_dir, device, mean) -> list:
     """Extra PDF pages: circle-size curve, validation loss per epoch, value distributions on hole cells
     (of `mean` (T_test, B, Y, X), the prediction the test just scored)."""
-    data, model = load(run_dir, cfg, problem)
     f, sl = problem.field, problem.splits["test"]
     frames = np.arange(sl.start, sl.stop)[:4]
+    data, model = load(run_dir, cfg, problem, frames)
     T, B, Y, X = f.shape
     yy, xx = np.mgrid[:Y, :X]
     truth = f.values[frames]

@@ -1,6 +1,10 @@
 """Train the partial-convolution UNet (Liu et al. 2018) on random patches of the training frames.
 
-Holes come from gapfill.masks (--mask_kind shapes by default). --stage 1: lr 1e-4, BatchNorm on;
+The network predicts the residual over the core's first guess (--first_guess, default anomaly
+interpolation of each frame's seen cells); its output layer starts at zero, so training starts from the
+first guess, whose validation score is epoch 0. Holes come from gapfill.masks (--mask_kind shapes by
+default): the training mask and --mask_variants - 1 redraws of it, every second one with extra clouds.
+--stage 1: lr 1e-4, BatchNorm on;
 --stage 2: lr 5e-5 with the encoder's BatchNorm frozen, starting from --init_from (a .keras file or a
 run folder) or else from a stage-1 phase run first in the same run. One epoch = --steps_per_epoch
 batches; after each epoch the validation frames are inpainted from their real mask and scored on their
@@ -22,6 +26,7 @@ import numpy as np
 
 from gapfill import cli, runs
 from gapfill.data import DataError
+from gapfill.floor import FIRST_GUESS
 from pconv_inpainting import keras  # the package sets the backend before Keras loads
 from pconv_inpainting.pconv_data import Data, Patches, inpaint, keras_device
 from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_loss, vgg_features
@@ -29,6 +34,8 @@ from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_los
 log = logging.getLogger("pconv.train")
 METHOD = "pconv"
 STAGE_LR = {1: 1e-4, 2: 5e-5}
+GUESS_TAG = {"none": "none", "frame_mean": "mean", "climatology": "clim", "interpolation": "interp",
+             "anomaly_interpolation": "anom"}
 
 
 def parse_args(argv=None):
@@ -48,12 +55,17 @@ def parse_args(argv=None):
     g.add_argument("--predict_variance", action="store_true", help="second head trained with Gaussian NLL")
     g.add_argument("--base_filters", type=cli.positive_int, default=64, help="filters of the first level (64 in the paper)")
     g.add_argument("--vgg_weights", default=None, help="local VGG16 weights file for perceptual and style terms")
+    g.add_argument("--first_guess", choices=FIRST_GUESS, default="anomaly_interpolation",
+                   help="what the network refines (gapfill.floor.first_guess); none: the band mean")
+    g.add_argument("--mask_variants", type=cli.positive_int, default=4,
+                   help="training masks per training frame: the training mask and redraws of its kind")
     return p.parse_args(argv)
 
 
 def name_parts(args) -> dict:
     """The parts of the default run name (the run's identity also covers every other option)."""
-    return {"mask": cli.mask_tag(vars(args)), "stage": args.stage, "ctx": args.context_frames or None,
+    return {"mask": cli.mask_tag(vars(args)), "fg": GUESS_TAG[args.first_guess], "stage": args.stage,
+            "ctx": args.context_frames or None,
             "var": "on" if args.predict_variance else None, "f": args.base_filters, "seed": args.seed}
 
 
@@ -84,6 +96,21 @@ class Keeper(keras.callbacks.Callback):
             self.model.stop_training = True
             self.partial = batch + 1 < (self.params.get("steps") or 0)
 
+    def validate(self) -> dict:
+        """valid_rmse (and valid_nll) of the model on the validation frames from their real mask."""
+        if not len(self.valid_frames):
+            return {}
+        return self.run.score_valid(*inpaint(self.model, self.data, self.seen, self.valid_frames))
+
+    def start(self) -> None:
+        """Epoch 0: the untrained network is the first guess; its validation score is the bar to beat."""
+        val = self.validate()
+        if val:
+            self.state["best"] = float(val["valid_rmse"])
+            self.run.save_best(self.model)
+            self.run.log(0, phase=self.phase, loss=float("nan"), **val)
+            log.info("epoch 0 (the first guess, %s): validation RMSE %.4g", self.data.kind, val["valid_rmse"])
+
     def on_epoch_end(self, epoch, logs=None):
         if getattr(self, "partial", False):
             log.warning("stopped in epoch %d: `last` stays at the end of epoch %d", epoch + 1, epoch)
@@ -91,9 +118,7 @@ class Keeper(keras.callbacks.Callback):
         loss = (logs or {}).get("loss", float("nan"))
         if not math.isfinite(loss):
             raise runs.RunError(f"pconv: the training loss became {loss} in epoch {epoch + 1}; try a smaller --lr")
-        val = {}
-        if len(self.valid_frames):
-            val = self.run.score_valid(*inpaint(self.model, self.data, self.seen, self.valid_frames))
+        val = self.validate()
         score = val.get("valid_rmse", loss)
         if math.isfinite(score) and score < self.state["best"]:
             self.state["best"] = float(score)
@@ -106,8 +131,25 @@ class Keeper(keras.callbacks.Callback):
 
 
 def compile_model(model, args: dict, data: Data, lr: float, vgg) -> None:
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=make_loss(data.bands, vgg, args["predict_variance"]),
-                  jit_compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False,
+                  loss=make_loss(data.bands, vgg, args["predict_variance"], scale=data.std))
+
+
+def calibrate_variance(run: runs.Run, data: Data) -> float:
+    """The factor on the predicted variance that minimises the validation NLL (scored by the Run, which
+    alone holds the truth): a network trained on patches is over- or under-confident on whole frames."""
+    from scipy.optimize import minimize_scalar
+    vs = run.problem.splits["valid"]
+    if vs.stop == vs.start:
+        return 1.0
+    model = runs.load_checkpoint(run.dir, "best")
+    mean, var = inpaint(model, data, data.visible_in & run.problem.observed[:, None], range(vs.start, vs.stop))
+    res = minimize_scalar(lambda a: run.score_valid(mean, var * np.exp(a))["valid_nll"], bounds=(-9, 9),
+                          method="bounded", options={"xatol": 1e-3})
+    scale = float(np.exp(res.x))
+    log.info("predictive variance calibrated on the validation frames: x %.3g (NLL %.4g -> %.4g)", scale,
+             run.score_valid(mean, var)["valid_nll"], res.fun)
+    return scale
 
 
 def main(argv=None) -> int:
@@ -139,8 +181,7 @@ def train_phases(run: runs.Run, args) -> None:
     epochs = max(1, math.ceil(args.max_iters / args.steps_per_epoch))
     mask_kwargs = {k: v for k, v in cli.mask_options(vars(args)).items() if v is not None}
     mask_kwargs["mode"] = "dynamic"
-    train = Patches(data.values, data.visible_in, data.train_frames, data.patch, args.batch_size,
-                    args.steps_per_epoch, args.context_frames, mask_kwargs, args.seed)
+    train = Patches(data, args.batch_size, args.steps_per_epoch, mask_kwargs, args.mask_variants, args.seed)
     for phase in phases:
         if phase < state["phase"]:
             continue                                                      # done before a requeue
@@ -163,12 +204,18 @@ def train_phases(run: runs.Run, args) -> None:
                 v.assign(resume[f"o_{i}"])
             log.info("phase %d: resuming after epoch %d", phase, state["epoch"])
         train.epoch = state["epoch"] + (phase - 1) * epochs                # the patches an uninterrupted run sees
-        model.fit(train, epochs=epochs, initial_epoch=state["epoch"], callbacks=[Keeper(run, data, state, phase)],
+        keeper = Keeper(run, data, state, phase)
+        keeper.set_model(model)
+        if state["epoch"] == 0 and phase == phases[0] and not args.init_from:
+            keeper.start()
+        model.fit(train, epochs=epochs, initial_epoch=state["epoch"], callbacks=[keeper],
                   verbose=1 if sys.stdout.isatty() else 0)
         run.check(lambda: None)                                           # `last` is the last finished epoch
         if phase < phases[-1]:
             state.update(phase=phase + 1, epoch=0, best=float("inf"))
             resume = None
+    if args.predict_variance:
+        run.record(variance_scale=calibrate_variance(run, data))
     run.finish(best_valid=state["best"])
     log.info("best validation RMSE %.4g", state["best"])
 

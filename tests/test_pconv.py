@@ -15,6 +15,7 @@ from data_generation.make_synthetic_field import make_field
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse
 from pconv_inpainting import keras, test_pconv, train_pconv
+from pconv_inpainting.pconv_data import channels
 from pconv_inpainting.pconv_model import build_unet, make_loss, unet_depth, vgg_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +39,11 @@ def test_layer_matches_brute_force_and_a_short_training_runs(backend, tmp_path):
 def test_unet_depth_and_shapes():
     assert unet_depth(128) == 7 and unet_depth(512) == 8 and unet_depth(64) == 6
     model = build_unet(bands=3, patch_size=32, context_frames=1, predict_variance=True, base_filters=8)
-    x = np.random.default_rng(0).normal(size=(2, 32, 32, 9)).astype("float32")
+    assert channels(3, 1) == 3 * 3 + 3 + 1                                   # residuals x 3 frames, guess, distance
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 13)).astype("float32")
     m = np.ones_like(x)
     out = keras.ops.convert_to_numpy(model([x, m]))
-    assert out.shape == (2, 32, 32, 6)
+    assert out.shape == (2, 32, 32, 6) and not out.any()                     # the output layer starts at zero
     assert "enc_bn_0" not in [layer.name for layer in model.layers]          # no BatchNorm on the first layer
     assert sum(layer.name.startswith("enc_pconv") for layer in model.layers) == 5
 
@@ -55,14 +57,17 @@ def test_vgg_terms_load_from_a_local_weights_file(tmp_path, caplog):
     rng = np.random.default_rng(0)
     truth = rng.normal(size=(2, 16, 16, 1)).astype("float32")
     hole = (rng.random((2, 16, 16, 1)) < 0.3).astype("float32")
-    y_true = np.concatenate([truth, hole, np.ones_like(hole)], axis=-1)
+    guess = rng.normal(size=truth.shape).astype("float32")
+    y_true = np.concatenate([truth, hole, np.ones_like(hole), guess], axis=-1)
     y_pred = truth + 0.5 * rng.normal(size=truth.shape).astype("float32")
     t = keras.ops.convert_to_tensor
     plain = float(keras.ops.convert_to_numpy(make_loss(1)(t(y_true), t(y_pred))))
     full = float(keras.ops.convert_to_numpy(make_loss(1, feats)(t(y_true), t(y_pred))))
     assert np.isfinite(full) and full > plain                             # perceptual and style terms add
-    err = np.abs(y_pred - truth)
-    assert plain > np.mean(err * (1 - hole)) + 6 * np.mean(err * hole)    # L1 terms plus the TV term
+    mse = float(np.sum(hole * (y_pred - truth) ** 2) / hole.sum())           # hidden cells only
+    assert plain == pytest.approx(mse, rel=1e-5)
+    scaled = float(keras.ops.convert_to_numpy(make_loss(1, scale=[2.0])(t(y_true), t(y_pred))))
+    assert scaled == pytest.approx(4 * mse, rel=1e-5)                        # physical units: x std**2
     assert vgg_features(None) is None
 
 
@@ -138,7 +143,7 @@ def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkey
     monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", real)
     assert train_pconv.main(argv) == 0                                     # the requeued run
     epochs = [line.split(",")[0] for line in (run / "train_log.csv").read_text().splitlines()[1:]]
-    assert epochs == ["1", "2", "3"]                                       # each epoch once
+    assert epochs == ["0", "1", "2", "3"]                                  # the first guess, then each epoch once
     assert runs.read_json(run / "config.json")["restarts"] == 1
 
 
@@ -159,8 +164,7 @@ def test_training_data_holds_no_hidden_validation_cell_and_an_image_trains_only_
     args = vars(train_pconv.parse_args(["--data_path", str(tmp_path / "a.nc"), "--prob_masking", "0.4"]))
     problem = build_problem(args)
     data = Data(args, problem.for_model())
-    batch = Patches(data.values, data.visible_in, data.train_frames, data.patch, 4, 1, 0,
-                    {"kind": "shapes", "mode": "dynamic", "prob_masking": 0.2}, 0)[0][1]
-    known = batch[..., 6:].astype(bool)                                      # (N, P, P, 3): where the loss looks
+    batch = Patches(data, 4, 1, {"kind": "shapes", "mode": "dynamic", "prob_masking": 0.2}, 3, 0)[0][1]
+    known = batch[..., 6:9].astype(bool)                                     # (N, P, P, 3): where the loss looks
     assert data.patch == 32 and np.array_equal(known[0, ..., 0], problem.observed[0])   # the whole image
     assert abs(known.mean() - 0.6) < 0.05                                    # its 60% visible pixels, no more

@@ -1,0 +1,76 @@
+"""The first guess neural methods refine (gapfill.floor.first_guess): it reads only the cells a frame shows,
+and the PConv UNet, untrained, returns it exactly."""
+import numpy as np
+import pytest
+
+from data_generation.make_synthetic_field import make_field
+from gapfill.evaluate import build_problem
+from gapfill.floor import FIRST_GUESS, climatology, distance_to_seen, first_guess, interpolation
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fg") / "f.nc"
+    make_field(n_time=30, ny=12, nx=14, length_scale=3.0, seed=2, land=True).to_netcdf(path)
+    return build_problem({"data_path": str(path), "num_frames_train": 20, "num_frames_valid": 5, "mask_kind": "random",
+                          "mask_type": "dynamic", "prob_masking": 0.8, "seed": 0})
+
+
+@pytest.mark.parametrize("kind", FIRST_GUESS)
+def test_a_sentinel_in_every_hidden_cell_leaves_the_first_guess_unchanged(problem, kind):
+    """+1000 in every cell a frame does not show: in validation and test frames always; in training frames
+    too for the guesses that use no climatology (the climatology is of complete training frames)."""
+    vis = problem.visible()                                                      # (T, B, Y, X) the model's view
+    seen = problem.observed
+    train = problem.splits["train"]
+    plain = first_guess(kind, vis, seen, train)
+    poisoned = problem.field.values.copy()
+    hidden = ~np.broadcast_to(seen[:, None], poisoned.shape).copy()
+    if kind in ("climatology", "anomaly_interpolation", "none"):
+        hidden[train] = False
+    poisoned[hidden] = 1000.0
+    assert np.isfinite(plain).all()
+    np.testing.assert_array_equal(first_guess(kind, poisoned, seen, train), plain)
+
+
+def test_first_guess_values_against_hand_computed_ones(problem):
+    vis, seen, train = problem.visible(), problem.observed, problem.splits["train"]
+    t = 27                                                                       # a test frame
+    cells = seen[t] & np.isfinite(vis[t, 0])
+    fm = first_guess("frame_mean", vis, seen, train, [t])[0, 0]
+    assert np.allclose(fm, vis[t, 0][cells].mean())
+    clim = climatology(vis, train)
+    np.testing.assert_array_equal(first_guess("climatology", vis, seen, train, [t])[0], clim)
+    frame = np.where(seen[t], vis[t], np.nan)[None]
+    np.testing.assert_allclose(first_guess("anomaly_interpolation", vis, seen, train, [t]),
+                               interpolation(frame, slice(0, 1), clim, anomaly=True))
+    np.testing.assert_allclose(first_guess("interpolation", vis, seen, train, [t]),
+                               interpolation(frame, slice(0, 1), clim))
+    none = first_guess("none", vis, seen, train, [t])[0, 0]
+    assert np.allclose(none, np.nanmean(clim))
+    with pytest.raises(ValueError, match="unknown first guess"):
+        first_guess("kriging", vis, seen, train)
+
+
+def test_distance_to_the_nearest_seen_cell():
+    seen = np.zeros((2, 3, 5), bool)
+    seen[0, 1, 1] = True
+    d = distance_to_seen(seen)
+    assert d[0, 1, 1] == 0 and d[0, 1, 4] == 3 and d[0, 0, 0] == pytest.approx(np.sqrt(2))
+    assert np.all(d[1] == pytest.approx(np.hypot(3, 5)))                          # nothing seen: the diagonal
+
+
+@pytest.mark.parametrize("predict_variance", [False, True])
+def test_untrained_pconv_reproduces_the_first_guess_exactly(problem, predict_variance):
+    from pconv_inpainting.pconv_data import Data, inpaint
+    from pconv_inpainting.pconv_model import build_unet
+    args = {"patch_size": 8, "context_frames": 1, "first_guess": "anomaly_interpolation"}
+    model_view = problem.for_model()
+    data = Data(args, model_view)
+    model = build_unet(data.bands, data.patch, 1, predict_variance, base_filters=4)
+    frames = range(problem.splits["test"].start, problem.splits["test"].stop)
+    mean, var = inpaint(model, data, data.seen0, frames)
+    expected = first_guess("anomaly_interpolation", model_view.visible(), problem.observed, problem.splits["train"], frames)
+    np.testing.assert_array_equal(mean, expected)
+    if predict_variance:                                                           # log variance 0: the band's variance
+        np.testing.assert_allclose(var, np.broadcast_to(data.normalizer.std[None, :, None, None] ** 2, var.shape))
