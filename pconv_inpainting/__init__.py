@@ -9,6 +9,7 @@ import os
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # TensorFlow's C++ start-up chatter on stderr: errors only
 if "keras" in sys.modules and sys.modules["keras"].backend.backend() != os.environ["KERAS_BACKEND"]:
     raise ImportError(f"keras was imported with the {sys.modules['keras'].backend.backend()} backend before "
                       f"pconv_inpainting could set KERAS_BACKEND={os.environ['KERAS_BACKEND']}; import "

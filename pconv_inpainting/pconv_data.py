@@ -69,7 +69,8 @@ class Data:
         """Channels of frame t: x, m (Y, X, C). resid_t, seen_t, guess_t (B, Y, X) normalised and dist_t
         (Y, X) for frame t itself; neighbours from resid, seen (T, B, Y, X); frames outside the series are
         all holes."""
-        T, B, Y, X = self.values.shape
+        T = self.values.shape[0]
+        B, Y, X = resid_t.shape                                             # a patch or the whole frame
         xs, ms = [resid_t], [seen_t.astype(np.float32)]
         for d in [s * j for j in range(1, self.context + 1) for s in (-1, 1)]:
             f = t + d

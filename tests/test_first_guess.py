@@ -74,3 +74,25 @@ def test_untrained_pconv_reproduces_the_first_guess_exactly(problem, predict_var
     np.testing.assert_array_equal(mean, expected)
     if predict_variance:                                                           # log variance 0: the band's variance
         np.testing.assert_allclose(var, np.broadcast_to(data.normalizer.std[None, :, None, None] ** 2, var.shape))
+
+
+def test_training_patches_hold_the_residual_over_their_own_first_guess(problem):
+    """Patches smaller than the frame, a context frame either side (frame 0 has none before it): the input's
+    first channel is the residual on the seen cells, the target plus the first guess is the field, and the
+    hole is every known cell the sample does not show."""
+    from pconv_inpainting.pconv_data import Data, Patches
+    data = Data({"patch_size": 8, "context_frames": 1, "first_guess": "interpolation"}, problem.for_model())
+    patches = Patches(data, batch=16, steps=1, mask_kwargs={"kind": "random", "mode": "dynamic", "prob_masking": 0.8},
+                      variants=3, seed=0)
+    (x, m), y = patches[0]
+    assert x.shape == (16, 8, 8, 1 * 3 + 1 + 1) and y.shape == (16, 8, 8, 4)
+    truth, hole, known, guess = (y[..., i] for i in range(4))
+    seen = m[..., 0].astype(bool)
+    np.testing.assert_array_equal(x[..., 0], np.where(seen, truth, 0.0))          # residual where seen
+    np.testing.assert_array_equal(x[..., 3], guess)                                 # the guess channel
+    assert np.array_equal(hole.astype(bool), known.astype(bool) & ~seen) and hole.sum() > 0
+    assert (m[..., 3:] == 1).all()                                                  # guess and distance: everywhere
+    assert np.all(x[..., 4][seen] == 0) and np.all(x[..., 4][~seen] > 0)            # distance to the nearest seen cell
+    # the target is the field: residual + first guess = the normalised value on known cells
+    field = data.values[data.train_frames]
+    assert np.isin(np.round((truth + guess)[known.astype(bool)], 4), np.round(field, 4)).all()
