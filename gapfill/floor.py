@@ -126,7 +126,7 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)               # a frame with no cell: below
                 m = np.nanmean(frame, axis=(1, 2))
-            out[i] = np.where(np.isfinite(m), m, band_mean)[:, None, None]
+            out[i] = np.asarray(np.where(np.isfinite(m), m, band_mean))[:, None, None]
         else:
             out[i] = interpolation(frame[None], slice(0, 1), clim, anomaly=kind == "anomaly_interpolation",
                                    x_periodic=x_periodic)[0]

@@ -92,6 +92,8 @@ def identity_diff(old: dict, new: dict) -> list[str]:
     out = []
     oo, no = old.get("options", {}), new["options"]
     for k in sorted(set(oo) | set(no)):
+        if k not in oo and no.get(k) in (None, False):
+            continue                        # an option added since, at its off/None default: the same run
         if oo.get(k) != no.get(k):
             out.append(f"--{k} {oo.get(k)!r} (now {no.get(k)!r})")
     od, nd = old.get("data", {}), new["data"]
@@ -257,7 +259,7 @@ class Run:
             cfg = None
         if cfg is not None and cfg["identity"]["hash"] != self.identity["hash"]:
             diff = "; ".join(identity_diff(cfg["identity"], self.identity))
-            if not diff:                    # only options added since, at their defaults (None): the same run
+            if not diff:                    # only options added since, at their off/None defaults: the same run
                 log.info("%s: run identity written by an older version; updated", d)
                 if self.writer:
                     self.record(identity=self.identity)
@@ -271,9 +273,12 @@ class Run:
             log.info("run %s is already finished; pass --overwrite to train it again", d)
             return
         last = [p for p in d.glob("last.*") if not p.name.endswith(".tmp")] if d.exists() else []
+        last += list(d.glob("hpc_ckpt_*.ckpt")) if d.exists() else []        # Lightning's, on SLURM's signal
         if cfg is not None and last:
             self.status = "resume"
-            self.resume_state = load_checkpoint(d, "last")
+            ckpt = [p for p in last if p.suffix == ".ckpt"]
+            # a Lightning run resumes through the Trainer (gapfill.lightning), from the newest .ckpt
+            self.resume_state = max(ckpt, key=os.path.getmtime) if ckpt else load_checkpoint(d, "last")
             self._t0 -= float(cfg.get("train_seconds", 0.0))
             log.info("resuming %s from its last checkpoint", d)
             if self.writer:
@@ -390,8 +395,15 @@ class Run:
         """Mark the run finished: train time, peak memory and `results` (validation score...) in config.json."""
         if self.writer:
             self.record(finished=True, train_seconds=self.seconds(), peak_memory_mb=peak_memory_mb(), **results)
+            if self._wandb is not None:
+                self._wandb.summary.update({k: v for k, v in results.items() if v is not None})
             log.info("wrote %s", self.dir)
         self.close()
+
+    @property
+    def log_fields(self) -> list[str]:
+        """The columns of train_log.csv besides step and seconds."""
+        return self._fields[1:-1]
 
     def close(self) -> None:
         if self._wandb is not None:

@@ -86,15 +86,18 @@ class Data:
 
 
 class Patches(keras.utils.PyDataset):
-    """Random training patches of the training frames under `variants` masks each: variant 0 is the
-    training mask, the others redraws of its kind (every second one with extra cloud holes), all over the
-    cells the model may see. Yields ([x, mask], y_true) with y_true = concat(residual truth, hole, known,
+    """Random training patches of `frames` (default: the training frames) under `variants` masks each:
+    variant 0 is the frame's own mask (the training mask, or a later frame's observed cells), the others
+    redraws of its kind (every second one with extra cloud holes), all over the cells the model may see:
+    on a validation or test frame the loss looks only at its observed cells hidden by a redraw.
+    Yields ([x, mask], y_true) with y_true = concat(residual truth, hole, known,
     first guess) (see pconv_model.make_loss). Deterministic for a seed, epoch and batch index."""
 
-    def __init__(self, data: Data, batch: int, steps: int, mask_kwargs: dict, variants: int, seed: int, **kw):
+    def __init__(self, data: Data, batch: int, steps: int, mask_kwargs: dict, variants: int, seed: int,
+                 frames=None, **kw):
         super().__init__(**kw)
         self.data, self.batch, self.steps, self.seed, self.epoch = data, batch, steps, seed, 0
-        frames = data.train_frames
+        self.frames = frames = data.train_frames if frames is None else np.asarray(frames)
         n, (_, _, Y, X) = len(frames), data.values.shape
         seen = [data.seen0[frames]]
         for v in range(1, variants):
@@ -126,7 +129,7 @@ class Patches(keras.utils.PyDataset):
         xs, ms, ys = [], [], []
         for _ in range(self.batch):
             i, v = int(rng.integers(n)), int(rng.integers(V))
-            t = int(d.train_frames[i])
+            t = int(self.frames[i])
             y0, x0 = int(rng.integers(0, Y - P + 1)), int(rng.integers(0, X - P + 1))
             win = (slice(None), slice(y0, y0 + P), slice(x0, x0 + P))
             seen, guess = self.seen[i, v][win], self.guess[i, v][win]

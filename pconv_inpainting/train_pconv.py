@@ -59,6 +59,9 @@ def parse_args(argv=None):
                    help="what the network refines (gapfill.floor.first_guess); none: the band mean")
     g.add_argument("--mask_variants", type=cli.positive_int, default=4,
                    help="training masks per training frame: the training mask and redraws of its kind")
+    g.add_argument("--all_frames", action="store_true",
+                   help="also train on the observed cells of validation and test frames, hidden by redrawn "
+                        "masks (as DINEOF uses every frame); their hidden cells stay unseen")
     return p.parse_args(argv)
 
 
@@ -181,7 +184,8 @@ def train_phases(run: runs.Run, args) -> None:
     epochs = max(1, math.ceil(args.max_iters / args.steps_per_epoch))
     mask_kwargs = {k: v for k, v in cli.mask_options(vars(args)).items() if v is not None}
     mask_kwargs["mode"] = "dynamic"
-    train = Patches(data, args.batch_size, args.steps_per_epoch, mask_kwargs, args.mask_variants, args.seed)
+    train = Patches(data, args.batch_size, args.steps_per_epoch, mask_kwargs, args.mask_variants, args.seed,
+                    frames=np.arange(problem.field.shape[0]) if args.all_frames else None)
     for phase in phases:
         if phase < state["phase"]:
             continue                                                      # done before a requeue

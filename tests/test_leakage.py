@@ -33,7 +33,8 @@ TRAIN = {
     "variational_gp": (train_variational_gp, ["--max_iters", "4", "--eval_every", "2", "--num_inducing_points", "32",
                                               "--batch_size", "64"]),
     "pconv": (train_pconv, ["--max_iters", "4", "--steps_per_epoch", "2", "--batch_size", "2", "--base_filters",
-                            "4", "--mask_kind", "random", "--prob_masking", "0.5"]),
+                            "4", "--mask_kind", "random", "--prob_masking", "0.5", "--all_frames",    # trains on
+                            "--context_frames", "1"]),                  # the observed cells of every frame
 }
 
 

@@ -130,3 +130,11 @@ def test_wandb_offline_writes_under_the_run_folder(field, tmp_path):
     assert gp(field, tmp_path / "ck", "--wandb_mode", "offline") == 0
     offline = list((tmp_path / "ck" / "r" / "wandb").glob("offline-run-*/*.wandb"))
     assert len(offline) == 1 and offline[0].stat().st_size > 0
+
+
+def test_options_added_since_at_their_defaults_are_the_same_run():
+    old = {"options": {"lr": 0.05}, "data": {"path": "f.nc", "size": 1, "mtime": 2}}
+    new = {"options": {"lr": 0.05, "level": None, "all_frames": False}, "data": old["data"]}
+    assert runs.identity_diff(old, new) == []
+    new["options"]["all_frames"] = True
+    assert runs.identity_diff(old, new) == ["--all_frames None (now True)"]

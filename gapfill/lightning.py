@@ -1,0 +1,183 @@
+"""The training engine of the neural methods: a method is a `FieldModule` (a LightningModule that can
+reconstruct frames) and a data module; `fit(run, args, module, datamodule)` does the rest with PyTorch
+Lightning on the core's Run.
+
+- Validation: every `--val_every` epochs the module reconstructs the validation frames from the model's
+  view and the Run scores them on their hidden cells (`Run.score_valid`, the only holder of their truth);
+  `valid_rmse` drives `best.ckpt`, early stopping (`--patience`) and the log.
+- Checkpoints in the run folder: `best.ckpt` (lowest valid_rmse) and `last.ckpt` (every validation, and
+  when a signal stops the run), with optimizer, scheduler, epoch, step and RNG state; a run resumes from
+  `last.ckpt` (or from Lightning's newer `hpc_ckpt_*.ckpt` after a SLURM requeue: see Run).
+- Logs: one row of train_log.csv per validation through `Run.log` (and W&B offline by default, its files
+  under the run folder), one log line per validation (step of max, scores, time left); Lightning's
+  progress bar on a terminal only.
+- Several GPUs or nodes: `--devices N --num_nodes M --strategy ddp` under `srun`; rank 0 alone writes.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from gapfill.cli import nonnegative_int, positive_float, positive_int
+from gapfill.errors import DataError
+
+log = logging.getLogger(__name__)
+for _name in ("pytorch_lightning", "lightning_fabric"):          # its start-up tips and device lines: warnings only
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")   # we decide where srun is used
+warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")      # the run folder holds config.json
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+
+
+def add_engine_args(p) -> None:
+    """The options every Lightning method shares (besides cli.train_parser's)."""
+    g = p.add_argument_group("training engine (PyTorch Lightning)")
+    g.add_argument("--max_epochs", type=positive_int, default=20, help="epochs (--max_iters caps the optimizer steps)")
+    g.add_argument("--val_every", type=positive_int, default=1, help="epochs between validations")
+    g.add_argument("--patience", type=positive_int, default=5, help="validations without improvement before stopping")
+    g.add_argument("--devices", type=positive_int, default=1, help="GPUs (or CPU processes) per node")
+    g.add_argument("--num_nodes", type=positive_int, default=1, help="nodes (one srun task per device and node)")
+    g.add_argument("--strategy", choices=("auto", "ddp"), default="auto", help="ddp: data parallel over devices")
+    g.add_argument("--precision", choices=PRECISIONS, default="32", help="mixed precision on GPUs")
+    g.add_argument("--accumulate_grad_batches", type=positive_int, default=1)
+    g.add_argument("--gradient_clip_val", type=positive_float, default=None)
+    g.add_argument("--num_workers", type=nonnegative_int, default=0, help="data loader worker processes")
+
+
+class FieldModule(pl.LightningModule):
+    """Base of a neural method: `training_step` and `configure_optimizers` as in Lightning, plus
+    `reconstruct(frames) -> (mean, variance or None)`, each (len(frames), B, Y, X) in physical units,
+    from the model's view of the problem (`self.problem`, set by the method)."""
+
+    def reconstruct(self, frames):
+        raise NotImplementedError
+
+
+class _Validate(pl.Callback):
+    """Score the validation frames through the Run and log them; on a signal our Run caught (SIGTERM, or
+USR1 outside SLURM) stop at the end of the epoch, whose last.ckpt the checkpoint callback then writes."""
+
+    def __init__(self, run, every: int):
+        self.run, self.every = run, every
+        self.t0, self.step0 = time.time(), 0
+
+    def on_train_start(self, trainer, pl_module):
+        self.t0, self.step0 = time.time(), trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        if self.run.stop_requested:                 # a signal: validate, then last.ckpt and stop
+            trainer.should_stop = True
+        if epoch % self.every and not trainer.should_stop:
+            return
+        vs = self.run.problem.splits["valid"]
+        loss = trainer.callback_metrics.get("train_loss")
+        row = {"epoch": epoch, "train_loss": float(loss) if loss is not None else None}
+        if vs.stop > vs.start:
+            pl_module.eval()
+            with torch.no_grad():
+                mean, var = pl_module.reconstruct(range(vs.start, vs.stop))
+            pl_module.train()
+            row.update(self.run.score_valid(mean, var))
+            pl_module.log("valid_rmse", row["valid_rmse"], rank_zero_only=False, sync_dist=False)
+        step = trainer.global_step
+        self.run.log(step, **{k: row.get(k) for k in self.run.log_fields})
+        total = int(trainer.estimated_stepping_batches)
+        left = (time.time() - self.t0) * (total - step) / max(step - self.step0, 1)
+        log.info("step %d of %d, epoch %d: %s, about %.0f s left", step, total, epoch,
+                 ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)), left)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.run.record(train_seconds=self.run.seconds(), log_rows=self.run._csv().rows())
+
+
+def make_trainer(run, args: dict, extra_callbacks=()) -> pl.Trainer:
+    """A Trainer writing into the run folder with the engine's options (see add_engine_args)."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+    accelerator = "cpu" if run.device == "cpu" else "gpu"
+    max_steps = int(args.get("max_iters") or -1)
+    checkpoint = ModelCheckpoint(dirpath=run.dir, filename="best", monitor="valid_rmse", mode="min", save_top_k=1,
+                                 save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
+                                 save_on_train_epoch_end=True)
+    stop = EarlyStopping(monitor="valid_rmse", mode="min", patience=int(args.get("patience") or 5),
+                         check_on_train_epoch_end=True)
+    plugins: list = [SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []
+    devices = int(args.get("devices") or 1) if accelerator == "gpu" or args.get("strategy") == "ddp" else 1
+    return pl.Trainer(
+        default_root_dir=str(run.dir), accelerator=accelerator, devices=devices,
+        num_nodes=int(args.get("num_nodes") or 1),
+        strategy="ddp" if args.get("strategy") == "ddp" else "auto", precision=args.get("precision") or "32",
+        max_epochs=int(args.get("max_epochs") or 20), max_steps=max_steps,
+        accumulate_grad_batches=int(args.get("accumulate_grad_batches") or 1),
+        gradient_clip_val=args.get("gradient_clip_val"), logger=False,
+        callbacks=[_Validate(run, int(args.get("val_every") or 1)), checkpoint, stop, *extra_callbacks],
+        enable_progress_bar=sys.stdout.isatty(), enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0, plugins=plugins, deterministic=True, use_distributed_sampler=True)
+
+
+def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> pl.Trainer | None:
+    """Train `module` on `datamodule` in `run` (resume from its last checkpoint), then finish the run with
+    the best validation RMSE. Returns the Trainer, or None for a run already finished."""
+    from gapfill.entry import Preempted
+    args = vars(args) if not isinstance(args, dict) else args
+    if run.status == "finished":
+        return None
+    trainer = make_trainer(run, args)
+    ckpt = str(run.resume_state) if run.status == "resume" else None
+    if ckpt:
+        log.info("resuming from %s", ckpt)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    if run.stop_requested:                          # last.ckpt holds the epoch the signal came in
+        run.close()
+        raise Preempted(run._preempt.requested)
+    best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    run.finish(best_valid=float(best) if best is not None else None)
+    return trainer
+
+
+def load_module(module: FieldModule, run_dir, which: str = "best", device: str = "cpu") -> FieldModule:
+    """`module` (built from the run's config) with the weights of `best.ckpt` (or `last`), on `device`, in
+    eval mode. Only tensors are read (`weights_only=True`): a checkpoint never runs code."""
+    path = Path(run_dir) / f"{which}.ckpt"
+    if not path.exists():
+        raise DataError(f"{run_dir}: no {which}.ckpt; the run stopped before its first validation: run its train "
+                        "command again to resume it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as err:
+        raise DataError(f"{path}: checkpoint cannot be read ({type(err).__name__}); train the run again with "
+                        "--overwrite") from None
+    module.load_state_dict(state)
+    return module.to(device).eval()
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation of range(n) drawn from (seed, epoch): Lightning calls `set_epoch`, so a resumed run
+    sees the batches an uninterrupted one would (a seeded generator would restart its stream)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def train_loader(dataset, batch_size: int, args: dict) -> torch.utils.data.DataLoader:
+    """The training DataLoader of a method: shuffled by (seed, epoch), `--num_workers` workers."""
+    n = int(args.get("num_workers") or 0)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset), int(args["seed"])),
+                                       num_workers=n, persistent_workers=n > 0)

@@ -1,0 +1,119 @@
+"""The Lightning engine (gapfill/lightning.py) with a tiny per-pixel MLP (tests/helpers/lightning_reference.py):
+checkpoints by hidden-cell validation RMSE, a finished run skipped, a stopped run resumed to the same weights,
+W&B offline files under the run, and best.ckpt loaded without running code."""
+import csv
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+import lightning_reference as ref  # noqa: E402
+
+from data_generation.make_synthetic_field import make_field  # noqa: E402
+from gapfill import lightning, runs  # noqa: E402
+from gapfill.data import Normalizer  # noqa: E402
+from gapfill.errors import DataError  # noqa: E402
+from gapfill.evaluate import build_problem  # noqa: E402
+from gapfill.metrics import rmse  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lt") / "f.nc"
+    make_field(n_time=40, ny=16, nx=16, length_scale=3.0, seed=4).to_netcdf(path)
+    return path
+
+
+def argv(field, ck, *extra):
+    return ["--data_path", str(field), "--num_frames_train", "28", "--num_frames_valid", "6", "--checkpoint_dir",
+            str(ck), "--max_epochs", "4", "--batch_size", "128", "--log_level", "WARNING", *extra]
+
+
+def rows(run):
+    with open(run / "train_log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_checkpoints_log_skip_and_loading_best(field, tmp_path):
+    assert ref.main(argv(field, tmp_path)) == 0
+    run = next(tmp_path.iterdir())
+    log_rows = rows(run)
+    assert [r["epoch"] for r in log_rows] == ["1", "2", "3", "4"]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["finished"] and cfg["best_valid"] == pytest.approx(min(float(r["valid_rmse"]) for r in log_rows), rel=1e-6)
+    assert (run / "best.ckpt").exists() and (run / "last.ckpt").exists()
+    before = (run / "last.ckpt").stat().st_mtime_ns
+    assert ref.main(argv(field, tmp_path)) == 0                                  # finished: skipped
+    assert (run / "last.ckpt").stat().st_mtime_ns == before
+    # best.ckpt reproduces the best validation score, scored independently of the Run
+    problem = build_problem(cfg["args"])
+    normalizer = Normalizer.fit(problem.visible()[problem.splits["train"]])
+    module = lightning.load_module(ref.PixelMLP(problem.for_model(), normalizer), run, "best")
+    vs = problem.splits["valid"]
+    mean, _ = module.reconstruct(range(vs.start, vs.stop))
+    assert rmse(problem.field.values[vs], mean, problem.scored("valid")) == pytest.approx(cfg["best_valid"], rel=1e-6)
+
+
+def test_a_stopped_run_resumes_from_last_to_the_same_weights(field, tmp_path, monkeypatch):
+    assert ref.main(argv(field, tmp_path / "plain", "--run_name", "r")) == 0
+    real = lightning._Validate.on_train_epoch_end
+
+    def stop_after_two(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            self.run._preempt.requested = "SIGTERM"              # as the handler does, during the second epoch
+        real(self, trainer, pl_module)
+    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", stop_after_two)
+    assert runs.run_cli(ref.main, argv(field, tmp_path / "cut", "--run_name", "r")) == runs.EXIT_RESUME
+    assert [r["epoch"] for r in rows(tmp_path / "cut" / "r")] == ["1", "2"]
+    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", real)
+    assert ref.main(argv(field, tmp_path / "cut", "--run_name", "r")) == 0       # the requeued run
+    a, b = (torch.load(tmp_path / d / "r" / "last.ckpt", weights_only=True) for d in ("plain", "cut"))
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
+    ra, rb = rows(tmp_path / "plain" / "r"), rows(tmp_path / "cut" / "r")
+    assert [r["epoch"] for r in rb] == ["1", "2", "3", "4"]                       # each epoch once
+    np.testing.assert_allclose([float(r["valid_rmse"]) for r in ra], [float(r["valid_rmse"]) for r in rb], atol=1e-6)
+    assert json.loads((tmp_path / "cut" / "r" / "config.json").read_text())["restarts"] == 1
+
+
+def logged_values(wandb_file: Path, key: str) -> list[float]:
+    """Every value logged or summarised under `key` in an offline .wandb file (protobuf records hold the key,
+    then the value as JSON text); read from the bytes, since wandb has no offline reader."""
+    import re
+    data = wandb_file.read_bytes()
+    return [float(m.group(1)) for m in re.finditer(re.escape(key.encode()) + rb"[^0-9-]{1,4}(-?[0-9.]+(?:e-?[0-9]+)?)",
+                                                    data)]
+
+
+def test_wandb_offline_summary_under_the_run_and_none_when_disabled(field, tmp_path):
+    assert ref.main(argv(field, tmp_path / "off", "--wandb_mode", "offline", "--max_epochs", "2")) == 0
+    run = next((tmp_path / "off").iterdir())
+    files = list(run.glob("wandb/offline-run-*/*.wandb"))
+    assert len(files) == 1
+    best = json.loads((run / "config.json").read_text())["best_valid"]
+    assert logged_values(files[0], "best_valid")[-1] == pytest.approx(best, rel=1e-12)          # the summary
+    assert min(logged_values(files[0], "valid_rmse")) == pytest.approx(best, rel=1e-6)         # the history
+    assert ref.main(argv(field, tmp_path / "dis", "--wandb_mode", "disabled", "--max_epochs", "1")) == 0
+    assert not list((tmp_path / "dis").rglob("wandb"))
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_code(field, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    (tmp_path / "best.ckpt").write_bytes(pickle.dumps({"state_dict": Payload()}))
+    problem = build_problem({"data_path": str(field), "num_frames_train": 28, "num_frames_valid": 6,
+                             "mask_kind": "random", "mask_type": "fixed", "prob_masking": 0.8})
+    module = ref.PixelMLP(problem, Normalizer(np.zeros(1), np.ones(1)))
+    with pytest.raises(DataError, match="checkpoint cannot be read"):
+        lightning.load_module(module, tmp_path, "best")
+    assert not marker.exists()
