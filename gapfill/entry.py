@@ -68,6 +68,8 @@ class Preemption:
     def requeue() -> bool:
         """Requeue this SLURM job (its own array task); False outside SLURM."""
         job = os.environ.get("SLURM_JOB_ID")
+        if os.environ.get("SLURM_PROCID", "0") != "0":
+            return True                         # one task of an srun job step: rank 0 requeues the job
         if not job:
             log.info("not running under SLURM: stopping; run the same command again to resume")
             return False

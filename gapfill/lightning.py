@@ -109,7 +109,8 @@ def make_trainer(run, args: dict, extra_callbacks=()) -> pl.Trainer:
                                  save_on_train_epoch_end=True)
     stop = EarlyStopping(monitor="valid_rmse", mode="min", patience=int(args.get("patience") or 5),
                          check_on_train_epoch_end=True)
-    plugins: list = [SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []
+    # ranks and nodes from SLURM under srun; the warning signal is the Run's (see fit), not Lightning's
+    plugins: list = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     devices = int(args.get("devices") or 1) if accelerator == "gpu" or args.get("strategy") == "ddp" else 1
     return pl.Trainer(
         default_root_dir=str(run.dir), accelerator=accelerator, devices=devices,
@@ -125,7 +126,14 @@ def make_trainer(run, args: dict, extra_callbacks=()) -> pl.Trainer:
 
 def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> pl.Trainer | None:
     """Train `module` on `datamodule` in `run` (resume from its last checkpoint), then finish the run with
-    the best validation RMSE. Returns the Trainer, or None for a run already finished."""
+    the best validation RMSE. Returns the Trainer, or None for a run already finished.
+
+    Signals: SLURM's warning (USR1) reaches the Run's handler, installed before Lightning's (which then
+    stays out: it registers USR1 only where no handler is set); the run finishes its epoch, writes
+    last.ckpt and `runs.run_cli` requeues the task from rank 0. Lightning's own handler would save in the
+    middle of an epoch, and Lightning 2 resumes such a checkpoint by starting the epoch's data again, so
+    the result would differ from an uninterrupted run. SIGTERM (scancel) stops at the next batch and
+    exits 75 without requeue."""
     from gapfill.entry import Preempted
     args = vars(args) if not isinstance(args, dict) else args
     if run.status == "finished":
@@ -134,7 +142,12 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> p
     ckpt = str(run.resume_state) if run.status == "resume" else None
     if ckpt:
         log.info("resuming from %s", ckpt)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    except SIGTERMException:                        # Lightning stops at the next batch on SIGTERM
+        run.close()
+        raise Preempted("SIGTERM") from None        # last.ckpt: the last finished validation epoch
     if run.stop_requested:                          # last.ckpt holds the epoch the signal came in
         run.close()
         raise Preempted(run._preempt.requested)

@@ -198,10 +198,13 @@ class CsvLog:
 
 # ---------------------------------------------------------------------------------------------- Run
 def _rank() -> int:
-    """This process's global rank under DDP (torchrun's RANK, srun's SLURM_PROCID), 0 otherwise."""
+    """This process's global rank under DDP (torchrun's RANK, srun's SLURM_PROCID, or the LOCAL_RANK that
+    Lightning gives the processes it starts itself on one node), 0 otherwise."""
     for var in ("RANK", "SLURM_PROCID"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
+    if os.environ.get("LOCAL_RANK", "").isdigit() and os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["LOCAL_RANK"])      # several nodes always go through srun (SLURM_PROCID)
     return 0
 
 

@@ -3,7 +3,9 @@ baselines' sweep wrote its checkpoints, prediction, metrics and PDF, and the lea
 Also `signal_at_check`, the SLURM warning signal at a chosen step, for the resume tests."""
 import csv
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ import pytest
 import xarray as xr
 
 METHODS = ["climatology", "persistence", "interpolation", "anomaly_interpolation", "dineof"]
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pdf_pages(path) -> int:
@@ -70,3 +75,12 @@ def assert_gp_reports(records: list[dict], results, method: str) -> None:
         assert ov["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"] * 1.5, rec["run_name"]
         assert pdf_pages(Path(results) / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1
     assert pdf_pages(Path(results) / f"summary_{method}.pdf") == 2 + 4
+
+
+def job_env(tmp: Path, **extra) -> dict:
+    """Environment of a submission from `tmp` (logs land in tmp/logs) with this repository's code."""
+    (tmp / "logs").mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHON=sys.executable, GAPFILL_ROOT=str(ROOT), **extra)
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID"):
+        env.pop(key, None)
+    return env

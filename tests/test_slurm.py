@@ -2,7 +2,6 @@
 array with the test job after it (afterok), a failing task that cancels the test job, and a DINEOF run
 that is signalled mid-search, requeues itself and ends with the same result as an uninterrupted run."""
 import json
-import os
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_checks import assert_sweep_outputs, pdf_pages
+from sweep_checks import assert_sweep_outputs, job_env, pdf_pages
 
 from baselines import test_baselines
 from data_generation.make_synthetic_field import make_field
@@ -19,15 +18,6 @@ from gapfill import submit
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "--num_frames_train 60 --num_frames_valid 10"
-
-
-def job_env(tmp: Path, **extra) -> dict:
-    """Environment of a submission from `tmp` (logs land in tmp/logs) with this repository's code."""
-    (tmp / "logs").mkdir(exist_ok=True)
-    env = dict(os.environ, PYTHON=sys.executable, GAPFILL_ROOT=str(ROOT), **extra)
-    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID"):
-        env.pop(key, None)
-    return env
 
 
 def run_submit(tmp: Path, env: dict, *argv: str, method: str = "baselines") -> subprocess.CompletedProcess:
