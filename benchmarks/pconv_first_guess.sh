@@ -31,7 +31,7 @@ for m in climatology persistence interpolation anomaly_interpolation dineof; do
   $PY baselines/train_baselines.py "${S[@]}" --method $m --checkpoint_dir "$CK/sst"
 done
 $PY pconv_inpainting/train_pconv.py "${S[@]}" --base_filters 16 --lr 1e-3 --steps_per_epoch 50 --max_iters 1000 \
-  --context_frames 1 --predict_variance --checkpoint_dir "$CK/sst" --run_name pconv_sst
+  --context_frames 2 --first_guess climatology --all_frames --predict_variance --checkpoint_dir "$CK/sst" --run_name pconv_sst
 $PY pconv_inpainting/test_pconv.py --checkpoints "$CK/sst/pconv_sst" --results_folder "$OUT/sst/pconv"
 $PY baselines/test_baselines.py --checkpoints "$CK"/sst/baselines_*/ --results_folder "$OUT/sst/baselines"
 $PY -m gapfill.report compare --results "$OUT/sst" --out "$OUT/sst/comparison"

@@ -124,4 +124,4 @@ def test_two_task_srun_ddp_matches_one_task_with_the_same_global_batch(slurm_clu
     assert [r["epoch"] for r in rows(run["ddp"])] == ["1", "2", "3"]                   # rank 0 alone logs
     assert json.loads((run["ddp"] / "config.json").read_text())["finished"]
     best = {name: json.loads((run[name] / "config.json").read_text())["best_valid"] for name in jobs}
-    assert best["ddp"] == pytest.approx(best["one"], rel=0.02), best
+    assert best["ddp"] == pytest.approx(best["one"], rel=0.005), best                 # measured: 0.03% apart
