@@ -104,11 +104,14 @@ def make_trainer(run, args: dict, extra_callbacks=()) -> pl.Trainer:
     from pytorch_lightning.plugins.environments import SLURMEnvironment
     accelerator = "cpu" if run.device == "cpu" else "gpu"
     max_steps = int(args.get("max_iters") or -1)
-    checkpoint = ModelCheckpoint(dirpath=run.dir, filename="best", monitor="valid_rmse", mode="min", save_top_k=1,
-                                 save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
-                                 save_on_train_epoch_end=True)
+    every = int(args.get("val_every") or 1)
+    best = ModelCheckpoint(dirpath=run.dir, filename="best", monitor="valid_rmse", mode="min", save_top_k=1,
+                           every_n_epochs=every, enable_version_counter=False, auto_insert_metric_name=False,
+                           save_on_train_epoch_end=True)
+    last = ModelCheckpoint(dirpath=run.dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                           enable_version_counter=False, auto_insert_metric_name=False, save_on_train_epoch_end=True)
     stop = EarlyStopping(monitor="valid_rmse", mode="min", patience=int(args.get("patience") or 5),
-                         check_on_train_epoch_end=True)
+                         check_on_train_epoch_end=True, strict=False)   # epochs without validation: no check
     # ranks and nodes from SLURM under srun; the warning signal is the Run's (see fit), not Lightning's
     plugins: list = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     devices = int(args.get("devices") or 1) if accelerator == "gpu" or args.get("strategy") == "ddp" else 1
@@ -119,7 +122,7 @@ def make_trainer(run, args: dict, extra_callbacks=()) -> pl.Trainer:
         max_epochs=int(args.get("max_epochs") or 20), max_steps=max_steps,
         accumulate_grad_batches=int(args.get("accumulate_grad_batches") or 1),
         gradient_clip_val=args.get("gradient_clip_val"), logger=False,
-        callbacks=[_Validate(run, int(args.get("val_every") or 1)), checkpoint, stop, *extra_callbacks],
+        callbacks=[_Validate(run, every), best, last, stop, *extra_callbacks],
         enable_progress_bar=sys.stdout.isatty(), enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, plugins=plugins, deterministic=True, use_distributed_sampler=True)
 
@@ -151,7 +154,7 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> p
     if run.stop_requested:                          # last.ckpt holds the epoch the signal came in
         run.close()
         raise Preempted(run._preempt.requested)
-    best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    best = getattr(trainer.checkpoint_callback, "best_model_score", None)     # the first: best.ckpt's
     run.finish(best_valid=float(best) if best is not None else None)
     return trainer
 

@@ -7,6 +7,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,11 +99,17 @@ def test_wandb_offline_summary_under_the_run_and_none_when_disabled(field, tmp_p
     run = next((tmp_path / "off").iterdir())
     files = list(run.glob("wandb/offline-run-*/*.wandb"))
     assert len(files) == 1
+    deadline = time.time() + 30                               # wandb's service may still be flushing the file
+    while not logged_values(files[0], "best_valid") and time.time() < deadline:
+        time.sleep(0.2)
     best = json.loads((run / "config.json").read_text())["best_valid"]
     assert logged_values(files[0], "best_valid")[-1] == pytest.approx(best, rel=1e-12)          # the summary
     assert min(logged_values(files[0], "valid_rmse")) == pytest.approx(best, rel=1e-6)         # the history
-    assert ref.main(argv(field, tmp_path / "dis", "--wandb_mode", "disabled", "--max_epochs", "1")) == 0
+    assert ref.main(argv(field, tmp_path / "dis", "--wandb_mode", "disabled", "--max_epochs", "3", "--val_every", "2")) == 0
     assert not list((tmp_path / "dis").rglob("wandb"))
+    run = next((tmp_path / "dis").iterdir())
+    assert [r["epoch"] for r in rows(run)] == ["2"]                  # --val_every 2: validated at epoch 2 only
+    assert (run / "best.ckpt").exists() and torch.load(run / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_code(field, tmp_path):
