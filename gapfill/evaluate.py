@@ -221,6 +221,13 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     return record
 
 
+def _try_load(run_dir: Path) -> dict | None:
+    try:
+        return load_run(run_dir)
+    except DataError:
+        return None
+
+
 def _run_folders(paths: list[str]) -> list[Path]:
     """The run folders among `paths`; a folder without config.json is skipped with a warning, and the
     rest are tested (a missing path fails in its turn, with the others still tested)."""
@@ -248,9 +255,11 @@ def test_main(method: str, predict: Callable, argv=None, description: str | None
     args = cli.test_parser(description or f"Test {method} runs: inpainting of the test frames").parse_args(argv)
     setup_logging(args.log_level)
     folders = _run_folders(args.checkpoints)
-    if len(folders) == 1 or args.data_path:        # bad input fails before the results folder is touched
-        first = load_run(folders[0])
-        if args.data_path:
+    if len(folders) == 1:                          # bad input fails before the results folder is touched
+        load_run(folders[0])
+    if args.data_path:                             # the override is checked once, on the first readable run
+        first = next((cfg for cfg in map(_try_load, folders) if cfg is not None), None)
+        if first is not None:
             check_grid(first, build_problem(first["args"], vars(args)).field)
     results = check_writable(args.results_folder or Path("results") / method, "--results_folder")
     records, failed = [], []

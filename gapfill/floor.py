@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 from scipy.interpolate import griddata
+from tqdm import tqdm
 
 FLOOR = ("climatology", "persistence", "interpolation", "anomaly_interpolation")   # shown next to every run
 
@@ -116,7 +117,8 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
     clim = climatology(visible, train)                                        # (B, Y, X)
     band_mean = np.nanmean(clim, axis=(1, 2))                                 # (B,)
     out = np.empty((len(frames),) + visible.shape[1:], dtype=np.float64)
-    for i, t in enumerate(frames):
+    slow = kind in ("interpolation", "anomaly_interpolation") and len(frames) > 50
+    for i, t in enumerate(tqdm(frames, desc=f"first guess ({kind})", unit="frame", disable=None if slow else True)):
         frame = np.where(seen[t] & np.isfinite(visible[t]), visible[t], np.nan)   # (B, Y, X): what it may read
         if kind == "none":
             out[i] = band_mean[:, None, None]
