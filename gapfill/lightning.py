@@ -61,8 +61,8 @@ class FieldModule(pl.LightningModule):
 
 
 class _Validate(pl.Callback):
-    """Score the validation frames through the Run and log them; on a signal our Run caught (SIGTERM, or
-USR1 outside SLURM) stop at the end of the epoch, whose last.ckpt the checkpoint callback then writes."""
+    """Score the validation frames through the Run and log them; on a signal the Run caught (USR1) stop at
+    the end of the epoch, whose last.ckpt the checkpoint callback then writes."""
 
     def __init__(self, run, every: int):
         self.run, self.every = run, every
@@ -144,13 +144,19 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> p
     trainer = make_trainer(run, args)
     ckpt = str(run.resume_state) if run.status == "resume" else None
     if ckpt:
+        try:                                        # a crafted or broken file: one line, no code run
+            torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise DataError(f"{ckpt}: checkpoint cannot be read ({type(err).__name__}); train the run again "
+                            "with --overwrite") from None
         log.info("resuming from %s", ckpt)
     from pytorch_lightning.utilities.exceptions import SIGTERMException
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        # weights_only: a resumed checkpoint is read as tensors and plain containers, never unpickled code
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except SIGTERMException:                        # Lightning stops at the next batch on SIGTERM
         run.close()
-        raise Preempted("SIGTERM") from None        # last.ckpt: the last finished validation epoch
+        raise Preempted("SIGTERM") from None        # last.ckpt: the last finished epoch
     if run.stop_requested:                          # last.ckpt holds the epoch the signal came in
         run.close()
         raise Preempted(run._preempt.requested)

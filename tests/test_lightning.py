@@ -125,3 +125,10 @@ def test_a_crafted_checkpoint_is_refused_without_running_code(field, tmp_path):
     with pytest.raises(DataError, match="checkpoint cannot be read"):
         lightning.load_module(module, tmp_path, "best")
     assert not marker.exists()
+    # the same payload as the last.ckpt of an unfinished run: resuming refuses it
+    assert ref.main(argv(field, tmp_path / "ck", "--max_epochs", "1", "--run_name", "r")) == 0
+    cfg_path = tmp_path / "ck" / "r" / "config.json"
+    cfg_path.write_text(json.dumps(dict(json.loads(cfg_path.read_text()), finished=False)))
+    (tmp_path / "ck" / "r" / "last.ckpt").write_bytes(pickle.dumps({"state_dict": Payload()}))
+    assert runs.run_cli(ref.main, argv(field, tmp_path / "ck", "--max_epochs", "1", "--run_name", "r")) == 2
+    assert not marker.exists()
