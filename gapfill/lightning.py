@@ -27,6 +27,7 @@ import torch
 
 from gapfill.cli import nonnegative_int, positive_float, positive_int
 from gapfill.errors import DataError
+from gapfill.runs import read_torch
 
 log = logging.getLogger(__name__)
 for _name in ("pytorch_lightning", "lightning_fabric"):          # its start-up tips and device lines: warnings only
@@ -144,11 +145,7 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> p
     trainer = make_trainer(run, args)
     ckpt = str(run.resume_state) if run.status == "resume" else None
     if ckpt:
-        try:                                        # a crafted or broken file: one line, no code run
-            torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise DataError(f"{ckpt}: checkpoint cannot be read ({type(err).__name__}); train the run again "
-                            "with --overwrite") from None
+        read_torch(ckpt)                            # a crafted or broken file: one line, no code run
         log.info("resuming from %s", ckpt)
     from pytorch_lightning.utilities.exceptions import SIGTERMException
     try:
@@ -172,12 +169,7 @@ def load_module(module: FieldModule, run_dir, which: str = "best", device: str =
     if not path.exists():
         raise DataError(f"{run_dir}: no {which}.ckpt; the run stopped before its first validation: run its train "
                         "command again to resume it")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    except Exception as err:
-        raise DataError(f"{path}: checkpoint cannot be read ({type(err).__name__}); train the run again with "
-                        "--overwrite") from None
-    module.load_state_dict(state)
+    module.load_state_dict(read_torch(path)["state_dict"])
     return module.to(device).eval()
 
 

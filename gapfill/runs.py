@@ -143,6 +143,16 @@ def load_keras(path: Path):
         raise _unreadable(Path(path), err) from None
 
 
+def read_torch(path):
+    """A torch checkpoint (.pt, Lightning's .ckpt) as tensors and plain containers (`weights_only=True`):
+    nothing is unpickled; a corrupt, truncated or crafted file is a DataError naming it."""
+    import torch
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:
+        raise _unreadable(Path(path), err) from None
+
+
 def load_checkpoint(run_dir, which: str = "best"):
     """`best` or `last` of a run folder, whichever format it was saved in (see `save_object`).
 
@@ -159,11 +169,7 @@ def load_checkpoint(run_dir, which: str = "best"):
         except Exception as err:
             raise _unreadable(p, err) from None
     if (p := run_dir / f"{which}.pt").exists():
-        import torch
-        try:
-            return torch.load(p, weights_only=True, map_location="cpu")
-        except Exception as err:
-            raise _unreadable(p, err) from None
+        return read_torch(p)
     if which == "best":
         raise DataError(f"{run_dir}: no best checkpoint: the run stopped before its first validation; "
                         "run its train command again to resume it")
