@@ -19,6 +19,7 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -128,9 +129,11 @@ def make_trainer(run, args: dict, extra_callbacks=()) -> pl.Trainer:
         limit_val_batches=0, plugins=plugins, deterministic=True, use_distributed_sampler=True)
 
 
-def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> pl.Trainer | None:
-    """Train `module` on `datamodule` in `run` (resume from its last checkpoint), then finish the run with
-    the best validation RMSE. Returns the Trainer, or None for a run already finished.
+def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule,
+        before_finish: Callable[[], None] | None = None) -> pl.Trainer | None:
+    """Train `module` on `datamodule` in `run` (resume from its last checkpoint), call `before_finish()` on
+    rank 0 (a last step on the best model: variance calibration...), then finish the run with the best
+    validation RMSE. Returns the Trainer, or None for a run already finished.
 
     Signals: SLURM's warning (USR1) reaches the Run's handler, installed before Lightning's (which then
     stays out: it registers USR1 only where no handler is set); the run finishes its epoch, writes
@@ -157,6 +160,8 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule) -> p
     if run.stop_requested:                          # last.ckpt holds the epoch the signal came in
         run.close()
         raise Preempted(run._preempt.requested)
+    if before_finish is not None and run.writer:
+        before_finish()
     best = getattr(trainer.checkpoint_callback, "best_model_score", None)     # the first: best.ckpt's
     run.finish(best_valid=float(best) if best is not None else None)
     return trainer

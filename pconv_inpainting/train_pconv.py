@@ -139,20 +139,13 @@ def compile_model(model, args: dict, data: Data, lr: float, vgg) -> None:
 
 
 def calibrate_variance(run: runs.Run, data: Data) -> float:
-    """The factor on the predicted variance that minimises the validation NLL (scored by the Run, which
-    alone holds the truth): a network trained on patches is over- or under-confident on whole frames."""
-    from scipy.optimize import minimize_scalar
+    """The variance factor of the best model, fitted on the validation frames by the Run."""
     vs = run.problem.splits["valid"]
     if vs.stop == vs.start:
         return 1.0
     model = runs.load_checkpoint(run.dir, "best")
-    mean, var = inpaint(model, data, data.visible_in & run.problem.observed[:, None], range(vs.start, vs.stop))
-    res = minimize_scalar(lambda a: run.score_valid(mean, var * np.exp(a))["valid_nll"], bounds=(-9, 9),
-                          method="bounded", options={"xatol": 1e-3})
-    scale = float(np.exp(res.x))
-    log.info("predictive variance calibrated on the validation frames: x %.3g (NLL %.4g -> %.4g)", scale,
-             run.score_valid(mean, var)["valid_nll"], res.fun)
-    return scale
+    return run.variance_scale(*inpaint(model, data, data.visible_in & run.problem.observed[:, None],
+                                       range(vs.start, vs.stop)))
 
 
 def main(argv=None) -> int:

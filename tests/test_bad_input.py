@@ -22,6 +22,7 @@ from data_generation import make_synthetic_field, prepare_real_datasets
 from exact_gp_related import test_exact_gp, train_exact_gp
 from gapfill import report, submit, sweep
 from gapfill.entry import run_cli
+from gpvae import test_gpvae, train_gpvae
 from pconv_inpainting import test_pconv, train_pconv
 from variational_gp_related import test_variational_gp, train_variational_gp
 
@@ -33,6 +34,8 @@ METHODS = {
     "exact_gp": (train_exact_gp, test_exact_gp, ["--max_iters", "2"], ("--eval_every",)),
     "variational_gp": (train_variational_gp, test_variational_gp, ["--max_iters", "2"], ("--eval_every", "--batch_size")),
     "pconv": (train_pconv, test_pconv, ["--max_iters", "1", "--patch_size", "8"], ("--batch_size",)),
+    "gpvae": (train_gpvae, test_gpvae, ["--max_epochs", "1", "--window", "4", "--filters", "4", "--latent_dim", "2",
+                                        "--n_samples", "2", "--patch_size", "8"], ("--batch_size",)),
 }
 # every option the parsers range-check, with values each must refuse
 OPTION_CASES = [("--prob_masking", "0"), ("--prob_masking", "1"), ("--prob_masking", "1.5"), ("--prob_masking", "-0.1"),
