@@ -1,6 +1,6 @@
 """GP-VAE training throughput (windows per second) and peak memory against the window length: each window
 length (8, 16, 32, 64 frames) runs in a fresh process, a batch of 4 windows of 64 x 64 cells, one band, the
-default network (8 latent channels at stride 4, 32 filters, Cauchy prior). Memory is the step's own: the
+default network (8 latent channels at stride 2, 32 filters, Matern-1/2 prior). Memory is the step's own: the
 peak resident size during the steps minus the size before them (CPU), or the peak CUDA allocation (GPU).
 A line through the origin fitted to the largest window predicts the others: the table says how far each
 is from linear growth.

@@ -170,6 +170,8 @@ def load_checkpoint(run_dir, which: str = "best"):
             raise _unreadable(p, err) from None
     if (p := run_dir / f"{which}.pt").exists():
         return read_torch(p)
+    if (p := run_dir / f"{which}.ckpt").exists():                       # a Lightning method's
+        return read_torch(p)
     if which == "best":
         raise DataError(f"{run_dir}: no best checkpoint: the run stopped before its first validation; "
                         "run its train command again to resume it")

@@ -83,10 +83,11 @@ class Decoder(nn.Module):
 class GPVAE(lightning.FieldModule):
     """The GP-VAE; `frames` (gpvae_data.Frames) is set before `reconstruct` (validation and test)."""
 
-    def __init__(self, bands: int, floor_var, window: int = 16, latent_dim: int = 8, latent_stride: int = 4,
-                 filters: int = 32, kernel: str = "cauchy", length_scale: float = 7.0, sigma: float = 1.0,
-                 kernel_scales: int = 1, matern_nu: float = 1.5, learn_prior: bool = False, beta: float = 1.0,
-                 iwae_samples: int = 1, heteroscedastic: bool = False, lr: float = 1e-3, n_samples: int = 32):
+    def __init__(self, bands: int, floor_var, window: int = 16, latent_dim: int = 8, latent_stride: int = 2,
+                 filters: int = 32, kernel: str = "matern", length_scale: float = 5.0, sigma: float = 1.0,
+                 kernel_scales: int = 1, matern_nu: float = 0.5, learn_prior: bool = False, beta: float = 1.0,
+                 iwae_samples: int = 1, heteroscedastic: bool = False, lr: float = 1e-3, n_samples: int = 32,
+                 seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         logvar0 = np.log(np.asarray(floor_var, dtype=np.float64))
@@ -125,7 +126,7 @@ class GPVAE(lightning.FieldModule):
         """The GPVAE of a run's options (a config's 'args')."""
         keys = ("window", "latent_dim", "latent_stride", "filters", "kernel", "length_scale", "sigma",
                 "kernel_scales", "matern_nu", "learn_prior", "beta", "iwae_samples", "heteroscedastic", "lr",
-                "n_samples")
+                "n_samples", "seed")
         return cls(bands, [float(v) for v in floor_var], **{k: args[k] for k in keys})
 
     # ----------------------------------------------------------------------------------- prior and posterior
@@ -139,7 +140,12 @@ class GPVAE(lightning.FieldModule):
         return [gp.Prior(K) for K in self.kernels(T)]
 
     def _grouped(self, fn, priors, *series):
-        """sum over channels and cells of fn(group series (n, T)..., prior) -> (..., N) per window."""
+        """sum over channels and cells of fn(group series (n, T)..., prior) -> (..., N) per window, in float32
+        even under mixed precision (K^-1 has entries near 1e3)."""
+        with torch.autocast(series[0].device.type, enabled=False):
+            return self._grouped32(fn, priors, *(s.float() for s in series))
+
+    def _grouped32(self, fn, priors, *series):
         total = 0.0
         for idx, prior in zip(self.groups, priors, strict=True):
             parts = [s[..., idx, :, :, :] for s in series]
@@ -154,7 +160,8 @@ class GPVAE(lightning.FieldModule):
 
     def log_prior_minus_q(self, z, mu, d, e, priors):
         """(K, N) log p(z) - log q(z) for samples z (K, N, C, h, w, W)."""
-        lq = gp.log_q(z, mu, d, e).flatten(2).sum(-1)
+        with torch.autocast(z.device.type, enabled=False):
+            lq = gp.log_q(z.float(), mu.float(), d.float(), e.float()).flatten(2).sum(-1)
         lp = self._grouped(lambda zz, p: p.log_prob(zz), priors, z)
         return lp - lq
 
@@ -190,7 +197,10 @@ class GPVAE(lightning.FieldModule):
         mu, d, e = self.encode(inputs)
         priors = self.priors(W)
         K = hp.iwae_samples
-        z = gp.sample(mu, d, e, torch.randn((K,) + mu.shape, device=mu.device, dtype=mu.dtype))
+        # noise from (seed, rank, step), not the global RNG: a resumed run draws what an uninterrupted one drew
+        g = torch.Generator(device=mu.device).manual_seed((hp.seed * 1009 + self.global_rank) * 1_000_003
+                                                          + self.global_step)
+        z = gp.sample(mu, d, e, torch.randn((K,) + mu.shape, device=mu.device, dtype=mu.dtype, generator=g))
         cond = self.cond_of(inputs)
         mean, logvar = self.decode(z.reshape(K * N, *z.shape[2:]), cond.repeat(K, 1, 1, 1, 1))
         mean, logvar = mean.reshape(K, N, *mean.shape[1:]), logvar.reshape(K, N, *logvar.shape[1:])

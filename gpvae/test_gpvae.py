@@ -81,7 +81,7 @@ def samples_page(module, out: dict, start: int, t: int, field) -> Figure:
     finite = np.concatenate([p[np.isfinite(p)] for _, p in panels])
     lo, hi = np.percentile(finite, [1, 99])
     seen = F.seen[t, 0]
-    for ax, (name, img) in zip(axes, panels, strict=True):
+    for ax, (name, img) in zip(axes[: len(panels)], panels, strict=True):
         im = ax.imshow(img, vmin=lo, vmax=hi, cmap="viridis", origin="lower")   # y ascending in memory
         ax.set_title(name, fontsize=9)
         ax.axis("off")

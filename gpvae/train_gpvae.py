@@ -8,7 +8,7 @@ and latent cell has a GP prior over time (--kernel) and a posterior with a bande
 validation frames are imputed from their real mask and scored through the Run; after training the
 predictive variance is calibrated on them (one factor).
 
-    python gpvae/train_gpvae.py --data_path data/synthetic_default.nc --kernel cauchy --window 16 \\
+    python gpvae/train_gpvae.py --data_path data/synthetic_default.nc --kernel matern --window 16 \\
         --max_epochs 20 --checkpoint_dir checkpoints/gpvae
 """
 from __future__ import annotations
@@ -35,14 +35,15 @@ def add_model_args(p) -> None:
     g = p.add_argument_group("GP-VAE")
     g.add_argument("--window", type=cli.at_least_two, default=16, help="consecutive frames per window")
     g.add_argument("--latent_dim", type=cli.positive_int, default=8, help="latent channels")
-    g.add_argument("--latent_stride", type=int, choices=STRIDES, default=4, help="latent map resolution: 1/stride")
+    g.add_argument("--latent_stride", type=int, choices=STRIDES, default=2, help="latent map resolution: 1/stride")
     g.add_argument("--filters", type=cli.positive_int, default=32, help="conv filters of encoder and decoder")
-    g.add_argument("--kernel", choices=KERNELS, default="cauchy", help="GP prior over time; none: N(0, I)")
-    g.add_argument("--length_scale", type=cli.positive_float, default=7.0, help="prior length scale, frames")
+    g.add_argument("--kernel", choices=KERNELS, default="matern", help="GP prior over time; none: N(0, I)")
+    g.add_argument("--length_scale", type=cli.positive_float, default=5.0, help="prior length scale, frames")
     g.add_argument("--sigma", type=cli.positive_float, default=1.0, help="prior standard deviation")
     g.add_argument("--kernel_scales", type=cli.positive_int, default=1,
                    help="length scales l, l/2, l/4... across the latent channels")
-    g.add_argument("--matern_nu", type=float, choices=MATERN_NU, default=1.5)
+    g.add_argument("--matern_nu", type=float, choices=MATERN_NU, default=0.5,
+                   help="1/2: the Markov (AR(1)) prior, rough like weather anomalies; 3/2, 5/2 smoother")
     g.add_argument("--learn_prior", action="store_true", help="learn the length scales and sigmas")
     g.add_argument("--beta", type=cli.positive_float, default=1.0, help="weight of the KL term")
     g.add_argument("--iwae_samples", type=cli.positive_int, default=1, help="K > 1: importance-weighted bound")
@@ -50,7 +51,7 @@ def add_model_args(p) -> None:
                    help="decoder predicts each cell's variance (default: a fixed per-band variance)")
     g.add_argument("--n_samples", type=cli.positive_int, default=32, help="posterior samples for the variance")
     g.add_argument("--patch_size", type=cli.positive_int, default=64, help="training crop (reduced to the field)")
-    g.add_argument("--batch_size", type=cli.positive_int, default=8, help="windows per batch")
+    g.add_argument("--batch_size", type=cli.positive_int, default=4, help="windows per batch")
     g.add_argument("--lr", type=cli.positive_float, default=1e-3)
     g.add_argument("--first_guess", choices=FIRST_GUESS, default="anomaly_interpolation",
                    help="what the network refines (gapfill.floor.first_guess)")

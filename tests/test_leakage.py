@@ -86,7 +86,12 @@ def train_twice(tmp_path, method: str, split: str):
                 str(tmp_path / which / "ck")]
         assert runs.run_cli(module.main, argv) == 0
         run = next((tmp_path / which / "ck").iterdir())
-        out.append({k: runs.load_checkpoint(run, k) for k in ("best", "last")})
+        ckpts = {k: runs.load_checkpoint(run, k) for k in ("best", "last")}
+        for k, c in ckpts.items():                  # Lightning's: the weights and optimizer state (not paths)
+            if isinstance(c, dict) and "state_dict" in c:
+                ckpts[k] = {"state_dict": c["state_dict"], "optimizer_states": c["optimizer_states"],
+                            "global_step": c["global_step"]}
+        out.append(ckpts)
     return out
 
 
