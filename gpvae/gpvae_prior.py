@@ -3,8 +3,8 @@
 Prior: per latent channel a Gaussian process over the window's T frames, covariance K (T, T) from
 `kernel_matrix`. Posterior: per channel and latent cell a Gaussian with a banded precision
 Lambda = B B^T, B lower-bidiagonal with diagonal d > 0 and signed sub-diagonal e (B[k+1, k] = e[k]), so
-Sigma = Lambda^-1 = B^-T B^-1. Sampling and log q are O(T) recursions; the KL's trace term walks the bands of
-Sigma (a closed form, O(T) memory per series: see `trace_prec_cov`).
+Sigma = Lambda^-1 = B^-T B^-1. Sampling and log q are O(T) recursions; the KL's trace term is one matrix
+product with Sigma's separable factors (a closed form, O(T) memory per series: see `trace_prec_cov`).
 
 Shapes: mu, d (N, T) and e (N, T-1) for N series; P = K^-1 (T, T).
 """
@@ -125,17 +125,44 @@ def _trace_chunk(d, e, P):
     return tr
 
 
-def trace_prec_cov(d: torch.Tensor, e: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    """tr(P Sigma) (N,) for Sigma = (B B^T)^-1, walking Sigma's T bands: O(T^2) flops and, by checkpointed
-    chunks of series, O(T) memory per series kept for the backward pass."""
+def _trace_bands(d, e, P):
+    """tr(P Sigma) by walking Sigma's bands in checkpointed chunks: O(T^2) elementwise work, O(T) memory
+    per series; the fallback of `trace_prec_cov`."""
     T = d.shape[-1]
-    if T == 1:
-        return (P[0, 0] / d[..., 0] ** 2)
     n = max(1, CHUNK_ELEMENTS // (T * T))
     if not torch.is_grad_enabled() or not (d.requires_grad or e.requires_grad or P.requires_grad):
         return torch.cat([_trace_chunk(d[i:i + n], e[i:i + n], P) for i in range(0, d.shape[0], n)])
     return torch.cat([checkpoint(_trace_chunk, d[i:i + n], e[i:i + n], P, use_reentrant=False)
                       for i in range(0, d.shape[0], n)])
+
+
+def trace_prec_cov(d: torch.Tensor, e: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """tr(P Sigma) (N,) for Sigma = (B B^T)^-1, as one matrix product.
+
+    Sigma is the covariance of a Gauss-Markov chain, so for i <= j it factorises: Sigma[i, j] = u_i v_j
+    with v_j = sign_j exp(L_j - c), u_i = s_i sign_i exp(c - L_i), L_j = sum_{m<j} log|rho_m| (float64,
+    centred by c). Then tr(P Sigma) = sum_i u_i (P' v)_i with P' = diag(P) + 2 triu(P, 1): one (N, T) x (T, T)
+    product, O(T) memory per series. Series whose factors would overflow float64 (a spread of log|rho|
+    beyond 1300: exact zeros or extreme couplings) take the band walk instead."""
+    T = d.shape[-1]
+    if T == 1:
+        return P[0, 0] / d[..., 0] ** 2
+    s, rho = marginal_variance_and_ratio(d, e)
+    f64 = torch.float64
+    lr = torch.log(rho.to(f64).abs().clamp_min(1e-300))                     # (N, T-1)
+    zero = torch.zeros_like(lr[..., :1])
+    L = torch.cat([zero, torch.cumsum(lr, -1)], -1)                          # (N, T)
+    sign = torch.cat([zero + 1, torch.cumprod(torch.where(rho < 0, -1.0, 1.0).to(f64), -1)], -1)
+    hi, lo = L.max(-1, keepdim=True).values, L.min(-1, keepdim=True).values
+    c = (hi + lo) / 2
+    Pp = (torch.diag(torch.diagonal(P)) + 2 * torch.triu(P, 1)).to(f64)     # (T, T)
+    v = sign * torch.exp(L - c)
+    u = s.to(f64) * sign * torch.exp(c - L)
+    tr = (u * (v @ Pp.T)).sum(-1)
+    bad = (hi - lo)[..., 0] > 1300
+    if bool(bad.any()):
+        tr = tr.masked_scatter(bad, _trace_bands(d[bad], e[bad], P).to(f64))
+    return tr.to(d.dtype)
 
 
 def kl_divergence(mu: torch.Tensor, d: torch.Tensor, e: torch.Tensor, prior: Prior) -> torch.Tensor:

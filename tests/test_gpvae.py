@@ -65,7 +65,8 @@ def test_kl_matches_dense_float64_for_every_kernel(kind, nu):
 
 
 def test_kl_chunks_and_gradients_agree_with_one_pass(monkeypatch):
-    """The checkpointed, chunked trace gives the same value and gradient as one unchunked pass."""
+    """The band walk (the fallback) in checkpointed chunks gives the value and gradient of one unchunked pass,
+    and the matrix-product trace gives the same again."""
     rng = np.random.default_rng(2)
     d0 = torch.tensor(rng.uniform(0.5, 1.5, (40, 12)), requires_grad=True)
     e0 = torch.tensor(rng.normal(size=(40, 11)) * 0.5, requires_grad=True)
@@ -73,11 +74,32 @@ def test_kl_chunks_and_gradients_agree_with_one_pass(monkeypatch):
     full = gp._trace_chunk(d0, e0, P)
     g_full = torch.autograd.grad(full.sum(), (d0, e0))
     monkeypatch.setattr(gp, "CHUNK_ELEMENTS", 12 * 12 * 7)           # chunks of 7 series
-    part = gp.trace_prec_cov(d0, e0, P)
+    part = gp._trace_bands(d0, e0, P)
     g_part = torch.autograd.grad(part.sum(), (d0, e0))
     torch.testing.assert_close(part, full)
     for a, b in zip(g_part, g_full, strict=True):
         torch.testing.assert_close(a, b)
+    gemm = gp.trace_prec_cov(d0, e0, P)
+    for a, b in zip(torch.autograd.grad(gemm.sum(), (d0, e0)), g_full, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(gemm, full)
+
+
+def test_trace_with_exact_zero_couplings_falls_back_and_stays_exact():
+    """e = 0 in places (a diagonal block structure): Sigma's factors would overflow, those series take the band
+    walk; the trace still equals the dense one."""
+    rng = np.random.default_rng(4)
+    T, N = 40, 3
+    d = rng.uniform(0.5, 1.5, (N, T))
+    e = rng.uniform(-0.9, 0.9, (N, T - 1)) * d[:, :-1]
+    e[0, [5, 17, 30]] = 0.0                                         # three exact zeros: spread beyond 1300
+    e[1, 9] = 0.0                                                   # one: the product still fits
+    K = dense_kernel("matern", T, 4.0, 1.0, 1.5)
+    P = np.linalg.inv(K)
+    tr = gp.trace_prec_cov(torch.as_tensor(d), torch.as_tensor(e), torch.as_tensor(P)).numpy()
+    for n in range(N):
+        B = np.diag(d[n]) + np.diag(e[n], -1)
+        assert tr[n] == pytest.approx(np.trace(P @ np.linalg.inv(B @ B.T)), rel=1e-9)
 
 
 def test_posterior_samples_have_the_banded_covariance_with_signed_off_diagonals():
