@@ -156,8 +156,9 @@ def trace_prec_cov(d: torch.Tensor, e: torch.Tensor, P: torch.Tensor) -> torch.T
     hi, lo = L.max(-1, keepdim=True).values, L.min(-1, keepdim=True).values
     c = (hi + lo) / 2
     Pp = (torch.diag(torch.diagonal(P)) + 2 * torch.triu(P, 1)).to(f64)     # (T, T)
-    v = sign * torch.exp(L - c)
-    u = s.to(f64) * sign * torch.exp(c - L)
+    x = (L - c).clamp(-700, 700)              # a no-op where the spread is <= 1300; keeps the others finite
+    v = sign * torch.exp(x)
+    u = s.to(f64) * sign * torch.exp(-x)
     tr = (u * (v @ Pp.T)).sum(-1)
     bad = (hi - lo)[..., 0] > 1300
     if bool(bad.any()):

@@ -96,7 +96,10 @@ def test_trace_with_exact_zero_couplings_falls_back_and_stays_exact():
     e[1, 9] = 0.0                                                   # one: the product still fits
     K = dense_kernel("matern", T, 4.0, 1.0, 1.5)
     P = np.linalg.inv(K)
-    tr = gp.trace_prec_cov(torch.as_tensor(d), torch.as_tensor(e), torch.as_tensor(P)).numpy()
+    dt, et = torch.tensor(d, requires_grad=True), torch.tensor(e, requires_grad=True)
+    out = gp.trace_prec_cov(dt, et, torch.as_tensor(P))
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(out.sum(), (dt, et)))   # no NaN from the overflow
+    tr = out.detach().numpy()
     for n in range(N):
         B = np.diag(d[n]) + np.diag(e[n], -1)
         assert tr[n] == pytest.approx(np.trace(P @ np.linalg.inv(B @ B.T)), rel=1e-9)
@@ -205,6 +208,8 @@ def test_short_cpu_training_beats_climatology_and_interpolation_in_time(crop, tm
     assert pdf_pages(out) == 1
 
 
+# slow: the engine's resume is in the fast suite (tests/test_lightning.py)
+@pytest.mark.slow
 def test_a_signalled_run_resumes_to_the_weights_of_an_uninterrupted_one(crop, tmp_path, monkeypatch):
     """SIGTERM at the end of epoch 2 of 3, then the same command: the weights match an uninterrupted run's
     (the sampling noise is drawn from (seed, step), the crops from (seed, index))."""

@@ -52,9 +52,9 @@ def test_sweep_as_job_array_then_test_job_after_it(slurm_cluster, small_field, t
 
 
 @pytest.mark.parametrize("folder, short, extra_pages", [
-    pytest.param("exact_gp_related", "exact_gp", 0, marks=pytest.mark.slow),   # the shared shell: pconv below
+    pytest.param("exact_gp_related", "exact_gp", 0, marks=pytest.mark.slow),
     pytest.param("variational_gp_related", "variational_gp", 0, marks=pytest.mark.slow),
-    ("pconv_inpainting", "pconv", 3),
+    pytest.param("pconv_inpainting", "pconv", 3, marks=pytest.mark.slow),   # the shared shell: the baselines above
     pytest.param("gpvae", "gpvae", 3, marks=pytest.mark.slow)])
 def test_gpu_method_sweep_as_job_array_then_test_job(slurm_cluster, tmp_path, folder, short, extra_pages):
     """A method's own sbatch scripts with a 2-entry sweep file (tests/sweeps/); they ask for --gres=gpu:1
@@ -96,6 +96,8 @@ def test_failing_task_cancels_the_test_job_with_a_clear_line(slurm_cluster, smal
     assert len(list((tmp_path / "ckpt").iterdir())) == 1                   # the good task still finished
 
 
+# slow: tests/test_lightning_slurm.py requeues a job-array task in the fast suite
+@pytest.mark.slow
 def test_signal_requeue_and_resume_give_the_uninterrupted_result(slurm_cluster, tmp_path):
     """Two identical DINEOF runs side by side (one CPU each); one gets SLURM's warning signal after two
     ranks of its search."""
