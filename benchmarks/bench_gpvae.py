@@ -13,7 +13,6 @@ peak CUDA allocation (GPU).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import platform
@@ -21,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.common import write_rows
 
 log = logging.getLogger("benchmarks.gpvae")
 
@@ -109,14 +110,7 @@ def main(argv=None) -> int:
         log.info("window %3d x %2d windows: %7.2f windows/s, %.3f s per step (x%.2f), step memory %7.1f MB (x%.2f)",
                  r["window"], r["batch"], r["windows_per_s"], r["step_s"], r["step_time_vs_w8"], r["step_memory_mb"],
                  r["step_memory_vs_w8"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"gpvae_window_{'cpu' if args.device == 'cpu' else 'gpu'}.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    log.info("wrote %s", path)
+    write_rows(Path(args.out) / f"gpvae_window_{'cpu' if args.device == 'cpu' else 'gpu'}.csv", rows)
     return 0
 
 

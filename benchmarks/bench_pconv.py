@@ -8,7 +8,6 @@ in a fresh process (Keras fixes its backend at import).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -17,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.common import write_rows
 
 log = logging.getLogger("benchmarks.pconv")
 
@@ -79,14 +80,7 @@ def main(argv=None) -> int:
                  args.patch, rows[-1]["peak_memory_mb"])
     if not rows:
         return 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"pconv_throughput_{rows[0]['device'].replace(' ', '_')}.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    log.info("wrote %s", path)
+    write_rows(Path(args.out) / f"pconv_throughput_{rows[0]['device'].replace(' ', '_')}.csv", rows)
     return 0
 
 
