@@ -202,6 +202,12 @@ def test_short_cpu_training_beats_climatology_and_interpolation_in_time(crop, tm
     assert overall["rmse"] < base["anomaly_interpolation"]["overall"]["rmse"]      # it learned over its start
     assert 0.85 < overall["coverage95"] <= 1.0 and math.isfinite(overall["crps"]) and overall["crps"] > 0
     assert pdf_pages(res / run.name / f"{run.name}.pdf") == (sl.stop - sl.start) + 1 + 3   # frames, summary, own
+    # the variance's samples are distinct posterior draws, not copies of the mean
+    module = test_gpvae.load(problem, cfg, run, "cpu")
+    out = module.impute_window(sl.start, 8, keep_samples=3)
+    a, b, c = out["samples"]
+    assert not np.allclose(a, b) and not np.allclose(b, c) and not np.allclose(a, out["mean"])
+    assert (out["var"] > np.exp(module.noise_logvar.numpy())[:, None, None]).mean() > 0.5    # spread adds to it
     # the prior's draws, decoded: distinct sequences on one page
     out = tmp_path / "gen.pdf"
     assert runs.run_cli(generate.main, ["--checkpoint", str(run), "--n", "3", "--out", str(out)]) == 0
