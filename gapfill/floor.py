@@ -95,6 +95,8 @@ def reconstruct_floor(method: str, visible: np.ndarray, train: slice, target: sl
 
 # ------------------------------------------------------------------------------ first guess
 FIRST_GUESS = ("none", "frame_mean", "climatology", "interpolation", "anomaly_interpolation")
+GUESS_TAG = {"none": "none", "frame_mean": "mean", "climatology": "clim", "interpolation": "interp",
+             "anomaly_interpolation": "anom"}                       # the first guess in run names
 
 
 def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, frames=None,

@@ -13,21 +13,16 @@ predictive variance is calibrated on them (one factor).
 """
 from __future__ import annotations
 
-import logging
-
 import pytorch_lightning as pl
 
 from gapfill import cli, lightning, runs
 from gapfill.data import DataError, Normalizer
-from gapfill.floor import FIRST_GUESS
+from gapfill.floor import FIRST_GUESS, GUESS_TAG
 from gpvae.gpvae_data import Frames, WindowData, check_window
 from gpvae.gpvae_model import GPVAE
 from gpvae.gpvae_prior import KERNELS, MATERN_NU
 
-log = logging.getLogger("gpvae.train")
 METHOD = "gpvae"
-GUESS_TAG = {"none": "none", "frame_mean": "mean", "climatology": "clim", "interpolation": "interp",
-             "anomaly_interpolation": "anom"}
 STRIDES = (1, 2, 4, 8)
 
 

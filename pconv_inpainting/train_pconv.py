@@ -26,7 +26,7 @@ import numpy as np
 
 from gapfill import cli, runs
 from gapfill.data import DataError
-from gapfill.floor import FIRST_GUESS
+from gapfill.floor import FIRST_GUESS, GUESS_TAG
 from pconv_inpainting import keras  # the package sets the backend before Keras loads
 from pconv_inpainting.pconv_data import Data, Patches, inpaint, keras_device
 from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_loss, vgg_features
@@ -34,8 +34,6 @@ from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_los
 log = logging.getLogger("pconv.train")
 METHOD = "pconv"
 STAGE_LR = {1: 1e-4, 2: 5e-5}
-GUESS_TAG = {"none": "none", "frame_mean": "mean", "climatology": "clim", "interpolation": "interp",
-             "anomaly_interpolation": "anom"}
 
 
 def parse_args(argv=None):
