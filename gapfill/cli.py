@@ -38,6 +38,16 @@ nonnegative_float = _number(float, 0)
 at_least_two = _number(int, 2)
 
 
+def boolean(text: str) -> bool:
+    """A yes/no option given as a value (`--skip False`), for scripts whose users write it so."""
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "y", "on"):
+        return True
+    if t in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def device_name(text: str) -> str:
     """--device: auto, cpu, cuda or cuda:N, and the GPU must be there (kept as given: 'auto' stays 'auto')."""
     try:

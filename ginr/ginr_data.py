@@ -1,0 +1,126 @@
+"""What GINR sees of a field: the graph of its grid with the Laplacian eigenvectors of each node, and the
+fit cells: every seen cell (the training mask on training frames, the observed cells of validation and
+test frames), with the residual of its value over the first guess (normalised per band).
+
+The nodes are the cells valid in any training frame (all cells of a field without training frames), so
+the graph depends on the land, never on a mask: train and test build the same one.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from gapfill import lightning
+from gapfill.data import Normalizer
+from gapfill.floor import first_guess
+from ginr import graphs
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir(field) -> Path | None:
+    """Where embeddings are cached: `ginr_cache/` next to the data file (None where it is not writable)."""
+    folder = Path(field.path).resolve().parent if field.path else None
+    if folder is None or not os.access(folder, os.W_OK):
+        return None
+    return folder / "ginr_cache"
+
+
+def node_cells(problem) -> np.ndarray:
+    """(Y, X) bool: the cells that are nodes (valid in any training frame; all cells without training frames)."""
+    tr = problem.splits["train"]
+    f = problem.field
+    if tr.stop > tr.start:
+        return np.isfinite(f.values[tr]).any(axis=(0, 1))
+    return np.ones(f.shape[2:], bool)
+
+
+def seen_digest(problem) -> str:
+    """A hash of the seen cells of the frames after the training frames: the frame codes were fitted on
+    them, so a test with another mask refits the test frames' codes."""
+    return hashlib.sha1(np.packbits(problem.observed[problem.splits["train"].stop:]).tobytes()).hexdigest()[:16]
+
+
+def time_axis(field) -> np.ndarray:
+    """(T,) the frames' times scaled to [0, 1] (frame numbers where times do not increase)."""
+    t = np.asarray(field.time, dtype=np.float64)
+    if len(t) < 2 or not np.all(np.diff(t) > 0):
+        t = np.arange(len(t), dtype=np.float64)
+    return (t - t[0]) / max(t[-1] - t[0], 1e-12)
+
+
+class GraphFrames:
+    """The model's view of a problem on its graph. `features` (n_nodes, k) float32: eigenvectors times
+    their scale (unit mean square); `cell_node` (Y*X,); `guess` (T, B, Y, X) and `target` (T, B, Y, X)
+    normalised, target NaN where not seen."""
+
+    def __init__(self, problem, normalizer: Normalizer, kind: str, n_fourier: int, laplacian: str = "combinatorial",
+                 neighbours: int = 4):
+        self.problem, self.normalizer = problem, normalizer
+        f = problem.field
+        self.graph = graphs.grid_graph(node_cells(problem), f.y, f.x, neighbours, periodic_x=bool(f.x_periodic),
+                                       lonlat=graphs._is_lonlat(f))
+        self.eigenvalues, vecs, self.scale = graphs.embed(self.graph, n_fourier, laplacian, cache_dir(f))
+        self.features = (vecs * self.scale).astype(np.float32)
+        self.cell_node = self.graph.cell_node
+        self.times = time_axis(f).astype(np.float32)
+        visible = problem.visible()                                          # (T, B, Y, X) physical
+        self.seen = problem.observed[:, None] & np.isfinite(visible)         # (T, B, Y, X)
+        guess = first_guess(kind, visible, self.seen, problem.splits["train"], x_periodic=bool(f.x_periodic))
+        self.guess = normalizer.normalize(guess).astype(np.float32)
+        self.values = normalizer.normalize(np.where(self.seen, visible, np.nan)).astype(np.float32)
+        self.target = (self.values - self.guess).astype(np.float32)
+        self.T, self.bands, self.Y, self.X = visible.shape
+
+    def fit_cells(self, frames=None) -> tuple[np.ndarray, np.ndarray]:
+        """(frame, cell) index pairs of every cell with a seen band in `frames` (default all), cell flat."""
+        frames = np.arange(self.T) if frames is None else np.asarray(frames)
+        any_seen = self.seen[frames].any(1).reshape(len(frames), -1) & (self.cell_node >= 0)[None]
+        t, c = np.nonzero(any_seen)
+        return frames[t], c
+
+
+class FitChunks(torch.utils.data.Dataset):
+    """The fit cells, shuffled once by the seed and cut into chunks of `n` (the last padded with weight 0).
+    Item: frames (n,) int64, nodes (n,) int64, target (n, B) float32 (0 where unknown), weight (n, B)."""
+
+    def __init__(self, data: GraphFrames, n: int, seed: int, frames=None):
+        t, c = data.fit_cells(frames)
+        order = np.random.default_rng(seed).permutation(len(t))
+        t, c = t[order], c[order]
+        pad = (-len(t)) % n
+        self.frames = np.concatenate([t, np.zeros(pad, int)]).reshape(-1, n)
+        cells = np.concatenate([c, np.zeros(pad, int)]).reshape(-1, n)
+        tgt = data.target.reshape(data.T, data.bands, -1)[t, :, c]          # (N, B)
+        tgt = np.concatenate([tgt, np.full((pad, data.bands), np.nan, np.float32)])
+        self.nodes = np.maximum(data.cell_node[cells], 0)
+        self.weight = np.isfinite(tgt).astype(np.float32).reshape(-1, n, data.bands)
+        self.target = np.nan_to_num(tgt).reshape(-1, n, data.bands)
+        if pad:
+            self.weight[-1, n - pad:] = 0.0
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        return (torch.from_numpy(self.frames[i]), torch.from_numpy(self.nodes[i]), torch.from_numpy(self.target[i]),
+                torch.from_numpy(self.weight[i]))
+
+
+class FitData(pl.LightningDataModule):
+    """Batches of `batch_size` chunks of `n_nodes_in_sample` fit cells, shuffled by (seed, epoch)."""
+
+    def __init__(self, data: GraphFrames, n_nodes_in_sample: int, batch_size: int, args: dict):
+        super().__init__()
+        self.data = FitChunks(data, n_nodes_in_sample, int(args["seed"]))
+        self.batch_size, self.args = batch_size, args
+        log.info("%d fit cells in %d chunks of %d", int(self.data.weight.any(-1).sum()), len(self.data), n_nodes_in_sample)
+
+    def train_dataloader(self):
+        return lightning.train_loader(self.data, self.batch_size, self.args)

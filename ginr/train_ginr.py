@@ -1,0 +1,111 @@
+"""Train GINR (generalised implicit neural representation, Grattarola & Vandergheynst 2022) to fill the gaps
+of a field, on the core's Lightning engine.
+
+The field's grid becomes a graph (a sphere for a whole circle of longitude, poles merged; the 4- or
+8-neighbour grid otherwise; land left out) and each node gets its first --n_fourier Laplacian eigenvectors.
+An MLP maps (eigenvectors, frame code with --latents, time features with --time) to the residual over the
+first guess (--first_guess, default climatology: the network fits the anomalies). It is fitted on every
+seen cell: the training frames through their training mask, validation and test frames through their
+observed cells; the validation frames' hidden cells (scored through the Run) drive early stopping
+(--patience), learning-rate decay (--lr_patience) and the best checkpoint.
+
+    python ginr/train_ginr.py --data_path data/synthetic_default.nc --n_fourier 100 --max_epochs 50 \\
+        --checkpoint_dir checkpoints/ginr
+"""
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+
+from gapfill import cli, lightning, runs
+from gapfill.data import DataError, Normalizer
+from gapfill.floor import FIRST_GUESS, GUESS_TAG
+from ginr.ginr_data import FitData, GraphFrames, seen_digest
+from ginr.ginr_model import GINR
+from ginr.graphs import LAPLACIANS
+
+METHOD = "ginr"
+log = logging.getLogger(__name__)
+
+
+def add_model_args(p) -> None:
+    g = p.add_argument_group("GINR (option names of the reference code)")
+    g.add_argument("--n_fourier", type=cli.positive_int, default=100, help="Laplacian eigenvectors per node")
+    g.add_argument("--laplacian", choices=LAPLACIANS, default="combinatorial",
+                   help="combinatorial D - A, or cotangent with its mass matrix (resolution-consistent)")
+    g.add_argument("--neighbours", type=int, choices=(4, 8), default=4, help="grid graph neighbours")
+    g.add_argument("--hidden_dim", type=cli.positive_int, default=512)
+    g.add_argument("--n_layers", type=cli.positive_int, default=4)
+    g.add_argument("--skip", type=cli.boolean, nargs="?", const=True, default=True,
+                   help="join the input again at the middle layer (--skip False: no)")
+    g.add_argument("--sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN first layer")
+    g.add_argument("--all_sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN everywhere")
+    g.add_argument("--omega_0", type=cli.positive_float, default=30.0, help="SIREN frequency")
+    g.add_argument("--bn", type=cli.boolean, nargs="?", const=True, default=False, help="LayerNorm after each layer")
+    g.add_argument("--dropout", type=cli.nonnegative_float, default=0.0)
+    g.add_argument("--time", type=cli.boolean, nargs="?", const=True, default=True,
+                   help="Fourier features of the frame's time as input (--time False: none)")
+    g.add_argument("--time_freqs", type=cli.positive_int, default=64,
+                   help="time frequencies with --time: the fastest has a period of 2 T / time_freqs frames")
+    g.add_argument("--latents", type=cli.boolean, nargs="?", const=True, default=True,
+                   help="a learned code per frame (--latents False: none)")
+    g.add_argument("--latent_dim", type=cli.positive_int, default=64)
+    g.add_argument("--lambda_latent", type=cli.nonnegative_float, default=1e-4, help="L2 weight on the codes")
+    g.add_argument("--lr", type=cli.positive_float, default=5e-4)
+    g.add_argument("--lr_patience", type=cli.positive_int, default=3,
+                   help="validations without improvement before the learning rate halves")
+    g.add_argument("--batch_size", type=cli.positive_int, default=4, help="chunks of cells per step")
+    g.add_argument("--n_nodes_in_sample", type=cli.positive_int, default=1000, help="cells per chunk")
+    g.add_argument("--first_guess", choices=FIRST_GUESS, default="climatology",
+                   help="what the network refines (gapfill.floor.first_guess); interpolating guesses pass "
+                        "through the seen cells and leave the network nothing to fit")
+
+
+def parse_args(argv=None):
+    p = cli.train_parser(__doc__.splitlines()[0])
+    lightning.add_engine_args(p)
+    add_model_args(p)
+    p.set_defaults(mask_kind="random", prob_masking=0.9, mask_type="dynamic", max_iters=None, max_epochs=100,
+                   patience=10)
+    return p.parse_args(argv)
+
+
+def name_parts(args) -> dict:
+    return {"mask": cli.mask_tag(vars(args)), "fg": GUESS_TAG[args.first_guess], "k": args.n_fourier,
+            "lap": args.laplacian[:3], "L": args.n_layers, "h": args.hidden_dim, "sine": int(args.sine or args.all_sine),
+            "z": args.latent_dim if args.latents else 0, "t": int(args.time), "seed": args.seed}
+
+
+def check_args(args, problem) -> None:
+    """Clear errors for an embedding the graph cannot hold, and a warning where frames cannot differ."""
+    Y, X = problem.field.shape[2:]
+    if args.n_fourier >= Y * X:
+        raise DataError(f"--n_fourier {args.n_fourier} needs more than {Y * X} nodes (the grid has {Y} x {X})")
+    if problem.field.shape[0] > 1 and not (args.latents or args.time):
+        log.warning("neither --latents nor --time: every frame gets the same reconstruction")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run = runs.open_training(args, METHOD, name_parts(args), ["epoch", "train_loss", "valid_rmse"])
+    if run.status == "finished":
+        return 0
+    problem = run.problem
+    check_args(args, problem)
+    normalizer = Normalizer.fit(problem.visible()[problem.splits["train"]])
+    data = GraphFrames(problem, normalizer, args.first_guess, args.n_fourier, args.laplacian, args.neighbours)
+    if run.status == "new":
+        run.record(display_name="GINR", normalization=normalizer.to_dict(), nodes=int(data.graph.n),
+                   graph=data.graph.kind, seen_digest=seen_digest(problem), eigenvalues=[float(v) for v in data.eigenvalues[:12]])
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    module = GINR.from_args(vars(args), data.bands, data.T).attach(data)
+    fit = FitData(data, args.n_nodes_in_sample, args.batch_size, vars(args))
+    if not len(fit.data):
+        raise DataError("no seen cell to fit: every cell is hidden")
+    lightning.fit(run, args, module, fit)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(runs.run_cli(main))
