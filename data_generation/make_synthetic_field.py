@@ -137,14 +137,25 @@ def main(argv=None):
     p.add_argument("--land", action="store_true", help="mask ~20%% of cells as land (NaN at all times)")
     p.add_argument("--extra_bands", type=cli.nonnegative_int, default=0, help="number of correlated extra bands band1..")
     p.add_argument("--noise", type=cli.nonnegative_float, default=0.1, help="white-noise std in K")
+    p.add_argument("--fine_out", default=None,
+                   help="also write the same field on a grid twice as fine ((2 ny - 1) x (2 nx - 1), every other node "
+                        "the --out grid's): the truth for super-resolution")
     args = p.parse_args(argv)
     setup_logging()
     if Path(args.out).is_dir():
         raise DataError(f"--out {args.out} is a directory; give a file path such as {Path(args.out) / 'field.nc'}")
     check_writable(Path(args.out).parent, "--out")
     t0 = time.perf_counter()
-    ds = make_field(args.n_time, args.ny, args.nx, args.length_scale, args.time_scale, args.seed,
-                    args.land, args.extra_bands, args.noise)
+    if args.fine_out:                   # one field at two resolutions: the coarse grid is every other fine node
+        fine = make_field(args.n_time, 2 * args.ny - 1, 2 * args.nx - 1, 2 * args.length_scale, args.time_scale,
+                          args.seed, args.land, args.extra_bands, args.noise)
+        fine.attrs["source"] += " (fine grid of a two-resolution pair)"
+        log.info("wrote %s: the fine grid, %s", write_dataset(fine, args.fine_out), dict(fine.sizes))
+        ds = fine.isel(lat=slice(None, None, 2), lon=slice(None, None, 2))
+        ds.attrs["source"] = ds.attrs["source"].replace("fine grid", "coarse grid")
+    else:
+        ds = make_field(args.n_time, args.ny, args.nx, args.length_scale, args.time_scale, args.seed,
+                        args.land, args.extra_bands, args.noise)
     out = write_dataset(ds, args.out)
     log.info("wrote %s: variables %s, (time, lat, lon) = %s, %.1f%% NaN, %.2f s", out, list(ds.data_vars),
              tuple(ds["temperature"].shape), 100 * float(np.isnan(ds["temperature"].values).mean()),

@@ -63,9 +63,10 @@ class GraphFrames:
     def __init__(self, problem, normalizer: Normalizer, kind: str, n_fourier: int, laplacian: str = "combinatorial",
                  neighbours: int = 4):
         self.problem, self.normalizer = problem, normalizer
+        self.laplacian, self.neighbours = laplacian, neighbours
         f = problem.field
         self.graph = graphs.grid_graph(node_cells(problem), f.y, f.x, neighbours, periodic_x=bool(f.x_periodic),
-                                       lonlat=graphs._is_lonlat(f))
+                                       lonlat=graphs.is_lonlat(f))
         self.eigenvalues, vecs, self.scale = graphs.embed(self.graph, n_fourier, laplacian, cache_dir(f))
         self.features = (vecs * self.scale).astype(np.float32)
         self.cell_node = self.graph.cell_node

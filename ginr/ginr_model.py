@@ -7,6 +7,7 @@ every band, normalised; the output layer starts at zero, so epoch 0 is the first
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -14,6 +15,10 @@ import torch
 from torch import nn
 
 from gapfill import lightning
+from gapfill.data import Normalizer
+from ginr.ginr_data import GraphFrames, seen_digest
+
+log = logging.getLogger(__name__)
 
 
 class Sine(nn.Module):
@@ -186,3 +191,19 @@ class GINR(lightning.FieldModule):
         keys = ("n_fourier", "hidden_dim", "n_layers", "skip", "sine", "all_sine", "omega_0", "bn", "dropout", "time",
                 "time_freqs", "latents", "latent_dim", "lambda_latent", "lr", "lr_patience")
         return cls(bands, n_frames, **{k: args[k] for k in keys})
+
+
+def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GINR:
+    """A run's best GINR on `device`, on the graph of `problem` (the model's view); the test frames' codes
+    are refitted on their observed cells when the test mask is not the one the run was fitted with."""
+    args = cfg["args"]
+    data = GraphFrames(problem, Normalizer.from_dict(cfg["normalization"]), args["first_guess"], args["n_fourier"],
+                       args["laplacian"], args["neighbours"])
+    module = lightning.load_module(GINR.from_args(args, data.bands, data.T), run_dir, "best", device).attach(data)
+    module.to(device)
+    if args["latents"] and seen_digest(problem) != cfg.get("seen_digest"):
+        sl = problem.splits["test"]
+        log.info("the test mask differs from the one the run was fitted with: refitting %d frame codes",
+                 sl.stop - sl.start)
+        module.fit_codes(range(sl.start, sl.stop), seed=int(args["seed"]))
+    return module

@@ -58,7 +58,7 @@ def lonlat_to_xyz(lat, lon) -> np.ndarray:
     return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
 
 
-def _is_lonlat(field) -> bool:
+def is_lonlat(field) -> bool:
     units = " ".join(str(field.attrs.get(k, "")) for k in ("y_units", "x_units"))
     return "degree" in units or field.x_periodic or (np.abs(field.y).max() <= 90 and field.y_name.lower().startswith("lat"))
 
@@ -158,7 +158,7 @@ def field_graph(field, neighbours: int = 4) -> Graph:
     valid = field.valid.any(axis=(0, 1))                                # (Y, X)
     if not valid.any():
         raise ValueError(f"{field.path}: no valid cell")
-    return grid_graph(valid, field.y, field.x, neighbours, periodic_x=bool(field.x_periodic), lonlat=_is_lonlat(field))
+    return grid_graph(valid, field.y, field.x, neighbours, periodic_x=bool(field.x_periodic), lonlat=is_lonlat(field))
 
 
 def mesh_graph(vertices, faces) -> Graph:

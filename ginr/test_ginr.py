@@ -6,45 +6,26 @@ pages: the reconstruction on the sphere or grid in 3-D, and the first Laplacian 
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from matplotlib.figure import Figure
 
-from gapfill import lightning, runs
-from gapfill.data import Normalizer
+from gapfill import runs
 from gapfill.evaluate import test_main
-from ginr.ginr_data import GraphFrames, seen_digest
-from ginr.ginr_model import GINR
+from ginr.ginr_model import load_trained
 
 METHOD = "ginr"
 A4 = (11.69, 8.27)
-log = logging.getLogger(__name__)
-
-
-def load(problem, cfg, run_dir, device) -> GINR:
-    """The run's best GINR on `device`, on `problem`'s graph; test frame codes refitted if the mask differs."""
-    args = cfg["args"]
-    data = GraphFrames(problem, Normalizer.from_dict(cfg["normalization"]), args["first_guess"], args["n_fourier"],
-                       args["laplacian"], args["neighbours"])
-    module = lightning.load_module(GINR.from_args(args, data.bands, data.T), run_dir, "best", device).attach(data)
-    module.to(device)
-    if args["latents"] and seen_digest(problem) != cfg.get("seen_digest"):
-        sl = problem.splits["test"]
-        log.info("the test mask differs from the one the run was fitted with: refitting %d frame codes", sl.stop - sl.start)
-        module.fit_codes(range(sl.start, sl.stop), seed=int(args["seed"]))
-    return module
 
 
 def predict(problem, cfg, run_dir, device):
     """(mean, None), (T_test, B, Y, X) physical units."""
     sl = problem.splits["test"]
-    return load(problem, cfg, run_dir, device).reconstruct(range(sl.start, sl.stop))
+    return load_trained(problem, cfg, run_dir, device).reconstruct(range(sl.start, sl.stop))
 
 
 def analyses(problem, cfg, run_dir, device, mean) -> list:
     """The field on its graph in 3-D, and the first eigenvectors."""
-    module = load(problem.for_model(), cfg, run_dir, device)
+    module = load_trained(problem.for_model(), cfg, run_dir, device)
     return [graph_page(module.data, problem, mean), eigen_page(module.data)]
 
 

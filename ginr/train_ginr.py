@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     data = GraphFrames(problem, normalizer, args.first_guess, args.n_fourier, args.laplacian, args.neighbours)
     if run.status == "new":
         run.record(display_name="GINR", normalization=normalizer.to_dict(), nodes=int(data.graph.n),
-                   graph=data.graph.kind, seen_digest=seen_digest(problem), eigenvalues=[float(v) for v in data.eigenvalues[:12]])
+                   graph=data.graph.kind, seen_digest=seen_digest(problem),
+                   eigenvalues=[float(v) for v in data.eigenvalues[:12]])
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = GINR.from_args(vars(args), data.bands, data.T).attach(data)
     fit = FitData(data, args.n_nodes_in_sample, args.batch_size, vars(args))

@@ -1,0 +1,307 @@
+"""GINR on graph signals (Grattarola & Vandergheynst 2022, sections 5.2 and 5.4): a signal given on the nodes of
+one graph, one sample per time (Gray-Scott snapshots on a mesh) or a single sample (SBM communities).
+
+- `GraphSignals`: the LightningDataModule over a GINR dataset folder (`ginr.graphs.read_dataset`). Training
+  batches hold `batch_size` samples of `n_nodes_in_sample` random nodes each; an epoch covers each training
+  sample's training nodes once, in an order fixed by (seed, epoch). Splits: `train_every`/`eval_every` pick
+  samples by time (train on t % 10 == 0, evaluate on t % 5 == 0 and t % 10 != 0); `valid_fraction` and
+  `test_fraction` pick nodes. Without a time split the validation and test nodes are never trained on; with
+  one, training samples are seen whole and the node split divides the held-out samples into validation
+  nodes (early stopping, learning-rate decay, best checkpoint) and test nodes (the reported scores).
+- `SignalINR`: `ginr_model.MLP` from the node's eigenvectors (+ time features) to the signal, MSE on the
+  standardised signal (the zero-initialised output layer starts at the training mean) or cross-entropy.
+- `fit`: Lightning's Trainer with early stopping and the best checkpoint, whose weights end in the module.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ginr import graphs
+from ginr.ginr_model import MLP, time_features
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- graphs and scores
+def sbm_graph(sizes, p_in: float, p_out: float, n_fourier: int, seed: int = 0):
+    """A stochastic block model graph: (fourier (n, k) combinatorial eigenvectors times their scale, points
+    (n, 2) spectral layout, labels (n,) int community)."""
+    import networkx as nx
+    probs = np.full((len(sizes), len(sizes)), p_out)
+    np.fill_diagonal(probs, p_in)
+    G = nx.stochastic_block_model(list(sizes), probs.tolist(), seed=int(seed))
+    labels = np.array([G.nodes[i]["block"] for i in range(G.number_of_nodes())])
+    adj = sp.csr_matrix(nx.to_scipy_sparse_array(G, nodelist=range(len(labels)), format="csr", dtype=np.float64))
+    _, vecs, scale = graphs.embed(graphs.Graph(np.zeros((len(labels), 2)), adj, kind="sbm"), n_fourier,
+                                  "combinatorial")
+    points = vecs[:, 1:3] * scale if n_fourier >= 3 else np.zeros((len(labels), 2))
+    return vecs * scale, points, labels
+
+
+def nmi(a, b) -> float:
+    """Normalised mutual information of two labelings (n,), arithmetic-mean normalisation (sklearn's default)."""
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    c = np.zeros((ia.max() + 1, ib.max() + 1))
+    np.add.at(c, (ia, ib), 1.0)
+    p = c / c.sum()
+    pa, pb = p.sum(1), p.sum(0)
+    nz = p > 0
+    mi = float((p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum())
+    ha, hb = -(pa * np.log(pa)).sum(), -(pb * np.log(pb)).sum()
+    if ha == 0 or hb == 0:
+        return 1.0 if ha == hb else 0.0
+    return max(mi, 0.0) / ((ha + hb) / 2)
+
+
+def select_times(n: int, times, train_every: int | None, eval_every: int | None):
+    """(train, eval) indices of the n samples: t % train_every == 0, and t % eval_every == 0 but
+    t % train_every != 0; every sample for both when `train_every` is None."""
+    idx = np.arange(n)
+    if train_every is None:
+        return idx, idx
+    if times is None:
+        raise ValueError("--train_every needs a dataset with times")
+    t = np.rint(times).astype(int)
+    train = idx[t % train_every == 0]
+    ev = idx[(t % train_every != 0) & (t % (eval_every or 1) == 0)]
+    if not len(train) or not len(ev):
+        raise ValueError(f"no {'training' if not len(train) else 'evaluation'} samples for train_every "
+                         f"{train_every}, eval_every {eval_every} in times {t.min()}..{t.max()}")
+    return train, ev
+
+
+# ---------------------------------------------------------------- data
+class _EpochSampler(Sampler):
+    """Keys (epoch, item) in an order drawn from (seed, epoch); Lightning calls `set_epoch`."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for j in np.random.default_rng([self.seed, self.epoch]).permutation(self.n):
+            yield self.epoch, int(j)
+
+
+class _Chunks(Dataset):
+    """Item (epoch, j): chunk j % c of training sample j // c's training nodes, permuted by (seed, epoch, sample)."""
+
+    def __init__(self, dm: GraphSignals):
+        self.dm = dm
+        n = len(dm.train_nodes)
+        self.size = min(dm.n_nodes_in_sample, n)
+        self.chunks = n // self.size
+
+    def __len__(self):
+        return len(self.dm.train_samples) * self.chunks
+
+    def __getitem__(self, key):
+        epoch, j = key
+        s = int(self.dm.train_samples[j // self.chunks])
+        c = j % self.chunks
+        nodes = np.random.default_rng([self.dm.seed, epoch, s]).permutation(self.dm.train_nodes)
+        nodes = torch.from_numpy(nodes[c * self.size:(c + 1) * self.size])
+        return self.dm.fourier[s, nodes], self.dm.target[s, nodes], self.dm.time[s]
+
+
+class _Fixed(Dataset):
+    """Item i: sample `samples[i]` at `nodes`: (fourier (n, k), target (n, m), time ())."""
+
+    def __init__(self, dm: GraphSignals, samples, nodes):
+        self.dm, self.samples, self.nodes = dm, samples, torch.as_tensor(nodes)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        s = int(self.samples[i])
+        return self.dm.fourier[s, self.nodes], self.dm.target[s, self.nodes], self.dm.time[s]
+
+
+class GraphSignals(pl.LightningDataModule):
+    """Samples of a GINR dataset (`data`: read_dataset's dict) split by time and by node (module docstring)."""
+
+    def __init__(self, data: dict, n_nodes_in_sample: int = 1000, batch_size: int = 1, n_fourier: int | None = None,
+                 valid_fraction: float = 0.0, test_fraction: float = 0.0, train_every: int | None = None,
+                 eval_every: int | None = None, seed: int = 0):
+        super().__init__()
+        S, n, k = data["fourier"].shape
+        self.fourier = torch.as_tensor(data["fourier"][..., :n_fourier or k], dtype=torch.float32)   # (S, n, k)
+        self.target = torch.as_tensor(data["target"], dtype=torch.float32)                         # (S, n, m)
+        times = data.get("time")
+        self.time = torch.full((S,), float("nan")) if times is None else torch.as_tensor(times, dtype=torch.float32)
+        self.t_range = (0.0, 1.0) if times is None else (float(np.min(times)), float(np.max(times)))
+        self.n_nodes_in_sample, self.batch_size, self.seed = n_nodes_in_sample, batch_size, seed
+        self.split = {"valid_fraction": valid_fraction, "test_fraction": test_fraction, "train_every": train_every,
+                      "eval_every": eval_every, "seed": seed}
+        self.train_samples, self.eval_samples = select_times(S, times, train_every, eval_every)
+        perm = np.random.default_rng(seed).permutation(n)
+        nv, nt = int(round(valid_fraction * n)), int(round(test_fraction * n))
+        if train_every is not None:                    # held-out times: nodes split them into valid / test
+            self.train_nodes, self.valid_nodes, self.test_nodes = np.arange(n), perm[:nv], perm[nv:]
+        else:
+            self.valid_nodes, self.test_nodes, self.train_nodes = perm[:nv], perm[nv:nv + nt], perm[nv + nt:]
+        if not len(self.train_nodes):
+            raise ValueError(f"no training nodes left by valid_fraction {valid_fraction}, test_fraction {test_fraction}")
+        if not len(self.valid_nodes):
+            self.valid_nodes = self.test_nodes if len(self.test_nodes) else self.train_nodes
+            if train_every is None:
+                log.warning("no validation nodes: early stopping watches the %s nodes",
+                            "test" if len(self.test_nodes) else "training")
+        self.valid_nodes, self.test_nodes, self.train_nodes = (np.sort(a) for a in
+                                                               (self.valid_nodes, self.test_nodes, self.train_nodes))
+        tr = self.target[self.train_samples][:, self.train_nodes].reshape(-1, self.target.shape[-1])
+        self.target_mean, self.target_std = tr.mean(0).tolist(), tr.std(0).clamp_min(1e-8).tolist()
+
+    @classmethod
+    def from_folder(cls, folder, **kwargs) -> GraphSignals:
+        return cls(graphs.read_dataset(Path(folder)), **kwargs)
+
+    @property
+    def n_fourier(self) -> int:
+        return self.fourier.shape[-1]
+
+    @property
+    def d_out(self) -> int:
+        return self.target.shape[-1]
+
+    def train_dataloader(self):
+        ds = _Chunks(self)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=_EpochSampler(len(ds), self.seed))
+
+    def val_dataloader(self):
+        return DataLoader(_Fixed(self, self.eval_samples, self.valid_nodes), batch_size=self.batch_size)
+
+    def test_dataloader(self):
+        return DataLoader(_Fixed(self, self.eval_samples, self.test_nodes), batch_size=self.batch_size)
+
+
+# ---------------------------------------------------------------- model
+class SignalINR(pl.LightningModule):
+    """fourier (b, n, k) [+ time (b,)] -> signal (b, n, m): standardised values (regression) or logits."""
+
+    def __init__(self, n_fourier: int, d_out: int, hidden_dim: int = 512, n_layers: int = 4, skip: bool = True,
+                 sine: bool = False, all_sine: bool = False, omega_0: float = 30.0, bn: bool = False,
+                 dropout: float = 0.0, time: bool = False, time_freqs: int = 6, t_range=(0.0, 1.0),
+                 classify: bool = False, target_mean=None, target_std=None, lr: float = 5e-4,
+                 lr_patience: int = 10, split: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        d_in = n_fourier + (2 * time_freqs if time else 0)
+        self.net = MLP(d_in, d_out, hidden_dim, n_layers, skip, sine, all_sine, omega_0, bn, dropout)
+        self.register_buffer("mean", torch.tensor(target_mean or [0.0] * d_out, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(target_std or [1.0] * d_out, dtype=torch.float32))
+
+    @classmethod
+    def for_data(cls, dm: GraphSignals, **kwargs) -> SignalINR:
+        """The module for a data module's sizes, time range, target statistics and split."""
+        classify = kwargs.pop("classify", False)
+        stats = {} if classify else {"target_mean": dm.target_mean, "target_std": dm.target_std}
+        return cls(dm.n_fourier, dm.d_out, t_range=dm.t_range, classify=classify, split=dm.split, **stats, **kwargs)
+
+    def forward(self, fourier, t=None):
+        x = fourier[..., :self.hparams.n_fourier]
+        if self.hparams.time:
+            lo, hi = self.hparams.t_range
+            tf = time_features((t.to(x.dtype) - lo) / max(hi - lo, 1e-12), self.hparams.time_freqs)   # (b, 2f)
+            x = torch.cat([x, tf[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
+        return self.net(x)
+
+    def loss(self, batch):
+        fourier, target, t = batch
+        out = self(fourier, t)
+        if self.hparams.classify:
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.argmax(-1).reshape(-1))
+        return F.mse_loss(out, (target - self.mean) / self.std)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("valid_loss", self.loss(batch), on_epoch=True, batch_size=batch[0].shape[0])
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", self.loss(batch), on_epoch=True, batch_size=batch[0].shape[0])
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=self.hparams.lr_patience)
+        # the plateau watches the held-out nodes / times, never the training loss
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "valid_loss", "interval": "epoch"}}
+
+    @torch.no_grad()
+    def predict(self, fourier, times=None, chunk: int = 65536) -> np.ndarray:
+        """(S, n, m) numpy: the signal in its own units (regression) or class probabilities, from fourier
+        (S, n, k) or (n, k) shared by all samples, and times (S,) (None: one sample, no time)."""
+        was = self.training
+        self.eval()
+        f = torch.as_tensor(np.asarray(fourier), dtype=torch.float32, device=self.device)
+        S = 1 if times is None else len(times)
+        f = f[None].expand(S, -1, -1) if f.ndim == 2 else f
+        t = torch.as_tensor(np.full(S, np.nan) if times is None else np.asarray(times, float),
+                            dtype=torch.float32, device=self.device)
+        out = []
+        for s in range(S):
+            rows = [self(f[s:s + 1, a:a + chunk], t[s:s + 1])[0] for a in range(0, f.shape[1], chunk)]
+            out.append(torch.cat(rows))
+        y = torch.stack(out)
+        y = torch.softmax(y, -1) if self.hparams.classify else y * self.std + self.mean
+        self.train(was)
+        return y.float().cpu().numpy()
+
+
+def test_scores(module: SignalINR, dm: GraphSignals) -> dict:
+    """Scores on the test split: RMSE (regression) or accuracy and NMI (classification)."""
+    s, nodes = dm.eval_samples, dm.test_nodes
+    pred = module.predict(dm.fourier[s].numpy(), dm.time[s].numpy() if module.hparams.time else None)
+    pred = pred[:, nodes] if module.hparams.time else np.repeat(pred, len(s), 0)[:, nodes]
+    truth = dm.target[s][:, nodes].numpy()
+    if module.hparams.classify:
+        a, b = truth.argmax(-1).ravel(), pred.argmax(-1).ravel()
+        return {"accuracy": float((a == b).mean()), "nmi": nmi(a, b), "n_test": int(a.size)}
+    return {"rmse": float(np.sqrt(((pred - truth) ** 2).mean())), "n_test": int(truth.size)}
+
+
+def accelerator(device: str = "auto") -> tuple[str, object]:
+    """Lightning's (accelerator, devices) for --device auto|cpu|cuda|cuda:N."""
+    from gapfill.system import resolve_device
+    dev = resolve_device(device)
+    return ("cpu", 1) if dev == "cpu" else ("gpu", [int(dev.split(":")[1])])
+
+
+def fit(module: SignalINR, dm: GraphSignals, out_dir, max_epochs: int = 200, patience: int = 30,
+        device: str = "auto") -> Path:
+    """Train with Lightning (early stopping and the best checkpoint on `valid_loss`); the best checkpoint's
+    weights are loaded into `module`. Returns the checkpoint's path (`out_dir/best.ckpt`)."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    ckpt = ModelCheckpoint(dirpath=out_dir, filename="best", monitor="valid_loss", mode="min", save_top_k=1,
+                           save_weights_only=True, enable_version_counter=False)
+    accel, devices = accelerator(device)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=sys.stdout.isatty(), deterministic=True,
+                         max_epochs=max_epochs, callbacks=[EarlyStopping("valid_loss", patience=patience), ckpt],
+                         accelerator=accel, devices=devices, default_root_dir=out_dir, num_sanity_val_steps=0,
+                         enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    best = Path(ckpt.best_model_path)
+    state = torch.load(best, map_location=module.device, weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    log.info("best checkpoint %s: valid_loss %.5g after %d epochs", best, float(ckpt.best_model_score),
+             trainer.current_epoch)
+    return best
