@@ -267,7 +267,7 @@ class SignalINR(pl.LightningModule):
         return y.float().cpu().numpy()
 
 
-def test_scores(module: SignalINR, dm: GraphSignals) -> dict:
+def held_out_scores(module: SignalINR, dm: GraphSignals) -> dict:
     """Scores on the test split: RMSE (regression) or accuracy and NMI (classification)."""
     s, nodes = dm.eval_samples, dm.test_nodes
     pred = module.predict(dm.fourier[s].numpy(), dm.time[s].numpy() if module.hparams.time else None)

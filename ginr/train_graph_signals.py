@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.system import setup_logging
-from ginr.graph_signals import GraphSignals, SignalINR, fit, test_scores
+from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     best = fit(module, dm, out, args.max_epochs, args.patience, args.device)
-    scores = test_scores(module, dm) if len(dm.test_nodes) else {}
+    scores = held_out_scores(module, dm) if len(dm.test_nodes) else {}
     (out / "config.json").write_text(json.dumps({"args": vars(args), "checkpoint": str(best), "test": scores,
                                                  "train_seconds": time.perf_counter() - t0}, indent=1))
     log.info("trained in %.1f s; test %s", time.perf_counter() - t0, scores)

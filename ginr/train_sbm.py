@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.system import setup_logging
-from ginr.graph_signals import GraphSignals, SignalINR, fit, sbm_graph, test_scores
+from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, sbm_graph
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def run_one(args, p_in: float, p_out: float, out: Path) -> dict:
     module = SignalINR.for_data(dm, hidden_dim=args.hidden_dim, n_layers=args.n_layers, classify=True, lr=args.lr,
                                 lr_patience=args.lr_patience)
     fit(module, dm, out / "checkpoints" / f"pin{p_in:g}_pout{p_out:g}", args.max_epochs, args.patience, args.device)
-    return test_scores(module, dm)
+    return held_out_scores(module, dm)
 
 
 def plot(rows, p_in, p_out, path) -> None:

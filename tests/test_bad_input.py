@@ -22,6 +22,7 @@ from data_generation import make_synthetic_field, prepare_real_datasets
 from exact_gp_related import test_exact_gp, train_exact_gp
 from gapfill import report, submit, sweep
 from gapfill.entry import run_cli
+from ginr import test_ginr, train_ginr
 from gpvae import test_gpvae, train_gpvae
 from pconv_inpainting import test_pconv, train_pconv
 from variational_gp_related import test_variational_gp, train_variational_gp
@@ -36,6 +37,8 @@ METHODS = {
     "pconv": (train_pconv, test_pconv, ["--max_iters", "1", "--patch_size", "8"], ("--batch_size",)),
     "gpvae": (train_gpvae, test_gpvae, ["--max_epochs", "1", "--window", "4", "--filters", "4", "--latent_dim", "2",
                                         "--n_samples", "2", "--patch_size", "8"], ("--batch_size",)),
+    "ginr": (train_ginr, test_ginr, ["--max_epochs", "1", "--n_fourier", "8", "--hidden_dim", "8", "--n_layers", "2"],
+             ("--batch_size", "--n_nodes_in_sample")),
 }
 # every option the parsers range-check, with values each must refuse
 OPTION_CASES = [("--prob_masking", "0"), ("--prob_masking", "1"), ("--prob_masking", "1.5"), ("--prob_masking", "-0.1"),

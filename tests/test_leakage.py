@@ -19,6 +19,7 @@ from data_generation.make_synthetic_field import make_field
 from exact_gp_related import train_exact_gp
 from gapfill import runs
 from gapfill.evaluate import build_problem
+from ginr import train_ginr
 from gpvae import train_gpvae
 from pconv_inpainting import train_pconv
 from variational_gp_related import train_variational_gp
@@ -36,6 +37,8 @@ TRAIN = {
     "pconv": (train_pconv, ["--max_iters", "4", "--steps_per_epoch", "2", "--batch_size", "2", "--base_filters",
                             "4", "--mask_kind", "random", "--prob_masking", "0.5", "--all_frames",    # trains on
                             "--context_frames", "1"]),                  # the observed cells of every frame
+    "ginr": (train_ginr, ["--max_epochs", "2", "--n_fourier", "8", "--hidden_dim", "16", "--n_layers", "2",
+                          "--n_nodes_in_sample", "100"]),
     "gpvae": (train_gpvae, ["--max_epochs", "2", "--window", "4", "--filters", "4", "--latent_dim", "2", "--n_samples",
                             "2", "--batch_size", "4", "--latent_stride", "2"]),
 }

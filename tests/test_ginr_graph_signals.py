@@ -1,0 +1,177 @@
+"""GINR on graph signals: the Gray-Scott and SBM generators, the data module's splits and batches, the
+time-conditioned INR against a constant-in-time baseline, SBM node classification, and the NMI."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data_generation import make_graph_data as mgd
+from ginr import eval_gray_scott, graphs, train_graph_signals, train_sbm
+from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, nmi, sbm_graph, select_times
+
+SMALL_GS = dict(n_frames=21, steps_per_frame=20, burn_in=200, pattern_scale=1.0)   # the growth phase: v changes
+
+
+@pytest.fixture(scope="module")
+def gray_scott_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gray_scott")
+    mgd.main(["gray_scott", "--out", str(out), "--shape", "icosphere", "--subdivisions", "3", "--n_fourier", "32",
+              "--n_frames", "21", "--steps_per_frame", "20", "--pattern_scale", "1"])
+    return out
+
+
+def test_gray_scott_is_seeded_finite_and_bounded():
+    V, F = mgd.make_mesh("icosphere", subdivisions=2)
+    a = mgd.gray_scott(V, F, seed=3, **SMALL_GS)
+    b = mgd.gray_scott(V, F, seed=3, **SMALL_GS)
+    c = mgd.gray_scott(V, F, seed=4, **SMALL_GS)
+    assert a.shape == (21, len(V))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.05                           # the seed places the patches
+    assert np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
+    assert a.max() > 0.2                                        # a pattern, not a decay to v = 0
+
+
+def test_gray_scott_files_same_seed_same_arrays(gray_scott_dir, tmp_path):
+    mgd.main(["gray_scott", "--out", str(tmp_path), "--shape", "icosphere", "--subdivisions", "3", "--n_fourier",
+              "32", "--n_frames", "21", "--steps_per_frame", "20", "--pattern_scale", "1"])
+    a, b = graphs.read_dataset(gray_scott_dir), graphs.read_dataset(tmp_path)
+    for k in ("fourier", "points", "target", "time"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert a["target"].shape == (21, 642, 1) and a["fourier"].shape == (21, 642, 32)
+    np.testing.assert_array_equal(a["time"], np.arange(21))
+    m = np.load(gray_scott_dir / "mesh.npz")
+    np.testing.assert_allclose(m["vertices"], a["points"][0], atol=1e-6)
+    # the fourier features are M-orthonormal eigenvectors times sqrt(total mass): unit mean square per column
+    assert np.allclose((a["fourier"][0] ** 2).mean(0), 1.0, rtol=0.3)
+
+
+@pytest.mark.parametrize("shape", ["bunny", "torus"])
+def test_meshes_are_one_piece(shape):
+    V, F = mgd.make_mesh(shape, subdivisions=2, resolution=16)
+    from scipy.sparse.csgraph import connected_components
+    g = graphs.mesh_graph(V, F)
+    assert len(V) > 100 and connected_components(g.adjacency)[0] == 1
+
+
+def test_dataset_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    fourier, points = rng.standard_normal((30, 5)), rng.standard_normal((30, 3))
+    targets = [rng.standard_normal((30, 2)) for _ in range(4)]
+    graphs.write_dataset(tmp_path / "t", fourier, points, targets, times=[0, 5, 10, 15])
+    d = graphs.read_dataset(tmp_path / "t")
+    np.testing.assert_allclose(d["fourier"], np.broadcast_to(fourier, (4, 30, 5)), rtol=1e-6)
+    np.testing.assert_allclose(d["target"], np.stack(targets), rtol=1e-6)
+    np.testing.assert_array_equal(d["time"], [0, 5, 10, 15])
+    graphs.write_dataset(tmp_path / "u", fourier, points, targets[:1])
+    assert graphs.read_dataset(tmp_path / "u")["time"] is None
+
+
+def test_splits_and_batches_are_seeded():
+    rng = np.random.default_rng(1)
+    data = {"fourier": rng.standard_normal((21, 50, 4)), "target": rng.standard_normal((21, 50, 1)),
+            "time": np.arange(21.0)}
+    tr, ev = select_times(21, data["time"], 10, 5)
+    np.testing.assert_array_equal(tr, [0, 10, 20])
+    np.testing.assert_array_equal(ev, [5, 15])
+    dm = GraphSignals(data, n_nodes_in_sample=20, batch_size=2, valid_fraction=0.2, train_every=10, eval_every=5)
+    assert len(dm.train_nodes) == 50 and len(dm.valid_nodes) == 10 and len(dm.test_nodes) == 40
+    assert not set(dm.valid_nodes) & set(dm.test_nodes)
+    # no time split: train / valid / test nodes are disjoint and the epoch covers each training node once
+    dm = GraphSignals(data, n_nodes_in_sample=20, valid_fraction=0.1, test_fraction=0.1, seed=3)
+    assert len(set(dm.train_nodes) | set(dm.valid_nodes) | set(dm.test_nodes)) == 50
+    assert len(dm.train_nodes) == 40 and not set(dm.train_nodes) & set(dm.test_nodes)
+    loader = dm.train_dataloader()
+
+    def epoch(e):
+        loader.sampler.set_epoch(e)
+        return [(b[0].numpy(), b[2].numpy()) for b in loader]
+    e0, e0b, e1 = epoch(0), epoch(0), epoch(1)
+    assert len(e0) == 21 * 2                                    # 40 training nodes in chunks of 20, per sample
+    for (x, _), (y, _) in zip(e0, e0b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for (x, _), (y, _) in zip(e0, e1, strict=True))
+    feats = torch.as_tensor(data["fourier"][0], dtype=torch.float32)
+    rows = np.concatenate([x[0] for x, t in e0 if t[0] == 0])   # sample 0's two chunks: its training nodes, once each
+    idx = [int(torch.nonzero((feats == torch.as_tensor(r)).all(1))[0]) for r in rows]
+    assert sorted(idx) == sorted(dm.train_nodes.tolist())
+
+
+def test_interpolation_baseline_is_exact_on_linear_signals():
+    times = np.arange(11.0)
+    values = times[:, None] * np.array([1.0, -2.0])[None]       # (S, n) linear in time
+    out = eval_gray_scott.interpolate(times, values, np.array([0, 4, 10]), np.array([1, 7, 9]))
+    np.testing.assert_allclose(out, values[[1, 7, 9]])
+
+
+def test_time_conditioned_ginr_beats_constant_in_time(gray_scott_dir, tmp_path):
+    ck = tmp_path / "run"
+    assert train_graph_signals.main(["--dataset_dir", str(gray_scott_dir), "--out_dir", str(ck), "--time",
+                                     "--train_every", "2", "--eval_every", "1", "--n_fourier", "32", "--hidden_dim",
+                                     "64", "--n_layers", "3", "--skip", "False", "--lr", "2e-3", "--max_epochs", "80",
+                                     "--patience", "80", "--n_nodes_in_sample", "642", "--batch_size", "11",
+                                     "--time_freqs", "4", "--device", "cpu"]) == 0
+    cfg = json.loads((ck / "config.json").read_text())
+    assert cfg["args"]["skip"] is False and (ck / "best.ckpt").exists()
+    res_dir = tmp_path / "res"
+    assert eval_gray_scott.main(["--checkpoint", str(ck / "best.ckpt"), "--dataset_dir", str(gray_scott_dir),
+                                 "--out_dir", str(res_dir), "--html", str(tmp_path / "v.html")]) == 0
+    rmse = json.loads((res_dir / "metrics.json").read_text())["rmse"]
+    # measured: GINR 0.0065, node mean 0.018, linear interpolation 0.0032 on the held-out odd times
+    assert rmse["ginr"] < 0.6 * rmse["node_mean"], rmse
+    assert abs(cfg["test"]["rmse"] - rmse["ginr"]) < 1e-5       # the train script scored the same nodes and times
+    assert (res_dir / "gray_scott.pdf").stat().st_size > 10_000
+    html = (tmp_path / "v.html").read_text()
+    assert "Mesh3d" in html.replace("mesh3d", "Mesh3d") and "<script" in html and "cdn.plot.ly" not in html
+
+
+def test_sbm_classification_and_best_checkpoint(tmp_path):
+    fourier, points, labels = sbm_graph([60, 60], 0.3, 0.01, 16, seed=0)
+    f2, _, l2 = sbm_graph([60, 60], 0.3, 0.01, 16, seed=0)
+    np.testing.assert_array_equal(fourier, f2)
+    np.testing.assert_array_equal(labels, l2)
+    data = {"fourier": fourier[None], "target": np.eye(2)[labels][None], "time": None}
+    dm = GraphSignals(data, n_nodes_in_sample=120, valid_fraction=0.05, test_fraction=0.8, seed=0)
+    torch.manual_seed(0)
+    module = SignalINR.for_data(dm, hidden_dim=64, n_layers=2, classify=True, lr=1e-3)
+    best = fit(module, dm, tmp_path, max_epochs=150, patience=30, device="cpu")
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    for k, v in module.state_dict().items():                   # the module holds the best checkpoint's weights
+        torch.testing.assert_close(v, state[k])
+    scores = held_out_scores(module, dm)
+    assert scores["n_test"] == 96 and scores["accuracy"] > 0.9, scores
+    pred = module.predict(fourier)[0].argmax(-1)[dm.test_nodes]
+    skm = pytest.importorskip("sklearn.metrics")
+    assert abs(scores["nmi"] - skm.normalized_mutual_info_score(labels[dm.test_nodes], pred)) < 1e-9
+
+
+def test_nmi_matches_sklearn_and_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 3, 200)
+    assert nmi(a, a) == pytest.approx(1.0)
+    assert nmi(a, (a + 1) % 3) == pytest.approx(1.0)           # a renaming of the classes
+    assert nmi(a, rng.integers(0, 3, 200)) < 0.05
+    # two classes, one of four nodes moved: MI and entropies by hand
+    x, y = np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0])
+    p = np.array([[0.5, 0.0], [0.25, 0.25]])
+    pa, pb = p.sum(1), p.sum(0)
+    mi = sum(p[i, j] * np.log(p[i, j] / (pa[i] * pb[j])) for i in range(2) for j in range(2) if p[i, j] > 0)
+    h = lambda q: -(q * np.log(q)).sum()                        # noqa: E731
+    assert nmi(x, y) == pytest.approx(mi / ((h(pa) + h(pb)) / 2))
+    skm = pytest.importorskip("sklearn.metrics")
+    for _ in range(5):
+        u, v = rng.integers(0, 4, 150), rng.integers(0, 3, 150)
+        v[:100] = u[:100] % 3
+        assert nmi(u, v) == pytest.approx(skm.normalized_mutual_info_score(u, v), abs=1e-12)
+
+
+def test_train_sbm_script(tmp_path):
+    assert train_sbm.main(["--sizes", "60", "60", "--p_in", "0.3", "--p_out", "0.01", "0.05", "--max_epochs", "150",
+                           "--hidden_dim", "64", "--device", "cpu", "--out_dir", str(tmp_path)]) == 0
+    with open(tmp_path / "sbm.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(float(r["p_in"]), float(r["p_out"])) for r in rows] == [(0.3, 0.01), (0.3, 0.05)]
+    assert float(rows[0]["accuracy"]) > 0.9 and float(rows[0]["nmi"]) > 0.6, rows
+    assert (tmp_path / "sbm.pdf").stat().st_size > 5_000
