@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     setup_logging()
     module = SignalINR.load_from_checkpoint(args.checkpoint, map_location="cpu")
     folder = Path(args.dataset_dir)
+    if not (folder / "mesh.npz").exists():
+        raise DataError(f"--dataset_dir {folder}: no mesh.npz (make it with data_generation.make_graph_data gray_scott)")
     data = graphs.read_dataset(folder)
     mesh = np.load(folder / "mesh.npz")
     res = evaluate(module, data)

@@ -77,7 +77,7 @@ class GINR(lightning.FieldModule):
     """GINR for gap filling; `data` (ginr_data.GraphFrames) is set before training and `reconstruct`."""
 
     def __init__(self, bands: int, n_frames: int, n_fourier: int = 100, hidden_dim: int = 512, n_layers: int = 4,
-                 skip: bool = True, sine: bool = False, all_sine: bool = False, omega_0: float = 30.0,
+                 skip: bool = True, sine: bool = False, all_sine: bool = False, omega_0: float = 3.0,
                  bn: bool = False, dropout: float = 0.0, time: bool = True, time_freqs: int = 64,
                  latents: bool = True, latent_dim: int = 64, lambda_latent: float = 1e-4, lr: float = 5e-4,
                  lr_patience: int = 3):

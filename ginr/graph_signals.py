@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gapfill.errors import DataError
 from ginr import graphs
 from ginr.ginr_model import MLP, time_features
 
@@ -70,12 +71,12 @@ def select_times(n: int, times, train_every: int | None, eval_every: int | None)
     if train_every is None:
         return idx, idx
     if times is None:
-        raise ValueError("--train_every needs a dataset with times")
+        raise DataError("--train_every needs a dataset with times")
     t = np.rint(times).astype(int)
     train = idx[t % train_every == 0]
     ev = idx[(t % train_every != 0) & (t % (eval_every or 1) == 0)]
     if not len(train) or not len(ev):
-        raise ValueError(f"no {'training' if not len(train) else 'evaluation'} samples for train_every "
+        raise DataError(f"no {'training' if not len(train) else 'evaluation'} samples for train_every "
                          f"{train_every}, eval_every {eval_every} in times {t.min()}..{t.max()}")
     return train, ev
 
@@ -157,7 +158,7 @@ class GraphSignals(pl.LightningDataModule):
         else:
             self.valid_nodes, self.test_nodes, self.train_nodes = perm[:nv], perm[nv:nv + nt], perm[nv + nt:]
         if not len(self.train_nodes):
-            raise ValueError(f"no training nodes left by valid_fraction {valid_fraction}, test_fraction {test_fraction}")
+            raise DataError(f"no training nodes left by valid_fraction {valid_fraction}, test_fraction {test_fraction}")
         if not len(self.valid_nodes):
             self.valid_nodes = self.test_nodes if len(self.test_nodes) else self.train_nodes
             if train_every is None:
@@ -170,7 +171,11 @@ class GraphSignals(pl.LightningDataModule):
 
     @classmethod
     def from_folder(cls, folder, **kwargs) -> GraphSignals:
-        return cls(graphs.read_dataset(Path(folder)), **kwargs)
+        try:
+            data = graphs.read_dataset(Path(folder))
+        except (FileNotFoundError, KeyError) as err:
+            raise DataError(f"--dataset_dir: {err}") from None
+        return cls(data, **kwargs)
 
     @property
     def n_fourier(self) -> int:

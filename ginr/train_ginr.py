@@ -41,7 +41,8 @@ def add_model_args(p) -> None:
                    help="join the input again at the middle layer (--skip False: no)")
     g.add_argument("--sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN first layer")
     g.add_argument("--all_sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN everywhere")
-    g.add_argument("--omega_0", type=cli.positive_float, default=30.0, help="SIREN frequency")
+    g.add_argument("--omega_0", type=cli.positive_float, default=3.0,
+                   help="sine frequency: 3 for unit-RMS eigenvector inputs (SIREN's 30 is for coordinates in [-1, 1])")
     g.add_argument("--bn", type=cli.boolean, nargs="?", const=True, default=False, help="LayerNorm after each layer")
     g.add_argument("--dropout", type=cli.nonnegative_float, default=0.0)
     g.add_argument("--time", type=cli.boolean, nargs="?", const=True, default=True,
