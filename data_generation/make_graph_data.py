@@ -1,4 +1,4 @@
-"""Graph-signal datasets in the GINR format (Grattarola & Vandergheynst 2022, sections 5.2 and 5.4).
+"""Graph-signal datasets in the GINR format (Grattarola & Vandergheynst 2022).
 
     python -m data_generation.make_graph_data gray_scott --out data/gray_scott --shape bunny
     python -m data_generation.make_graph_data sbm --out data/sbm --sizes 100 100 --p_in 0.2 --p_out 0.02
@@ -99,6 +99,8 @@ def gray_scott(vertices, faces, n_frames: int = 101, steps_per_frame: int = 40, 
     out = np.stack(frames)
     if not np.isfinite(out).all():
         raise FloatingPointError("the Gray-Scott simulation blew up; lower --dt")
+    if out[-1].max() < 1e-3:
+        log.warning("the pattern died out (max v %.2g): lower --pattern_scale or refine the mesh", out[-1].max())
     return out
 
 

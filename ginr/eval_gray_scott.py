@@ -1,4 +1,4 @@
-"""Evaluate a time-conditioned GINR on the Gray-Scott snapshots it never saw (GINR paper, section 5.4).
+"""Evaluate a time-conditioned GINR on the Gray-Scott snapshots it never saw.
 
     python ginr/eval_gray_scott.py --checkpoint checkpoints/graph_signals/gray_scott/best.ckpt \\
         --dataset_dir data/gray_scott --out_dir results/graph_signals/gray_scott --html gray_scott.html

@@ -1,5 +1,5 @@
-"""GINR on graph signals (Grattarola & Vandergheynst 2022, sections 5.2 and 5.4): a signal given on the nodes of
-one graph, one sample per time (Gray-Scott snapshots on a mesh) or a single sample (SBM communities).
+"""GINR on graph signals (Grattarola & Vandergheynst 2022): a signal given on the nodes of one graph, one
+sample per time (Gray-Scott snapshots on a mesh) or a single sample (SBM communities).
 
 - `GraphSignals`: the LightningDataModule over a GINR dataset folder (`ginr.graphs.read_dataset`). Training
   batches hold `batch_size` samples of `n_nodes_in_sample` random nodes each; an epoch covers each training
@@ -161,9 +161,8 @@ class GraphSignals(pl.LightningDataModule):
             raise DataError(f"no training nodes left by valid_fraction {valid_fraction}, test_fraction {test_fraction}")
         if not len(self.valid_nodes):
             self.valid_nodes = self.test_nodes if len(self.test_nodes) else self.train_nodes
-            if train_every is None:
-                log.warning("no validation nodes: early stopping watches the %s nodes",
-                            "test" if len(self.test_nodes) else "training")
+            log.warning("no validation nodes: early stopping and the best checkpoint watch the %s nodes",
+                        "test" if len(self.test_nodes) else "training")
         self.valid_nodes, self.test_nodes, self.train_nodes = (np.sort(a) for a in
                                                                (self.valid_nodes, self.test_nodes, self.train_nodes))
         tr = self.target[self.train_samples][:, self.train_nodes].reshape(-1, self.target.shape[-1])
@@ -305,8 +304,8 @@ def fit(module: SignalINR, dm: GraphSignals, out_dir, max_epochs: int = 200, pat
                          enable_model_summary=False)
     trainer.fit(module, datamodule=dm)
     best = Path(ckpt.best_model_path)
-    state = torch.load(best, map_location=module.device, weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    from gapfill.runs import read_torch
+    module.load_state_dict(read_torch(best)["state_dict"])             # tensors only: no code unpickled
     log.info("best checkpoint %s: valid_loss %.5g after %d epochs", best, float(ckpt.best_model_score),
              trainer.current_epoch)
     return best

@@ -296,17 +296,20 @@ def align(coarse: np.ndarray, fine_at_coarse: np.ndarray, values, rtol: float = 
 
 
 # ---------------------------------------------------------------- the GINR dataset format (npz files)
-def write_dataset(folder, fourier: np.ndarray, points: np.ndarray, targets, times=None) -> list[Path]:
-    """Write `folder/npz_files/data_{i}.npz`, one per sample: keys fourier (n, k), points (n, c), target (n, m)
-    and time (scalar) when given; also `folder/fourier.npy` and `folder/points.npy` (shared)."""
+def write_dataset(folder, fourier: np.ndarray, points: np.ndarray, targets, times=None,
+                  per_sample: bool = False) -> list[Path]:
+    """Write `folder/npz_files/data_{i}.npz`, one per sample: key target (n, m) and time (scalar) when given,
+    with the graph shared in `folder/fourier.npy` (n, k) and `folder/points.npy` (n, c); `per_sample`: also
+    fourier and points in every sample file (the reference code's per-sample layout, n k floats each)."""
     out = Path(folder) / "npz_files"
     out.mkdir(parents=True, exist_ok=True)
     np.save(Path(folder) / "fourier.npy", fourier.astype(np.float32))
     np.save(Path(folder) / "points.npy", points.astype(np.float32))
     paths = []
     for i, tgt in enumerate(targets):
-        kw = {"fourier": fourier.astype(np.float32), "points": points.astype(np.float32),
-              "target": np.asarray(tgt, np.float32).reshape(len(fourier), -1)}
+        kw = {"target": np.asarray(tgt, np.float32).reshape(len(fourier), -1)}
+        if per_sample:
+            kw.update(fourier=fourier.astype(np.float32), points=points.astype(np.float32))
         if times is not None:
             kw["time"] = np.float32(times[i])
         p = out / f"data_{i}.npz"

@@ -10,6 +10,10 @@ With --train_every 10 --eval_every 5 the network sees the samples whose time is 
 judged on the times t % 5 == 0 between them: --valid_fraction of their nodes drive early stopping, the
 learning-rate decay and the best checkpoint; the other nodes are the test. Without a time split, nodes are
 held out (--valid_fraction, --test_fraction). Writes `out_dir/best.ckpt` and `out_dir/config.json`.
+
+Cost: the default network (512 x 4) on the default Gray-Scott set (3704 nodes, 11 training times) takes about
+5 s an epoch on two CPU cores; `--hidden_dim 256 --lr 1e-3 --max_epochs 100` took 5 minutes there (held-out
+RMSE 0.011, linear interpolation in time 0.012). A GPU is the place for the defaults.
 """
 from __future__ import annotations
 

@@ -14,6 +14,16 @@ from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, nm
 SMALL_GS = dict(n_frames=21, steps_per_frame=20, burn_in=200, pattern_scale=1.0)   # the growth phase: v changes
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: a second thread costs more in synchronisation than it gives, many times more on a
+    busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def gray_scott_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("gray_scott")
@@ -23,7 +33,7 @@ def gray_scott_dir(tmp_path_factory):
 
 
 def test_gray_scott_is_seeded_finite_and_bounded():
-    V, F = mgd.make_mesh("icosphere", subdivisions=2)
+    V, F = mgd.make_mesh("icosphere", subdivisions=3)
     a = mgd.gray_scott(V, F, seed=3, **SMALL_GS)
     b = mgd.gray_scott(V, F, seed=3, **SMALL_GS)
     c = mgd.gray_scott(V, F, seed=4, **SMALL_GS)
@@ -34,12 +44,18 @@ def test_gray_scott_is_seeded_finite_and_bounded():
     assert a.max() > 0.2                                        # a pattern, not a decay to v = 0
 
 
-def test_gray_scott_files_same_seed_same_arrays(gray_scott_dir, tmp_path):
+def _same_files(a, b):
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and files
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_gray_scott_files_same_seed_same_bytes(gray_scott_dir, tmp_path):
     mgd.main(["gray_scott", "--out", str(tmp_path), "--shape", "icosphere", "--subdivisions", "3", "--n_fourier",
               "32", "--n_frames", "21", "--steps_per_frame", "20", "--pattern_scale", "1"])
-    a, b = graphs.read_dataset(gray_scott_dir), graphs.read_dataset(tmp_path)
-    for k in ("fourier", "points", "target", "time"):
-        np.testing.assert_array_equal(a[k], b[k])
+    _same_files(gray_scott_dir, tmp_path)
+    a = graphs.read_dataset(gray_scott_dir)
     assert a["target"].shape == (21, 642, 1) and a["fourier"].shape == (21, 642, 32)
     np.testing.assert_array_equal(a["time"], np.arange(21))
     m = np.load(gray_scott_dir / "mesh.npz")
@@ -54,6 +70,17 @@ def test_meshes_are_one_piece(shape):
     from scipy.sparse.csgraph import connected_components
     g = graphs.mesh_graph(V, F)
     assert len(V) > 100 and connected_components(g.adjacency)[0] == 1
+
+
+def test_sbm_files_same_seed_same_bytes(tmp_path):
+    for d in ("a", "b"):
+        assert mgd.main(["sbm", "--out", str(tmp_path / d), "--sizes", "50", "40", "30", "--n_fourier", "8"]) == 0
+    _same_files(tmp_path / "a", tmp_path / "b")
+    d = graphs.read_dataset(tmp_path / "a")
+    assert d["target"].shape == (1, 120, 3) and d["fourier"].shape == (1, 120, 8) and d["time"] is None
+    labels = np.load(tmp_path / "a" / "labels.npy")
+    np.testing.assert_array_equal(d["target"][0].argmax(1), labels)
+    np.testing.assert_array_equal(np.bincount(labels), [50, 40, 30])
 
 
 def test_dataset_round_trip(tmp_path):
@@ -110,8 +137,8 @@ def test_time_conditioned_ginr_beats_constant_in_time(gray_scott_dir, tmp_path):
     ck = tmp_path / "run"
     assert train_graph_signals.main(["--dataset_dir", str(gray_scott_dir), "--out_dir", str(ck), "--time",
                                      "--train_every", "2", "--eval_every", "1", "--n_fourier", "32", "--hidden_dim",
-                                     "64", "--n_layers", "3", "--skip", "False", "--lr", "2e-3", "--max_epochs", "80",
-                                     "--patience", "80", "--n_nodes_in_sample", "642", "--batch_size", "11",
+                                     "64", "--n_layers", "3", "--skip", "False", "--lr", "5e-3", "--max_epochs", "40",
+                                     "--patience", "40", "--n_nodes_in_sample", "214", "--batch_size", "11",
                                      "--time_freqs", "4", "--device", "cpu"]) == 0
     cfg = json.loads((ck / "config.json").read_text())
     assert cfg["args"]["skip"] is False and (ck / "best.ckpt").exists()
@@ -119,17 +146,19 @@ def test_time_conditioned_ginr_beats_constant_in_time(gray_scott_dir, tmp_path):
     assert eval_gray_scott.main(["--checkpoint", str(ck / "best.ckpt"), "--dataset_dir", str(gray_scott_dir),
                                  "--out_dir", str(res_dir), "--html", str(tmp_path / "v.html")]) == 0
     rmse = json.loads((res_dir / "metrics.json").read_text())["rmse"]
-    # measured: GINR 0.0065, node mean 0.018, linear interpolation 0.0032 on the held-out odd times
+    # measured: GINR 0.0051, node mean 0.018, linear interpolation 0.0032 on the held-out odd times (seed 1:
+    # 0.0051); 40 epochs of 3 steps
     assert rmse["ginr"] < 0.6 * rmse["node_mean"], rmse
     assert abs(cfg["test"]["rmse"] - rmse["ginr"]) < 1e-5       # the train script scored the same nodes and times
     assert (res_dir / "gray_scott.pdf").stat().st_size > 10_000
     html = (tmp_path / "v.html").read_text()
-    assert "Mesh3d" in html.replace("mesh3d", "Mesh3d") and "<script" in html and "cdn.plot.ly" not in html
+    assert '"type":"mesh3d"' in html.replace(" ", "") and len(html) > 1_000_000      # plotly.js inside: no network
+    assert '<script src="http' not in html
 
 
 def test_sbm_classification_and_best_checkpoint(tmp_path):
-    fourier, points, labels = sbm_graph([60, 60], 0.3, 0.01, 16, seed=0)
-    f2, _, l2 = sbm_graph([60, 60], 0.3, 0.01, 16, seed=0)
+    fourier, points, labels = sbm_graph([60, 60], 0.3, 0.01, 4, seed=0)
+    f2, _, l2 = sbm_graph([60, 60], 0.3, 0.01, 4, seed=0)
     np.testing.assert_array_equal(fourier, f2)
     np.testing.assert_array_equal(labels, l2)
     data = {"fourier": fourier[None], "target": np.eye(2)[labels][None], "time": None}
@@ -140,6 +169,8 @@ def test_sbm_classification_and_best_checkpoint(tmp_path):
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
     for k, v in module.state_dict().items():                   # the module holds the best checkpoint's weights
         torch.testing.assert_close(v, state[k])
+    sched = module.configure_optimizers()["lr_scheduler"]
+    assert sched["monitor"] == "valid_loss"                      # the plateau watches held-out nodes
     scores = held_out_scores(module, dm)
     assert scores["n_test"] == 96 and scores["accuracy"] > 0.9, scores
     pred = module.predict(fourier)[0].argmax(-1)[dm.test_nodes]
@@ -173,5 +204,13 @@ def test_train_sbm_script(tmp_path):
     with open(tmp_path / "sbm.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(float(r["p_in"]), float(r["p_out"])) for r in rows] == [(0.3, 0.01), (0.3, 0.05)]
+    # measured: accuracy 1.0 (0.99-1.0 over seeds 0-2), NMI 1.0
     assert float(rows[0]["accuracy"]) > 0.9 and float(rows[0]["nmi"]) > 0.6, rows
     assert (tmp_path / "sbm.pdf").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("script", [train_sbm, train_graph_signals, eval_gray_scott])
+def test_scripts_help(script, capsys):
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--help"])
+    assert stop.value.code == 0 and "--out_dir" in capsys.readouterr().out
