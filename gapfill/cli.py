@@ -69,6 +69,16 @@ def _floats(text: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
+class _RangeAction(argparse.Action):
+    """--cloud_range 0.2,0.6 or --cloud_range 0.2 0.6: one (low, high) tuple."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            setattr(namespace, self.dest, _floats(" ".join(values)))
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument {option_string}: {err}")
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the model and the masks")
@@ -87,8 +97,8 @@ def add_mask_args(p: argparse.ArgumentParser, test: bool = False) -> None:
     g.add_argument(f"--{pre}prob_masking", type=probability, default=None if test else 0.9,
                    help="share of cells hidden (random, shapes, circle)")
     g.add_argument(f"--{pre}radius", type=positive_float, default=None, help="circle radius in cells")
-    g.add_argument(f"--{pre}cloud_range", type=_floats, default=None if test else (0.2, 0.6),
-                   help="clouds: hidden share drawn from LOW,HIGH")
+    g.add_argument(f"--{pre}cloud_range", nargs="+", action=_RangeAction, default=None if test else (0.2, 0.6),
+                   metavar="LOW,HIGH", help="clouds: hidden share drawn from LOW,HIGH (or LOW HIGH)")
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:

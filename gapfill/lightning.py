@@ -4,8 +4,9 @@ Lightning on the core's Run.
 
 - Validation: every `--val_every` epochs the module reconstructs the validation frames from the model's
   view and the Run scores them on their hidden cells (`Run.score_valid`, the only holder of their truth);
-  `valid_rmse` drives `best.ckpt`, early stopping (`--patience`) and the log.
-- Checkpoints in the run folder: `best.ckpt` (lowest valid_rmse) and `last.ckpt` (every validation, and
+  `valid_rmse` (or the module's `monitor`, e.g. the GAN's `valid_ssim`) drives `best.ckpt`, early stopping
+  (`--patience`) and the log.
+- Checkpoints in the run folder: `best.ckpt` (best monitored score) and `last.ckpt` (every validation, and
   when a signal stops the run), with optimizer, scheduler, epoch, step and RNG state; a run resumes from
   `last.ckpt` (or from Lightning's newer `hpc_ckpt_*.ckpt` after a SLURM requeue: see Run).
 - Logs: one row of train_log.csv per validation through `Run.log` (and W&B offline by default, its files
@@ -58,6 +59,8 @@ class FieldModule(pl.LightningModule):
     `reconstruct(frames) -> (mean, variance or None)`, each (len(frames), B, Y, X) in physical units,
     from the model's view of the problem (`self.problem`, set by the method)."""
 
+    monitor = ("valid_rmse", "min")          # the validation score that picks best.ckpt and stops early
+
     def reconstruct(self, frames):
         raise NotImplementedError
 
@@ -80,16 +83,20 @@ class _Validate(pl.Callback):
         if epoch % self.every and not trainer.should_stop:
             return
         vs = self.run.problem.splits["valid"]
-        loss = trainer.callback_metrics.get("train_loss")
-        row = {"epoch": epoch, "train_loss": float(loss) if loss is not None else None}
+        row = {"epoch": epoch}
+        for k, v in trainer.callback_metrics.items():          # train_loss and any other epoch metric logged
+            if k in self.run.log_fields and not k.startswith("valid_"):
+                row[k] = float(v)
         if vs.stop > vs.start:
             pl_module.eval()
             with torch.no_grad():
                 mean, var = pl_module.reconstruct(range(vs.start, vs.stop))
             pl_module.train()
-            row.update(self.run.score_valid(mean, var))
-            pl_module.log("valid_rmse", row["valid_rmse"], rank_zero_only=False, sync_dist=False)
-        step = trainer.global_step
+            name = pl_module.monitor[0]
+            row.update(self.run.score_valid(mean, var, ssim=name == "valid_ssim"))
+            pl_module.log(name, row[name], rank_zero_only=False, sync_dist=False)
+        # optimizer steps per batch: one, or one per optimizer under manual optimisation (a GAN's two)
+        step = trainer.global_step // (1 if pl_module.automatic_optimization else max(1, len(trainer.optimizers)))
         self.run.log(step, **{k: row.get(k) for k in self.run.log_fields})
         total = int(trainer.estimated_stepping_batches)
         left = (time.time() - self.t0) * (total - step) / max(step - self.step0, 1)
@@ -100,19 +107,20 @@ class _Validate(pl.Callback):
         self.run.record(train_seconds=self.run.seconds(), log_rows=self.run._csv().rows())
 
 
-def make_trainer(run, args: dict, extra_callbacks=()) -> pl.Trainer:
-    """A Trainer writing into the run folder with the engine's options (see add_engine_args)."""
+def make_trainer(run, args: dict, extra_callbacks=(), monitor=("valid_rmse", "min")) -> pl.Trainer:
+    """A Trainer writing into the run folder with the engine's options (see add_engine_args); `monitor`
+    (name, 'min' or 'max'): the validation score for best.ckpt and early stopping."""
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.plugins.environments import SLURMEnvironment
     accelerator = "cpu" if run.device == "cpu" else "gpu"
     max_steps = int(args.get("max_iters") or -1)
     every = int(args.get("val_every") or 1)
-    best = ModelCheckpoint(dirpath=run.dir, filename="best", monitor="valid_rmse", mode="min", save_top_k=1,
+    best = ModelCheckpoint(dirpath=run.dir, filename="best", monitor=monitor[0], mode=monitor[1], save_top_k=1,
                            every_n_epochs=every, enable_version_counter=False, auto_insert_metric_name=False,
                            save_on_train_epoch_end=True)
     last = ModelCheckpoint(dirpath=run.dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                            enable_version_counter=False, auto_insert_metric_name=False, save_on_train_epoch_end=True)
-    stop = EarlyStopping(monitor="valid_rmse", mode="min", patience=int(args.get("patience") or 5),
+    stop = EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=int(args.get("patience") or 5),
                          check_on_train_epoch_end=True, strict=False)   # epochs without validation: no check
     # ranks and nodes from SLURM under srun; the warning signal is the Run's (see fit), not Lightning's
     plugins: list = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
@@ -145,7 +153,7 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule,
     args = vars(args) if not isinstance(args, dict) else args
     if run.status == "finished":
         return None
-    trainer = make_trainer(run, args)
+    trainer = make_trainer(run, args, monitor=module.monitor)
     ckpt = str(run.resume_state) if run.status == "resume" else None
     if ckpt:
         read_torch(ckpt)                            # a crafted or broken file: one line, no code run
@@ -180,23 +188,27 @@ def load_module(module: FieldModule, run_dir, which: str = "best", device: str =
 
 class EpochShuffle(torch.utils.data.Sampler):
     """A permutation of range(n) drawn from (seed, epoch): Lightning calls `set_epoch`, so a resumed run
-    sees the batches an uninterrupted one would (a seeded generator would restart its stream)."""
+    sees the batches an uninterrupted one would (a seeded generator would restart its stream).
+    `with_epoch`: keys are (epoch, index), for datasets that draw per epoch (new clouds each epoch)."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int, with_epoch: bool = False):
+        self.n, self.seed, self.epoch, self.with_epoch = n, seed, 0, with_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist()
+        return iter([(self.epoch, i) for i in order] if self.with_epoch else order)
 
     def __len__(self):
         return self.n
 
 
-def train_loader(dataset, batch_size: int, args: dict) -> torch.utils.data.DataLoader:
-    """The training DataLoader of a method: shuffled by (seed, epoch), `--num_workers` workers."""
+def train_loader(dataset, batch_size: int, args: dict, with_epoch: bool = False) -> torch.utils.data.DataLoader:
+    """The training DataLoader of a method: shuffled by (seed, epoch), `--num_workers` workers; `with_epoch`:
+    the dataset is indexed by (epoch, index)."""
     n = int(args.get("num_workers") or 0)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset), int(args["seed"])),
-                                       num_workers=n, persistent_workers=n > 0)
+    sampler = EpochShuffle(len(dataset), int(args["seed"]), with_epoch)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=n,
+                                       persistent_workers=n > 0)

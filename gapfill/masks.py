@@ -54,11 +54,11 @@ def _check_prob(prob_masking) -> float:
 def _check_cloud_range(cloud_range) -> tuple[float, float]:
     try:
         low, high = cloud_range
-        ok = _is_real(low) and _is_real(high) and 0.0 <= low <= high < 1.0
+        ok = _is_real(low) and _is_real(high) and 0.0 <= low <= high <= 1.0
     except (TypeError, ValueError):
         ok = False
-    if not ok:
-        raise ValueError(f"cloud_range must be (low, high) with 0 <= low <= high < 1, got {cloud_range!r}.")
+    if not ok:   # a frame wholly under cloud is a real case: the model has its other frames
+        raise ValueError(f"cloud_range must be (low, high) with 0 <= low <= high <= 1, got {cloud_range!r}.")
     return float(low), float(high)
 
 

@@ -363,12 +363,14 @@ class Run:
                                      settings=wandb.Settings(silent=True, console="off"))
         return self._wandb
 
-    def score_valid(self, mean: np.ndarray, variance: np.ndarray | None = None, frames=None, bands=None) -> dict:
+    def score_valid(self, mean: np.ndarray, variance: np.ndarray | None = None, frames=None, bands=None,
+                    ssim: bool = False) -> dict:
         """Score a reconstruction of validation frames on their hidden valid cells, physical units.
 
         mean, variance: (len(frames), len(bands), Y, X); `frames` index the validation split (default all),
-        `bands` the bands (default all). Returns {'valid_rmse'} and, with a variance, 'valid_nll'. The truth
-        of those cells stays here: a train script sees only this score.
+        `bands` the bands (default all). Returns {'valid_rmse'}, with a variance 'valid_nll', with `ssim`
+        'valid_ssim' (metrics.ssim of the filled frames, truth outside the hidden cells, averaged over
+        frames and bands). The truth of those cells stays here: a train script sees only this score.
         """
         p, sl = self._full, self._full.splits["valid"]
         idx = np.arange(sl.start, sl.stop) if frames is None else sl.start + np.asarray(frames)
@@ -380,6 +382,12 @@ class Run:
         out = {"valid_rmse": rmse(truth, mean, scored)}
         if variance is not None:
             out["valid_nll"] = gaussian_nll(truth, mean, variance, scored)
+        if ssim:
+            from gapfill.metrics import ssim as ssim_frame
+            recon = np.where(scored, mean, truth)
+            vals = [ssim_frame(truth[t, b], recon[t, b], scored[t, b]) for t in range(len(truth))
+                    for b in range(truth.shape[1]) if scored[t, b].any()]
+            out["valid_ssim"] = float(np.nanmean(vals)) if vals else float("nan")
         return out
 
     def variance_scale(self, mean: np.ndarray, variance: np.ndarray) -> float:

@@ -23,9 +23,10 @@ import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from gapfill.errors import DataError
+from gapfill.lightning import EpochShuffle
 from ginr import graphs
 from ginr.ginr_model import MLP, time_features
 
@@ -82,23 +83,6 @@ def select_times(n: int, times, train_every: int | None, eval_every: int | None)
 
 
 # ---------------------------------------------------------------- data
-class _EpochSampler(Sampler):
-    """Keys (epoch, item) in an order drawn from (seed, epoch); Lightning calls `set_epoch`."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        for j in np.random.default_rng([self.seed, self.epoch]).permutation(self.n):
-            yield self.epoch, int(j)
-
-
 class _Chunks(Dataset):
     """Item (epoch, j): chunk j % c of training sample j // c's training nodes, permuted by (seed, epoch, sample)."""
 
@@ -186,7 +170,7 @@ class GraphSignals(pl.LightningDataModule):
 
     def train_dataloader(self):
         ds = _Chunks(self)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=_EpochSampler(len(ds), self.seed))
+        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochShuffle(len(ds), self.seed, with_epoch=True))
 
     def val_dataloader(self):
         return DataLoader(_Fixed(self, self.eval_samples, self.valid_nodes), batch_size=self.batch_size)

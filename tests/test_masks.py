@@ -159,7 +159,7 @@ def test_missing_fraction_and_describe():
     ("(3.0, -1.0)", lambda: make_mask("circle", "dynamic", (1, 64, 64), radius=5.0, center=(3.0, -1.0))),
     ("(0.6, 0.2)", lambda: make_mask("clouds", "fixed", (1, 32, 32), cloud_range=(0.6, 0.2))),
     ("(-0.1, 0.5)", lambda: make_mask("clouds", "fixed", (1, 32, 32), cloud_range=(-0.1, 0.5))),
-    ("(0.2, 1.0)", lambda: make_mask("clouds", "fixed", (1, 32, 32), cloud_range=(0.2, 1.0))),
+    ("(0.2, 1.5)", lambda: make_mask("clouds", "fixed", (1, 32, 32), cloud_range=(0.2, 1.5))),
     ("()", lambda: make_mask("clouds", "fixed", (1, 32, 32), cloud_range=())),
     ("(0, 8, 8)", lambda: make_mask("random", "fixed", (0, 8, 8))),
     ("(8, 8)", lambda: make_mask("random", "fixed", (8, 8))),

@@ -1,0 +1,113 @@
+"""Loading a trained GAN run, and the chip protocol of the reference code on the test frames: chips of
+`time_steps` consecutive test frames (non-overlapping) x tiles of the run's chip size, clouds at the
+`mask_position` dates from a fixed seeded set (share from `cloud_range`), the other dates clear. Scores on
+the cloud cells only, physical units: MSE, MAE, RMSE, SSIM of the filled image (truth outside the clouds,
+the data's real range; gapfill.metrics.ssim), per chip and per chip and band, for whichever dates were
+masked, with the cloud fraction and the time gap to the nearest clear date, next to linear interpolation in
+time (the first guess `time`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gan_gapfill.gan_data import FieldChips, make_chip, positions
+from gan_gapfill.gan_model import GAN
+from gapfill import lightning
+from gapfill.data import Normalizer
+from gapfill.masks import make_mask
+from gapfill.metrics import ssim
+
+CLOUD_SEED = 4242                    # the test clouds: (run seed, CLOUD_SEED, chip, date)
+
+
+def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GAN:
+    """The run's best GAN on `device` in eval mode, on `problem` (the model's view)."""
+    args = cfg["args"]
+    module = lightning.load_module(GAN.from_args(args, problem.field.shape[1]), run_dir, "best", device)
+    module.data = FieldChips(problem, Normalizer.from_dict(cfg["normalization"]), args["time_steps"], args["first_guess"])
+    return module
+
+
+def chip_origins(problem, time_steps: int, P: int) -> list[tuple[int, int, int]]:
+    """(start frame, y0, x0) of every test chip: non-overlapping runs of dates x non-overlapping tiles."""
+    sl = problem.splits["test"]
+    Y, X = problem.field.shape[2:]
+    return [(s, y, x) for s in range(sl.start, sl.stop - time_steps + 1, time_steps)
+            for y in range(0, Y - P + 1, P) for x in range(0, X - P + 1, P)]
+
+
+@torch.no_grad()
+def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_range=None,
+                   batch_size: int = 8) -> dict:
+    """Fill the test chips. Returns arrays (N chips): truth, filled, interp (N, D, B, P, P) physical units,
+    cloud (N, D, P, P) bool, origin (N, 3), masked dates (0-based), times (N, D)."""
+    args, D = cfg["args"], module.data
+    pos = positions(mask_position or args["mask_position"], args["time_steps"])[0]
+    cr = tuple(cloud_range or args["cloud_range"])
+    P = int(cfg["chip_size"])
+    f, norm = problem.field, D.normalizer
+    values = np.nan_to_num(norm.normalize(f.values)).astype(np.float32)        # the full field (evaluation side)
+    valid = np.isfinite(f.values)
+    origins = chip_origins(problem, D.D, P)
+    out = {k: [] for k in ("truth", "filled", "interp", "cloud")}
+    seed = int(args["seed"])
+    for a in range(0, len(origins), batch_size):
+        chips = []
+        for i, (s, y0, x0) in enumerate(origins[a:a + batch_size], start=a):
+            win = (slice(s, s + D.D), slice(None), slice(y0, y0 + P), slice(x0, x0 + P))
+            cloud = np.zeros((D.D, P, P), bool)
+            for d in pos:
+                cloud[d] = ~make_mask("clouds", "fixed", (1, P, P), cloud_range=cr, cloud_scale=max(2.0, P / 16),
+                                      seed=int(np.random.default_rng([seed, CLOUD_SEED, i, d]).integers(2**31)))[0]
+            seen = valid[win] & ~cloud[:, None]
+            guess = D.guess(values[win], seen, D.clim[:, y0:y0 + P, x0:x0 + P])
+            chips.append(make_chip(values[win], seen, guess))
+            out["truth"].append(f.values[win])
+            out["cloud"].append(cloud & valid[win].any(1))
+            out["interp"].append(norm.denormalize(guess.astype(np.float64)))
+        batch = {k: torch.stack([c[k] for c in chips]).to(module.device) for k in chips[0]}
+        _, filled = module.fill(batch, module.inputs(batch))
+        filled = filled.float().cpu().numpy().reshape(len(chips) * D.D, D.B, P, P).astype(np.float64)
+        out["filled"] += list(norm.denormalize(filled).reshape(len(chips), D.D, D.B, P, P))   # band axis 1
+    res = {k: np.stack(v) for k, v in out.items()}
+    res["origin"] = np.array(origins)
+    res["masked"] = np.array(pos)
+    t = np.asarray(f.time, dtype=np.float64)
+    res["times"] = np.stack([t[s:s + D.D] for s, _, _ in origins])
+    return res
+
+
+def _scores(truth, filled, interp, cloud) -> dict:
+    """Scores over the cloud cells of (n, Y, X) maps of one band or several (stacked)."""
+    cloud = cloud & np.isfinite(truth)
+    err = (filled - truth)[cloud]
+    e_i = (interp - truth)[cloud]
+    ss = [ssim(t, np.where(c, p, t), c) for t, p, c in zip(truth, filled, cloud, strict=True) if c.any()]
+    return {"ssim": float(np.nanmean(ss)) if ss else float("nan"), "mse": float(np.mean(err ** 2)),
+            "mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
+            "rmse_time_interpolation": float(np.sqrt(np.mean(e_i ** 2)))}
+
+
+def stats_rows(res: dict, bands: list[str]) -> tuple[list[dict], list[dict]]:
+    """(per-chip rows, per-chip-and-band rows) of `evaluate_chips`' result."""
+    per_image, per_band = [], []
+    masked = list(res["masked"])
+    clear = [d for d in range(res["truth"].shape[1]) if d not in masked]
+    for i in range(len(res["truth"])):
+        cloud = res["cloud"][i][masked]                                         # (m, P, P)
+        if not cloud.any():
+            continue
+        times = res["times"][i]
+        gap = float(np.mean([min((abs(times[d] - times[c]) for c in clear), default=np.nan) for d in masked]))
+        s, y0, x0 = (int(v) for v in res["origin"][i])
+        head = {"chip": i, "start_frame": s, "y0": y0, "x0": x0, "masked_dates": " ".join(str(d + 1) for d in masked),
+                "cloud_fraction": float(cloud.mean()), "time_gap": gap}
+        B = res["truth"].shape[2]
+        chip = {k: res[k][i][masked] for k in ("truth", "filled", "interp")}         # (m, B, P, P)
+        allb = {k: np.concatenate(list(v.transpose(1, 0, 2, 3))) for k, v in chip.items()}
+        per_image.append({**head, **_scores(allb["truth"], allb["filled"], allb["interp"], np.concatenate([cloud] * B))})
+        for b in range(B):
+            per_band.append({**head, "band": bands[b],
+                             **_scores(chip["truth"][:, b], chip["filled"][:, b], chip["interp"][:, b], cloud)})
+    return per_image, per_band

@@ -1,0 +1,208 @@
+"""The conditional GAN that fills cloud gaps in chips of `time_steps` dates x bands (stacked as channels).
+
+Generator `global`: pix2pixHD's global network (7 x 7 conv, 4 stride-2 downsamplings to 16 x `model_cap`
+channels, `n_res_blocks` ResNet blocks, 4 upsampling blocks, 3 x 3 conv out; BatchNorm, spectral norm; no
+skip links). `unet`: the same layers with skip links from each downsampling level. Its output is the residual
+over the chip's first guess (its last conv starts at zero: the untrained generator returns the first guess).
+Discriminator: an `n_scales` conditional PatchGAN (input chip and filled chip stacked; kernel 5, 64 to 512
+channels, InstanceNorm, LeakyReLU 0.2), the second scale on the chip average-pooled by 2.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm as sn
+
+from gan_gapfill.gan_data import positions
+from gapfill import lightning
+
+
+def _block(i, o, k, stride=1, transpose=False):
+    pad = "reflect" if k > 1 and stride == 1 else "zeros"
+    conv = (nn.ConvTranspose2d(i, o, 3, stride=2, padding=1, output_padding=1) if transpose
+            else nn.Conv2d(i, o, k, stride=stride, padding=k // 2, padding_mode=pad))
+    return nn.Sequential(sn(conv), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(_block(c, c, 3), sn(nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")),
+                                  nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class Generator(nn.Module):
+    """(N, c_in, H, W) -> residual (N, c_out, H, W); H and W multiples of 16. `skip`: the U-Net variant."""
+
+    def __init__(self, c_in: int, c_out: int, cap: int = 64, n_res_blocks: int = 9, skip: bool = False):
+        super().__init__()
+        self.skip = skip
+        self.inp = _block(c_in, cap, 7)
+        chans = [cap * 2 ** i for i in range(5)]                       # cap ... 16 cap
+        self.down = nn.ModuleList([_block(chans[i], chans[i + 1], 3, stride=2) for i in range(4)])
+        self.res = nn.Sequential(*[ResBlock(chans[4]) for _ in range(n_res_blocks)])
+        self.up = nn.ModuleList([_block(chans[4 - i] * (2 if skip and i else 1), chans[3 - i], 3, transpose=True)
+                                 for i in range(4)])
+        self.out = nn.Conv2d(cap * (2 if skip else 1), c_out, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        h = self.inp(x)
+        skips = [h]
+        for d in self.down:
+            h = d(h)
+            skips.append(h)
+        h = self.res(h)
+        for i, u in enumerate(self.up):
+            if self.skip and i:
+                h = torch.cat([h, skips[4 - i]], 1)
+            h = u(h)
+        if self.skip:
+            h = torch.cat([h, skips[0]], 1)
+        return self.out(h)
+
+
+class PatchD(nn.Module):
+    """(N, c, H, W) -> patch scores (N, 1, H/8, W/8): pix2pixHD's PatchGAN, three stride-2 layers and a
+    stride-1 one."""
+
+    def __init__(self, c_in: int, cap: int = 64):
+        super().__init__()
+        layers, c = [], c_in
+        for i, o in enumerate([cap, cap * 2, cap * 4, cap * 8]):
+            layers += [nn.Conv2d(c, o, 5, stride=2 if i < 3 else 1, padding=2)]
+            if i:
+                layers += [nn.InstanceNorm2d(o, affine=True)]
+            layers += [nn.LeakyReLU(0.2, inplace=True)]
+            c = o
+        layers += [nn.Conv2d(c, 1, 5, padding=2)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Discriminator(nn.Module):
+    """`n_scales` PatchGANs; scale s sees the input average-pooled s times. Returns a list of score maps."""
+
+    def __init__(self, c_in: int, cap: int = 64, n_scales: int = 2):
+        super().__init__()
+        self.nets = nn.ModuleList([PatchD(c_in, cap) for _ in range(n_scales)])
+
+    def forward(self, x):
+        out = []
+        for i, d in enumerate(self.nets):
+            if i:
+                x = nn.functional.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            out.append(d(x))
+        return out
+
+
+def cloud_patches(cloud: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """cloud (N, 1, H, W) float -> (N, 1, h, w) 1 where a patch of the score map `score` holds a cloud cell
+    (the mask max-pooled to the patch grid)."""
+    return nn.functional.adaptive_max_pool2d(cloud, score.shape[-2:])
+
+
+def hinge_d(real: list, fake: list, cloud: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss on the patches that hold cloud, averaged over scales."""
+    out = 0.0
+    for r, f in zip(real, fake, strict=True):
+        w = cloud_patches(cloud, r)
+        n = w.sum().clamp_min(1.0)
+        out = out + ((torch.relu(1 - r) * w).sum() + (torch.relu(1 + f) * w).sum()) / n
+    return out / len(real)
+
+
+def hinge_g(fake: list, cloud: torch.Tensor) -> torch.Tensor:
+    """Generator hinge loss on cloud patches, averaged over scales."""
+    out = 0.0
+    for f in fake:
+        w = cloud_patches(cloud, f)
+        out = out - (f * w).sum() / w.sum().clamp_min(1.0)
+    return out / len(fake)
+
+
+class GAN(lightning.FieldModule):
+    """The cloud-gap GAN on the training engine: manual optimisation, one discriminator and one generator
+    step per batch; best.ckpt by the validation frames' cloud-cell SSIM. `data` (gan_data.FieldChips) is
+    set before `reconstruct`."""
+
+    monitor = ("valid_ssim", "max")
+
+    def __init__(self, bands: int, time_steps: int = 3, model_cap: int = 64, n_res_blocks: int = 9,
+                 generator: str = "global", mask_input: bool = False, n_scales: int = 2, disc_cap: int = 64,
+                 alpha: float = 1.0, generator_lr: float = 1e-5, discriminator_lr: float = 4e-5,
+                 mask_position: list | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        c = time_steps * bands
+        c_in = c + (time_steps if mask_input else 0)
+        self.G = Generator(c_in, c, model_cap, n_res_blocks, skip=generator == "unet")
+        self.Dnet = Discriminator(c_in + c, disc_cap, n_scales)
+        self.automatic_optimization = False
+        self.data = None
+
+    @classmethod
+    def from_args(cls, args: dict, bands: int) -> GAN:
+        keys = ("time_steps", "model_cap", "n_res_blocks", "generator", "mask_input", "n_scales", "disc_cap", "alpha",
+                "generator_lr", "discriminator_lr", "mask_position")
+        return cls(bands, **{k: args[k] for k in keys})
+
+    def inputs(self, chip: dict) -> torch.Tensor:
+        return torch.cat([chip["x"], chip["mask"]], 1) if self.hparams.mask_input else chip["x"]
+
+    def fill(self, chip: dict, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, filled) each (N, D*B, H, W): first guess + residual, and seen cells kept."""
+        pred = chip["guess"] + self.G(inp)
+        return pred, torch.where(chip["seen"] > 0, chip["x"], pred)
+
+    def training_step(self, chip, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        inp = self.inputs(chip)
+        pred, filled = self.fill(chip, inp)
+        loss_cells = chip["hidden"]
+        cloud = loss_cells.amax(1, keepdim=True)                                     # (N, 1, H, W)
+        real = torch.where(loss_cells > 0, chip["target"], filled.detach())
+        d_loss = hinge_d(self.Dnet(torch.cat([inp, real], 1)), self.Dnet(torch.cat([inp, filled.detach()], 1)), cloud)
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        mse = (((pred - chip["target"]) ** 2) * loss_cells).sum() / loss_cells.sum().clamp_min(1.0)
+        g_loss = hinge_g(self.Dnet(torch.cat([inp, filled], 1)), cloud) + self.hparams.alpha * mse
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        n = chip["x"].shape[0]
+        self.log_dict({"train_loss": mse, "g_loss": g_loss, "d_loss": d_loss}, on_step=False, on_epoch=True,
+                      batch_size=n)
+
+    def configure_optimizers(self):
+        g = torch.optim.Adam(self.G.parameters(), lr=self.hparams.generator_lr, betas=(0.0, 0.9))
+        d = torch.optim.Adam(self.Dnet.parameters(), lr=self.hparams.discriminator_lr, betas=(0.0, 0.9))
+        return [g, d]
+
+    @torch.no_grad()
+    def reconstruct(self, frames, batch_size: int = 4):
+        """(mean, None), each (len(frames), B, Y, X) physical units: each frame filled from its whole-frame chip
+        (the frame at the first masked date). Call in eval mode: the result does not depend on batch_size."""
+        D = self.data
+        pos = positions(self.hparams.mask_position, D.D)[0]
+        frames = list(frames)
+        out = np.empty((len(frames), D.B, D.Y, D.X), np.float32)
+        py, px = (-D.Y) % 16, (-D.X) % 16
+        for s in range(0, len(frames), batch_size):
+            group = frames[s:s + batch_size]
+            dates, chips = zip(*[D.frame_chip(t, pos) for t in group], strict=True)
+            chip = {k: torch.stack([c[k] for c in chips]).to(self.device) for k in chips[0]}
+            chip = {k: nn.functional.pad(v, (0, px, 0, py), mode="replicate") for k, v in chip.items()}
+            _, filled = self.fill(chip, self.inputs(chip))
+            filled = filled[..., :D.Y, :D.X].float().cpu().numpy()
+            for j, d in enumerate(dates):
+                out[s + j] = filled[j, d * D.B:(d + 1) * D.B]
+        return D.normalizer.denormalize(out.astype(np.float64)), None
