@@ -7,9 +7,10 @@ per band, with clouds at the `mask_position` dates (1-based).
   the masked dates (training frames are complete ground truth).
 - Whole frames for the common protocol (`frame_chip`): frame t at the first masked position, its
   neighbours as the model's view shows them (observed cells only).
-- First guess at each hidden cell (`--first_guess`): `time`: linear interpolation in time between the
-  nearest dates of the chip where the cell is seen (one side: that value), else the climatology;
-  `climatology`; `none` (the band mean, i.e. 0: the reference code's zero fill).
+- First guess at every cell (`--first_guess`): `time`: linear interpolation in time between the nearest
+  other dates of the chip where the cell is seen (one side: that value), else the climatology;
+  `climatology`; `none` (the band mean, i.e. 0: the reference code's zero fill). The generator gets it as
+  input next to the chip, so at seen cells it reads how each date departs from it.
 
 Arrays: values (D, B, Y, X) normalised; seen (D, B, Y, X) bool; chips are (D * B, P, P) date-major.
 """
@@ -41,10 +42,11 @@ def positions(mask_position, time_steps: int) -> list[tuple[int, ...]]:
 
 
 def time_guess(values: np.ndarray, seen: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """(D, B, Y, X): each unseen cell linearly interpolated in time between the nearest dates where it is seen
-    (nearest one where only one side has it; `fallback` (B, Y, X) where none)."""
+    """(D, B, Y, X): each cell of each date linearly interpolated in time between the nearest other dates where
+    it is seen (the nearest one where only one side has it; `fallback` (B, Y, X) where none). Seen cells get
+    the interpolation too: their value minus it is what the date does differently, an input of the network."""
     D = values.shape[0]
-    out = np.where(seen, values, np.nan)
+    out = np.empty(values.shape, dtype=np.float64)
     for d in range(D):
         prev_v = np.full(values.shape[1:], np.nan)
         prev_d = np.full(values.shape[1:], np.nan)
@@ -60,8 +62,7 @@ def time_guess(values: np.ndarray, seen: np.ndarray, fallback: np.ndarray) -> np
             w = (d - prev_d) / (next_d - prev_d)
             both = prev_v + w * (next_v - prev_v)
         g = np.where(np.isfinite(both), both, np.where(np.isfinite(prev_v), prev_v, next_v))
-        g = np.where(np.isfinite(g), g, fallback)
-        out[d] = np.where(seen[d], values[d], g)
+        out[d] = np.where(np.isfinite(g), g, fallback)
     return out
 
 
@@ -89,7 +90,7 @@ class FieldChips:
         if self.kind == "time":
             return time_guess(values, seen, clim).astype(np.float32)
         fill = clim if self.kind == "climatology" else np.zeros_like(clim)
-        return np.where(seen, values, fill[None]).astype(np.float32)
+        return np.broadcast_to(fill[None], values.shape).astype(np.float32)
 
     def start_for(self, t: int, pos: tuple[int, ...]) -> int:
         """The chip start that puts frame t at the first masked date (clamped to the field)."""

@@ -142,7 +142,7 @@ class GAN(lightning.FieldModule):
         super().__init__()
         self.save_hyperparameters()
         c = time_steps * bands
-        c_in = c + (time_steps if mask_input else 0)
+        c_in = 2 * c + (time_steps if mask_input else 0)                  # chip, first guess (, masks)
         self.G = Generator(c_in, c, model_cap, n_res_blocks, skip=generator == "unet")
         self.Dnet = Discriminator(c_in + c, disc_cap, n_scales)
         self.automatic_optimization = False
@@ -155,7 +155,9 @@ class GAN(lightning.FieldModule):
         return cls(bands, **{k: args[k] for k in keys})
 
     def inputs(self, chip: dict) -> torch.Tensor:
-        return torch.cat([chip["x"], chip["mask"]], 1) if self.hparams.mask_input else chip["x"]
+        """(N, 2 D B (+ D), H, W): the chip (first guess in its gaps), the first guess (, the masks)."""
+        parts = [chip["x"], chip["guess"]] + ([chip["mask"]] if self.hparams.mask_input else [])
+        return torch.cat(parts, 1)
 
     def fill(self, chip: dict, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, filled) each (N, D*B, H, W): first guess + residual, and seen cells kept."""
