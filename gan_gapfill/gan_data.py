@@ -130,10 +130,7 @@ class TrainChips(torch.utils.data.Dataset):
         if not len(starts):
             raise DataError(f"no training chip: {tr.stop - tr.start} training frames, --time_steps {data.D}")
         self.data, self.combos, self.cloud_range, self.seed = data, combos, tuple(cloud_range), seed
-        self.P = min(chip_size, data.Y, data.X)
-        self.P -= self.P % 16
-        if self.P < 16:
-            raise DataError(f"chips need at least 16 x 16 cells; the field is {data.Y} x {data.X}")
+        self.P = min(chip_size, data.Y, data.X)                            # the model pads to 16s
         rng = np.random.default_rng([seed, 7])
         n = training_length or len(starts) * max(1, (data.Y // self.P) * (data.X // self.P))
         self.items = np.stack([rng.choice(starts, n), rng.integers(0, data.Y - self.P + 1, n),

@@ -66,9 +66,9 @@ def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_ra
             out["truth"].append(f.values[win])
             out["cloud"].append(cloud & valid[win].any(1))
             out["interp"].append(norm.denormalize(guess.astype(np.float64)))
-        batch = {k: torch.stack([c[k] for c in chips]).to(module.device) for k in chips[0]}
+        batch = module.pad16({k: torch.stack([c[k] for c in chips]).to(module.device) for k in chips[0]})
         _, filled = module.fill(batch, module.inputs(batch))
-        filled = filled.float().cpu().numpy().reshape(len(chips) * D.D, D.B, P, P).astype(np.float64)
+        filled = filled[..., :P, :P].float().cpu().numpy().reshape(len(chips) * D.D, D.B, P, P).astype(np.float64)
         out["filled"] += list(norm.denormalize(filled).reshape(len(chips), D.D, D.B, P, P))   # band axis 1
     res = {k: np.stack(v) for k, v in out.items()}
     res["origin"] = np.array(origins)

@@ -164,7 +164,19 @@ class GAN(lightning.FieldModule):
         pred = chip["guess"] + self.G(inp)
         return pred, torch.where(chip["seen"] > 0, chip["x"], pred)
 
+    @staticmethod
+    def pad16(chip: dict) -> dict:
+        """Chip tensors padded at the bottom and right to multiples of 16 (the generator's four halvings), at
+        least 32 (a 2 x 2 bottleneck for the reflect padding): values repeat the edge, `hidden` (the loss
+        cells) is 0 in the padding."""
+        H, W = chip["x"].shape[-2:]
+        pad = (0, max(32 - W, (-W) % 16), 0, max(32 - H, (-H) % 16))
+        if not any(pad):
+            return chip
+        return {k: nn.functional.pad(v, pad, mode="constant" if k == "hidden" else "replicate") for k, v in chip.items()}
+
     def training_step(self, chip, batch_idx):
+        chip = self.pad16(chip)
         opt_g, opt_d = self.optimizers()
         inp = self.inputs(chip)
         pred, filled = self.fill(chip, inp)
@@ -197,12 +209,11 @@ class GAN(lightning.FieldModule):
         pos = positions(self.hparams.mask_position, D.D)[0]
         frames = list(frames)
         out = np.empty((len(frames), D.B, D.Y, D.X), np.float32)
-        py, px = (-D.Y) % 16, (-D.X) % 16
         for s in range(0, len(frames), batch_size):
             group = frames[s:s + batch_size]
             dates, chips = zip(*[D.frame_chip(t, pos) for t in group], strict=True)
             chip = {k: torch.stack([c[k] for c in chips]).to(self.device) for k in chips[0]}
-            chip = {k: nn.functional.pad(v, (0, px, 0, py), mode="replicate") for k, v in chip.items()}
+            chip = self.pad16(chip)
             _, filled = self.fill(chip, self.inputs(chip))
             filled = filled[..., :D.Y, :D.X].float().cpu().numpy()
             for j, d in enumerate(dates):

@@ -36,7 +36,7 @@ def add_model_args(p) -> None:
     g.add_argument("--n_bands", type=cli.positive_int, default=None, help="check: the field must have this many bands")
     g.add_argument("--time_steps", type=cli.positive_int, default=3, help="dates per chip")
     g.add_argument("--chip_size", type=cli.positive_int, default=224,
-                   help="chip side (reduced to the field, multiple of 16)")
+                   help="chip side (reduced to the field; padded to a multiple of 16 inside)")
     g.add_argument("--model_cap", type=cli.positive_int, default=64,
                    help="generator width (16, 32, 48, 64 in the reference)")
     g.add_argument("--n_res_blocks", type=cli.positive_int, default=9)

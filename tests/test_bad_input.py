@@ -20,6 +20,7 @@ from additional_material import describe_dataset
 from baselines import test_baselines, train_baselines
 from data_generation import make_synthetic_field, prepare_real_datasets
 from exact_gp_related import test_exact_gp, train_exact_gp
+from gan_gapfill import test_gan, train_gan
 from gapfill import report, submit, sweep
 from gapfill.entry import run_cli
 from ginr import test_ginr, train_ginr
@@ -37,6 +38,8 @@ METHODS = {
     "pconv": (train_pconv, test_pconv, ["--max_iters", "1", "--patch_size", "8"], ("--batch_size",)),
     "gpvae": (train_gpvae, test_gpvae, ["--max_epochs", "1", "--window", "4", "--filters", "4", "--latent_dim", "2",
                                         "--n_samples", "2", "--patch_size", "8"], ("--batch_size",)),
+    "gan": (train_gan, test_gan, ["--epochs", "1", "--model_cap", "2", "--disc_cap", "4", "--n_res_blocks", "1",
+                                  "--chip_size", "16", "--training_length", "2"], ("--batch_size",)),
     "ginr": (train_ginr, test_ginr, ["--max_epochs", "1", "--n_fourier", "8", "--hidden_dim", "8", "--n_layers", "2"],
              ("--batch_size", "--n_nodes_in_sample")),
 }

@@ -56,7 +56,8 @@ def test_sweep_as_job_array_then_test_job_after_it(slurm_cluster, small_field, t
     pytest.param("variational_gp_related", "variational_gp", 0, marks=pytest.mark.slow),
     pytest.param("pconv_inpainting", "pconv", 3, marks=pytest.mark.slow),   # the shared shell: the baselines above
     pytest.param("gpvae", "gpvae", 3, marks=pytest.mark.slow),
-    pytest.param("ginr", "ginr", 2, marks=pytest.mark.slow)])
+    pytest.param("ginr", "ginr", 2, marks=pytest.mark.slow),
+    pytest.param("gan_gapfill", "gan", 0, marks=pytest.mark.slow)])
 def test_gpu_method_sweep_as_job_array_then_test_job(slurm_cluster, tmp_path, folder, short, extra_pages):
     """A method's own sbatch scripts with a 2-entry sweep file (tests/sweeps/); they ask for --gres=gpu:1
     (the test node has one fake GPU; torch runs on the CPU)."""
