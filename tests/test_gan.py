@@ -1,0 +1,148 @@
+"""The cloud-gap GAN: a short CPU training on multispectral chips (6 bands, clouds at date 2) beats linear
+interpolation in time between dates 1 and 3; create_stats gives finite numbers for every masked-date choice
+and its rows match an independent recomputation (numpy, scikit-image SSIM); results do not depend on the
+batch size at test time (eval mode); the networks' shapes and losses."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from data_generation.make_multispectral import make_multispectral
+from gan_gapfill import create_stats, test_gan, train_gan
+from gan_gapfill.gan_data import positions, time_guess
+from gan_gapfill.gan_eval import load_trained
+from gan_gapfill.gan_model import Discriminator, Generator, hinge_d, hinge_g
+from gapfill import runs
+from gapfill.evaluate import build_problem, load_run
+
+
+def test_time_guess_is_linear_between_seen_dates_and_nearest_outside():
+    v = np.arange(4, dtype=float)[:, None, None, None] * np.ones((4, 1, 2, 2))      # value = date
+    seen = np.ones_like(v, bool)
+    seen[1:3, 0, 0, 0] = False                                   # cell (0, 0) hidden at dates 2 and 3
+    seen[3, 0, 1, 1] = False                                     # cell (1, 1) hidden at the last date
+    g = time_guess(v * 10, seen, np.full((1, 2, 2), -5.0))
+    assert np.allclose(g[1:3, 0, 0, 0], [10, 20]) and g[3, 0, 1, 1] == 20
+    assert g[0, 0, 1, 0] == 10 and g[1, 0, 1, 0] == 10                 # seen cells: from the other dates
+    seen[:, 0, 0, 1] = False                                     # never seen: the fallback
+    assert (time_guess(v, seen, np.full((1, 2, 2), -5.0))[:, 0, 0, 1] == -5).all()
+    assert positions(None, 3) == [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2)] and positions([1, 3], 3) == [(0, 2)]
+
+
+@pytest.mark.parametrize("kind", ["global", "unet"])
+def test_networks_shapes_and_zero_start(kind):
+    G = Generator(2 * 18 + 3, 18, cap=4, n_res_blocks=2, skip=kind == "unet")
+    x = torch.randn(2, 39, 32, 48)
+    assert torch.equal(G(x), torch.zeros(2, 18, 32, 48))          # starts at the first guess
+    D = Discriminator(39 + 18, cap=8, n_scales=2)
+    outs = D(torch.randn(2, 57, 32, 48))
+    assert [o.shape[-2:] for o in outs] == [(4, 6), (2, 3)]
+    cloud = torch.zeros(2, 1, 32, 48)
+    cloud[0, 0, :8, :8] = 1                                       # one patch of the first chip only
+    real, fake = [torch.full_like(o, 2.0) for o in outs], [torch.full_like(o, -2.0) for o in outs]
+    assert float(hinge_d(real, fake, cloud)) == 0.0               # both beyond the margin
+    assert float(hinge_d(fake, real, cloud)) == pytest.approx(6.0)
+    assert float(hinge_g(real, cloud)) == pytest.approx(-2.0)
+
+
+def train(d, extra) -> tuple:
+    """A GAN run on a 32 x 32 multispectral field of 40 dates (low sensor noise: the dates' departures from
+    linear interpolation in time are the signal, not the noise)."""
+    make_multispectral(n_time=40, ny=32, nx=32, seed=0, noise=0.001).to_netcdf(d / "ms.nc")
+    argv = ["--data_path", str(d / "ms.nc"), "--checkpoint_dir", str(d / "ck"), "--batch_size", "4", "--model_cap", "8",
+            "--disc_cap", "8", "--n_res_blocks", "2", "--generator", "unet", "--mask_input", "--mask_position", "2",
+            "--cloud_range", "0.2", "0.6", "--chip_size", "32", "--n_bands", "6", *extra]
+    assert runs.run_cli(train_gan.main, argv) == 0
+    return next((d / "ck").iterdir()), d
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("gan"), ["--epochs", "2", "--training_length", "16", "--alpha", "50",
+                                                   "--generator_lr", "1e-3", "--discriminator_lr", "1e-3"])
+
+
+@pytest.mark.slow     # about 70 s: 8 epochs of 64 steps
+def test_short_training_beats_linear_interpolation_in_time(tmp_path):
+    run, _ = train(tmp_path, ["--epochs", "8", "--training_length", "256", "--alpha", "50", "--generator_lr", "1e-3",
+                              "--discriminator_lr", "1e-3"])
+    o = tmp_path / "stats"
+    assert runs.run_cli(create_stats.main, ["--checkpoint_dir", str(run), "--out_dir", str(o), "--save_chips",
+                                            "--device", "cpu"]) == 0
+    z = np.load(o / "chips.npz")
+    assert list(z["masked"]) == [1]                                        # date 2, the run's
+    cloud = np.broadcast_to(z["cloud"][:, 1][:, None], z["truth"][:, 1].shape)
+    truth, filled = z["truth"][:, 1], z["filled"][:, 1]                    # (N, B, P, P)
+    interp = 0.5 * (z["truth"][:, 0] + z["truth"][:, 2])                   # independent of the code's guess
+    gan = np.sqrt(np.mean((filled - truth)[cloud] ** 2))
+    base = np.sqrt(np.mean((interp - truth)[cloud] ** 2))
+    assert gan < 0.9 * base, (gan, base)
+
+
+def test_stats_are_finite_for_every_masked_date_and_match_a_recomputation(trained, tmp_path):
+    run, _ = trained
+    cfg = load_run(run)
+    assert cfg["finished"]
+    out = {}
+    for mp in (["1"], ["2"], ["3"], ["1", "3"]):
+        o = tmp_path / "-".join(mp)
+        assert runs.run_cli(create_stats.main, ["--checkpoint_dir", str(run), "--mask_position", *mp, "--out_dir", str(o),
+                                                "--save_chips", "--device", "cpu"]) == 0
+        rows = list(csv.DictReader(open(o / "stats_per_image.csv")))
+        bands = list(csv.DictReader(open(o / "stats_per_band.csv")))
+        assert rows and len(bands) == 6 * len(rows)
+        for r in rows + bands:
+            assert all(np.isfinite(float(r[k])) for k in ("ssim", "mse", "mae", "rmse", "cloud_fraction"))
+        assert rows[0]["masked_dates"] == " ".join(mp)
+        out[tuple(mp)] = (o, rows, bands)
+    # one per-image row and one per-band row of the date-2 stats, recomputed with numpy and scikit-image
+    o, rows, bands = out[("2",)]
+    z = np.load(o / "chips.npz")
+    cloud = z["cloud"][:, 1]                                               # (N, P, P)
+    truth, filled = z["truth"][:, 1], z["filled"][:, 1]                    # (N, B, P, P)
+    i, b = 1, 3
+    r = rows[i]
+    c = cloud[i]
+    err = (filled[i] - truth[i])[:, c]
+    assert float(r["rmse"]) == pytest.approx(np.sqrt(np.mean(err ** 2)), rel=1e-9)
+    assert float(r["mae"]) == pytest.approx(np.mean(np.abs(err)), rel=1e-9)
+    assert float(r["cloud_fraction"]) == pytest.approx(c.mean(), rel=1e-12)
+    rb = next(x for x in bands if int(x["chip"]) == int(r["chip"]) and x["band"] == "B05")
+    t = truth[i, b].astype(np.float64)
+    p = np.where(c, filled[i, b], t)
+    _, smap = structural_similarity(t, p, data_range=t.max() - t.min(), gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, full=True)
+    assert float(rb["ssim"]) == pytest.approx(smap[c].mean(), rel=1e-9)
+    assert float(rb["mse"]) == pytest.approx(np.mean((filled[i, b] - t)[c] ** 2), rel=1e-9)
+    ssims = []
+    for bb in range(6):
+        tt = truth[i, bb].astype(np.float64)
+        _, sm = structural_similarity(tt, np.where(c, filled[i, bb], tt), data_range=tt.max() - tt.min(),
+                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
+        ssims.append(sm[c].mean())
+    assert float(r["ssim"]) == pytest.approx(np.mean(ssims), rel=1e-9)
+    assert 0 < float(r["time_gap"]) <= 16 + 1e-9                          # the next date, 16 days away
+
+
+def test_results_do_not_depend_on_the_batch_size_at_test_time(trained, tmp_path):
+    run, _ = trained
+    cfg = load_run(run)
+    problem = build_problem(cfg["args"]).for_model()
+    module = load_trained(problem, cfg, run)
+    frames = range(problem.splits["test"].start, problem.splits["test"].stop)
+    a, _ = module.reconstruct(frames, batch_size=1)
+    b, _ = module.reconstruct(frames, batch_size=5)
+    assert np.allclose(a, b, atol=1e-5)
+    module.train()                                                         # BatchNorm on batch statistics
+    c, _ = module.reconstruct(frames, batch_size=1)
+    d, _ = module.reconstruct(frames, batch_size=5)
+    assert not np.allclose(c, d, atol=1e-5)                                # the check has teeth
+    # and the common protocol: prediction file, metrics and PDF
+    res = tmp_path / "res"
+    assert runs.run_cli(test_gan.main, ["--checkpoints", str(run), "--results_folder", str(res),
+                                        "--num_frames_test", "2"]) == 0
+    m = json.loads(next(res.glob("*/metrics.json")).read_text())
+    assert np.isfinite(m["metrics"]["overall"]["rmse"]) and len(m["metrics"]["per_band"]) == 6
