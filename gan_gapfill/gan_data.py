@@ -92,16 +92,15 @@ class FieldChips:
         fill = clim if self.kind == "climatology" else np.zeros_like(clim)
         return np.broadcast_to(fill[None], values.shape).astype(np.float32)
 
-    def start_for(self, t: int, pos: tuple[int, ...]) -> int:
-        """The chip start that puts frame t at the first masked date (clamped to the field)."""
-        return int(min(max(t - pos[0], 0), self.T - self.D))
-
     def frame_chip(self, t: int, pos: tuple[int, ...]) -> tuple[int, dict]:
-        """Frame t's whole-frame chip: (date of t in it, chip dict), the model's view only."""
-        s = self.start_for(t, pos)
-        sl = slice(s, s + self.D)
-        v, seen = self.values[sl], self.seen[sl]
-        return t - s, make_chip(v, seen, self.guess(v, seen, self.clim), target=None)
+        """Frame t's whole-frame chip, t at the first masked date (the date the network learned to fill); dates
+        before the first frame or after the last are wholly unseen. Returns (date of t, chip dict); the
+        model's view only."""
+        idx = np.arange(t - pos[0], t - pos[0] + self.D)
+        inside = (idx >= 0) & (idx < self.T)
+        idx = np.clip(idx, 0, self.T - 1)
+        v, seen = self.values[idx], self.seen[idx] & inside[:, None, None, None]
+        return pos[0], make_chip(v, seen, self.guess(v, seen, self.clim), target=None)
 
 
 def make_chip(values, seen, guess, target=None) -> dict:
