@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity
+from sweep_checks import pdf_pages
 
 from data_generation.make_multispectral import make_multispectral
-from gan_gapfill import create_stats, test_gan, train_gan
+from gan_gapfill import create_stats, plot_stats, plot_training, test_gan, train_gan, visualize_gan
 from gan_gapfill.gan_data import positions, time_guess
 from gan_gapfill.gan_eval import load_trained
 from gan_gapfill.gan_model import Discriminator, Generator, hinge_d, hinge_g
+from gan_gapfill.visualize_gan import rgb_bands
 from gapfill import runs
 from gapfill.evaluate import build_problem, load_run
 
@@ -125,6 +127,16 @@ def test_stats_are_finite_for_every_masked_date_and_match_a_recomputation(traine
         ssims.append(sm[c].mean())
     assert float(r["ssim"]) == pytest.approx(np.mean(ssims), rel=1e-9)
     assert 0 < float(r["time_gap"]) <= 16 + 1e-9                          # the next date, 16 days away
+    # the pictures and plots: an RGB composite from B04 B03 B02, one page per chip and masked date
+    assert rgb_bands(["B02", "B03", "B04", "B05", "B07", "B08"]) == [2, 1, 0] and rgb_bands(["t", "u"]) is None
+    pics = tmp_path / "pics"
+    assert runs.run_cli(visualize_gan.main, ["--checkpoint_dir", str(run), "--mask_position", "1", "3", "--n_chips", "1",
+                                             "--out_dir", str(pics), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in pics.glob("*.png")) == ["chip000_date1.png", "chip000_date3.png"]
+    assert pdf_pages(pics / "chips.pdf") == 2
+    assert runs.run_cli(plot_stats.main, ["--stats_dir", str(o), "--out", str(tmp_path / "s.pdf")]) == 0
+    assert runs.run_cli(plot_training.main, ["--checkpoint_dir", str(run), "--out", str(tmp_path / "t.pdf")]) == 0
+    assert pdf_pages(tmp_path / "s.pdf") == 2 and pdf_pages(tmp_path / "t.pdf") == 1
 
 
 def test_results_do_not_depend_on_the_batch_size_at_test_time(trained, tmp_path):
