@@ -12,14 +12,11 @@ import argparse
 import contextlib
 import json
 import logging
-import platform
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchmarks.common import write_rows
+from benchmarks.common import time_steps, write_rows
 
 log = logging.getLogger("benchmarks.gan")
 
@@ -48,19 +45,7 @@ def one(cap: int, device: str, precision: str, steps: int, size: int = 224, batc
         with amp:
             m.training_step(chip, 0)
 
-    step()                                                           # warm-up
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        mem, name = torch.cuda.max_memory_allocated() / 2**20, torch.cuda.get_device_name(0)
-    else:
-        mem, name = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, platform.processor() or "cpu"
-    secs = (time.perf_counter() - t0) / steps
+    secs, mem, name = time_steps(step, steps, device)
     return {"model_cap": cap, "precision": precision, "batch": batch, "size": size, "seconds_per_step": round(secs, 3),
             "chips_per_second": round(batch / secs, 3), "peak_mb": round(mem, 1),
             "generator_params": int(sum(p.numel() for p in m.G.parameters())),

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import write_rows
+from benchmarks.common import time_steps, write_rows
 
 log = logging.getLogger("benchmarks.ginr")
 
@@ -61,20 +60,7 @@ def train_one(device: str, steps: int, n_nodes: int = 64442, n_frames: int = 365
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()                                                   # warm-up
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        mem, name = torch.cuda.max_memory_allocated() / 2**20, torch.cuda.get_device_name(0)
-    else:
-        mem, name = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, platform.processor() or "cpu"
-    secs = (time.perf_counter() - t0) / steps
+    secs, mem, name = time_steps(step, steps, device, warmup=3)
     return {"what": "train step, default network", "cells": b * n, "nodes": n_nodes, "k": 100,
             "seconds": round(secs, 4), "peak_mb": round(mem, 1), "cells_per_second": round(b * n / secs),
             "threads": torch.get_num_threads(), "device": f"{device} ({name})",

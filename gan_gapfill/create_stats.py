@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_gapfill.gan_eval import evaluate_chips, load_trained, stats_rows
+from gan_gapfill.gan_eval import run_chips, stats_rows
 from gapfill import cli
 from gapfill.entry import run_cli
-from gapfill.evaluate import build_problem, load_run
-from gapfill.system import resolve_device, setup_logging
+from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_logging(args.log_level)
     for run_dir in args.checkpoint_dir:
-        cfg = load_run(run_dir)
-        problem = build_problem(cfg["args"])
-        module = load_trained(problem.for_model(), cfg, run_dir, resolve_device(args.device))
-        mp = args.mask_position or cfg["args"]["mask_position"] or [(cfg["args"]["time_steps"] + 1) // 2]
-        res = evaluate_chips(module, problem, cfg, mp, args.cloud_range, args.batch_size)
+        cfg, problem, res = run_chips(run_dir, args.mask_position, args.cloud_range, args.batch_size, args.device)
         per_image, per_band = stats_rows(res, problem.field.bands)
-        tag = "-".join(map(str, mp))
+        tag = "-".join(str(d + 1) for d in res["masked"])
         out = Path(args.out_dir or Path("results") / "gan" / cfg["run_name"] / f"stats_{tag}")
         out.mkdir(parents=True, exist_ok=True)
         if not per_image:

@@ -15,8 +15,10 @@ from gan_gapfill.gan_data import FieldChips, make_chip, positions
 from gan_gapfill.gan_model import GAN
 from gapfill import lightning
 from gapfill.data import Normalizer
+from gapfill.evaluate import build_problem, load_run
 from gapfill.masks import make_mask
 from gapfill.metrics import ssim
+from gapfill.system import resolve_device
 
 CLOUD_SEED = 4242                    # the test clouds: (run seed, CLOUD_SEED, chip, date)
 
@@ -27,6 +29,16 @@ def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GAN:
     module = lightning.load_module(GAN.from_args(args, problem.field.shape[1]), run_dir, "best", device)
     module.data = FieldChips(problem, Normalizer.from_dict(cfg["normalization"]), args["time_steps"], args["first_guess"])
     return module
+
+
+def run_chips(run_dir, mask_position=None, cloud_range=None, batch_size: int = 8, device: str = "auto"):
+    """(config, problem, evaluate_chips' result) of one run folder; masked dates default to the run's (the
+    middle date for a run trained on every combination)."""
+    cfg = load_run(run_dir)
+    problem = build_problem(cfg["args"])
+    module = load_trained(problem.for_model(), cfg, run_dir, resolve_device(device))
+    mp = mask_position or cfg["args"]["mask_position"] or [(cfg["args"]["time_steps"] + 1) // 2]
+    return cfg, problem, evaluate_chips(module, problem, cfg, mp, cloud_range, batch_size)
 
 
 def chip_origins(problem, time_steps: int, P: int) -> list[tuple[int, int, int]]:

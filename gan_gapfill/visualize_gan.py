@@ -13,11 +13,10 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from gan_gapfill.gan_eval import evaluate_chips, load_trained
+from gan_gapfill.gan_eval import run_chips
 from gapfill import cli
 from gapfill.entry import run_cli
-from gapfill.evaluate import build_problem, load_run
-from gapfill.system import resolve_device, setup_logging
+from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
 RGB_NAMES = (("B04", "B03", "B02"), ("red", "green", "blue"))
@@ -81,11 +80,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_logging(args.log_level)
     for run_dir in args.checkpoint_dir:
-        cfg = load_run(run_dir)
-        problem = build_problem(cfg["args"])
-        module = load_trained(problem.for_model(), cfg, run_dir, resolve_device(args.device))
-        mp = args.mask_position or cfg["args"]["mask_position"] or [(cfg["args"]["time_steps"] + 1) // 2]
-        res = evaluate_chips(module, problem, cfg, mp, args.cloud_range)
+        cfg, problem, res = run_chips(run_dir, args.mask_position, args.cloud_range, device=args.device)
         out = Path(args.out_dir or Path("results") / "gan" / cfg["run_name"] / "pictures")
         out.mkdir(parents=True, exist_ok=True)
         bands = problem.field.bands

@@ -14,11 +14,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from gapfill import lightning
+from gapfill import cli, lightning
 from gapfill.data import Normalizer
 from ginr.ginr_data import GraphFrames, seen_digest
 
 log = logging.getLogger(__name__)
+
+
+def add_mlp_args(g, omega_0: float = 3.0) -> None:
+    """The MLP's options, with the reference code's names (argparse group or parser `g`)."""
+    g.add_argument("--hidden_dim", type=cli.positive_int, default=512)
+    g.add_argument("--n_layers", type=cli.positive_int, default=4)
+    g.add_argument("--skip", type=cli.boolean, nargs="?", const=True, default=True,
+                   help="join the input again at the middle layer (--skip False: no)")
+    g.add_argument("--sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN first layer")
+    g.add_argument("--all_sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN everywhere")
+    g.add_argument("--omega_0", type=cli.positive_float, default=omega_0,
+                   help="sine frequency (3 suits unit-RMS eigenvector inputs; SIREN's 30 is for coordinates in [-1, 1])")
+    g.add_argument("--bn", type=cli.boolean, nargs="?", const=True, default=False, help="LayerNorm after each layer")
+    g.add_argument("--dropout", type=cli.nonnegative_float, default=0.0)
 
 
 class Sine(nn.Module):

@@ -22,7 +22,7 @@ from gapfill import cli, lightning, runs
 from gapfill.data import DataError, Normalizer
 from gapfill.floor import FIRST_GUESS, GUESS_TAG
 from ginr.ginr_data import FitData, GraphFrames, seen_digest
-from ginr.ginr_model import GINR
+from ginr.ginr_model import GINR, add_mlp_args
 from ginr.graphs import LAPLACIANS
 
 METHOD = "ginr"
@@ -35,16 +35,7 @@ def add_model_args(p) -> None:
     g.add_argument("--laplacian", choices=LAPLACIANS, default="combinatorial",
                    help="combinatorial D - A, or cotangent with its mass matrix (resolution-consistent)")
     g.add_argument("--neighbours", type=int, choices=(4, 8), default=4, help="grid graph neighbours")
-    g.add_argument("--hidden_dim", type=cli.positive_int, default=512)
-    g.add_argument("--n_layers", type=cli.positive_int, default=4)
-    g.add_argument("--skip", type=cli.boolean, nargs="?", const=True, default=True,
-                   help="join the input again at the middle layer (--skip False: no)")
-    g.add_argument("--sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN first layer")
-    g.add_argument("--all_sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN everywhere")
-    g.add_argument("--omega_0", type=cli.positive_float, default=3.0,
-                   help="sine frequency: 3 for unit-RMS eigenvector inputs (SIREN's 30 is for coordinates in [-1, 1])")
-    g.add_argument("--bn", type=cli.boolean, nargs="?", const=True, default=False, help="LayerNorm after each layer")
-    g.add_argument("--dropout", type=cli.nonnegative_float, default=0.0)
+    add_mlp_args(g)
     g.add_argument("--time", type=cli.boolean, nargs="?", const=True, default=True,
                    help="Fourier features of the frame's time as input (--time False: none)")
     g.add_argument("--time_freqs", type=cli.positive_int, default=64,

@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.system import setup_logging
+from ginr.ginr_model import add_mlp_args
 from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset_dir", required=True, help="GINR dataset folder (npz_files/data_*.npz)")
     p.add_argument("--out_dir", default="checkpoints/graph_signals/run", help="where best.ckpt goes")
     p.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors per node used")
-    p.add_argument("--hidden_dim", type=cli.positive_int, default=512)
-    p.add_argument("--n_layers", type=cli.positive_int, default=4)
-    p.add_argument("--skip", type=cli.boolean, nargs="?", const=True, default=True,
-                   help="join the input again at the middle layer (--skip False: no)")
-    p.add_argument("--sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN first layer")
-    p.add_argument("--all_sine", type=cli.boolean, nargs="?", const=True, default=False, help="SIREN everywhere")
-    p.add_argument("--omega_0", type=cli.positive_float, default=30.0, help="SIREN frequency")
-    p.add_argument("--bn", type=cli.boolean, nargs="?", const=True, default=False, help="LayerNorm after each layer")
-    p.add_argument("--dropout", type=cli.nonnegative_float, default=0.0)
+    add_mlp_args(p, omega_0=30.0)
     p.add_argument("--time", type=cli.boolean, nargs="?", const=True, default=False,
                    help="Fourier features of the sample's time as input")
     p.add_argument("--time_freqs", type=cli.positive_int, default=6,
