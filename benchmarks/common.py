@@ -1,23 +1,19 @@
 """What the benchmark scripts share: writing their records."""
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
+
+from gapfill.files import write_csv
 
 log = logging.getLogger("benchmarks")
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
     """rows (dicts with the same keys) as a CSV at `path` (its folder made); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(path, rows)
     log.info("wrote %s", path)
-    return path
+    return Path(path)
 
 
 def time_steps(step, steps: int, device: str, warmup: int = 1) -> tuple[float, float, str]:

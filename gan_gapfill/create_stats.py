@@ -7,7 +7,6 @@ linear interpolation in time.
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -16,16 +15,10 @@ import numpy as np
 from gan_gapfill.gan_eval import run_chips, stats_rows
 from gapfill import cli
 from gapfill.entry import run_cli
+from gapfill.files import write_csv
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def main(argv=None) -> int:

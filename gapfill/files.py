@@ -65,6 +65,16 @@ def write_json(path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
 
 
+def write_csv(path, rows: list[dict]) -> Path:
+    """Atomically write `rows` (dicts with the keys of the first) as a CSV with a header; returns the path."""
+    import csv
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return Path(path)
+
+
 def read_json(path, what: str = "file") -> dict:
     """A JSON object from `path`; a missing, unreadable or invalid file is a DataError naming it."""
     try:

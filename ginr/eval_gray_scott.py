@@ -12,7 +12,6 @@ GINR, interpolation at one held-out time; RMSE against time) and with --html a s
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
+from gapfill.files import write_csv
 from gapfill.system import setup_logging
 from ginr import graphs
 from ginr.graph_signals import GraphSignals, SignalINR
@@ -128,10 +128,7 @@ def main(argv=None) -> int:
     res = evaluate(module, data)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "rmse.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["time", "ginr", "interp", "node_mean"])
-        w.writeheader()
-        w.writerows(res["rows"])
+    write_csv(out / "rmse.csv", [{k: r[k] for k in ("time", "ginr", "interp", "node_mean")} for r in res["rows"]])
     (out / "metrics.json").write_text(json.dumps({"rmse": res["overall"], "n_test_nodes": len(res["test_nodes"]),
                                                   "times": res["times"].tolist()}, indent=1))
     log.info("held-out RMSE of v on %d test nodes\n%s", len(res["test_nodes"]),

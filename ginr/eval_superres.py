@@ -12,7 +12,6 @@ GINR's coarse reconstruction and of the coarse truth itself.
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from gapfill.data import open_field
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
 from gapfill.evaluate import build_problem, load_run
+from gapfill.files import write_csv
 from gapfill.system import resolve_device, setup_logging
 from ginr import graphs
 from ginr.ginr_model import load_trained
@@ -133,10 +133,7 @@ def main(argv=None) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if rows:
-        with open(out / "superres.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(out / "superres.csv", rows)
     panels = [("GINR, fine graph", ginr_fine[0, 0]), ("bicubic of GINR coarse", bic_pred[0, 0])]
     if fine is not None:
         panels = [("fine truth", fine.values[frames[0], 0])] + panels

@@ -16,7 +16,7 @@ from torch import nn
 
 from gapfill import cli, lightning
 from gapfill.data import Normalizer
-from ginr.ginr_data import GraphFrames, seen_digest
+from ginr.ginr_data import FitChunks, GraphFrames, seen_digest
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,6 @@ class GINR(lightning.FieldModule):
         one the run was trained with)."""
         if self.codes is None:
             return
-        from ginr.ginr_data import FitChunks
         chunks = FitChunks(self.data, 4096, seed, frames)
         idx = torch.as_tensor(np.asarray(list(frames)), device=self.codes.weight.device)
         with torch.no_grad():

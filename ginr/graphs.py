@@ -59,8 +59,8 @@ def lonlat_to_xyz(lat, lon) -> np.ndarray:
 
 
 def is_lonlat(field) -> bool:
-    units = " ".join(str(field.attrs.get(k, "")) for k in ("y_units", "x_units"))
-    return "degree" in units or field.x_periodic or (np.abs(field.y).max() <= 90 and field.y_name.lower().startswith("lat"))
+    """A field on latitude and longitude (points go on the unit sphere), not on a plane or an image."""
+    return bool(field.x_periodic or (np.abs(field.y).max() <= 90 and field.y_name.lower().startswith("lat")))
 
 
 def _adjacency(n: int, pairs: np.ndarray) -> sp.csr_matrix:

@@ -11,7 +11,6 @@ graphs of 200 nodes) run in about 25 s on two CPU cores; on a busy machine OMP_N
 """
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from matplotlib.figure import Figure
 
 from gapfill import cli
 from gapfill.entry import run_cli
+from gapfill.files import write_csv
 from gapfill.system import setup_logging
 from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, sbm_graph
 
@@ -94,10 +94,7 @@ def main(argv=None) -> int:
         for b in args.p_out:
             t0 = time.perf_counter()
             rows.append({"p_in": a, "p_out": b, **run_one(args, a, b, out), "seconds": time.perf_counter() - t0})
-    with open(out / "sbm.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "sbm.csv", rows)
     plot(rows, args.p_in, args.p_out, out / "sbm.pdf")
     log.info("SBM %s nodes, %.0f%% labelled\n%s", "+".join(map(str, args.sizes)), 100 * args.labelled,
              "\n".join([f"{'p_in':>6} {'p_out':>6} {'accuracy':>9} {'NMI':>6}"]
