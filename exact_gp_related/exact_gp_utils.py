@@ -2,12 +2,18 @@
 
 Inputs are the cells' real coordinates (time, y, x), each divided by its median grid spacing, so that
 length scales read in frames and cells. Kernels act on time (dim 0) and space (dims 1, 2) and combine as
-a product (separable space-time, the default) or a sum. On a periodic x (a whole circle of longitude,
-`Field.x_periodic`) the space kernel is the chosen kernel on y times a periodic kernel on x whose period is
-fixed to the circumference: correlations in x depend on the distance around the circle, across the seam.
-The posterior for a frame conditions on the observed cells of the frames within `context_frames` of it
-(Cholesky in float64 by default, chunked over the predicted cells so that a large frame never runs out of
-memory).
+a product (separable space-time, the default) or a sum. The Kronecker path (`kronecker.py`) needs a space
+kernel that is itself a product over y and x (`separable`): for RBF it is the same kernel, for Matern the
+product of one-dimensional Materns.
+
+On a periodic x (a whole circle of longitude, `Field.x_periodic`) with `--geometry sphere` (the default
+there) an RBF or Matern space kernel acts on the chordal distance between the cells' unit vectors on the
+sphere (`Chordal`: positive definite, close across the date line and around the poles); a periodic or
+spectral space kernel is the kernel on y times a periodic kernel on x with the period fixed to the
+circumference. `--geometry flat` ignores the wrap (plane distances in grid units).
+The dense posterior for a frame conditions on the observed cells of the frames within `context_frames` of
+it (Cholesky in float64 by default, chunked over the predicted cells so that a large frame never runs out
+of memory).
 """
 from __future__ import annotations
 
@@ -50,6 +56,9 @@ def add_model_args(p) -> None:
     g.add_argument("--max_context_points", type=cli.positive_int, default=3000,
                    help="cap on the observed cells one frame's posterior conditions on (farthest frames dropped)")
     g.add_argument("--precision", choices=("64", "32"), default="64", help="float64 or float32 linear algebra")
+    g.add_argument("--geometry", choices=("auto", "sphere", "flat"), default="auto",
+                   help="space distances on a global field (periodic longitude): sphere (chordal, the auto choice "
+                        "there) or flat (grid units, no wrap); a regional field is always flat")
 
 
 def kernel_label(args: dict) -> str:
@@ -60,13 +69,14 @@ def kernel_label(args: dict) -> str:
 # ------------------------------------------------------------------------------------------- inputs
 class Grid(tuple):
     """(t (T,), y (Y,), x (X,)) float64 scaled coordinates; `x_period`: the circumference of a periodic x
-    in the same units (None: x does not wrap)."""
+    in the same units (None: x does not wrap); `lat`: (first latitude, y spacing) in degrees when it does."""
 
     x_period: float | None
+    lat: tuple[float, float] | None
 
-    def __new__(cls, t, y, x, x_period: float | None = None):
+    def __new__(cls, t, y, x, x_period: float | None = None, lat: tuple[float, float] | None = None):
         grid = super().__new__(cls, (t, y, x))
-        grid.x_period = x_period
+        grid.x_period, grid.lat = x_period, lat
         return grid
 
 
@@ -81,8 +91,10 @@ def grid_inputs(field) -> Grid:
     def scaled(v):
         v = np.asarray(v, dtype=np.float64)
         return (v - v[0]) / _step(v)
-    period = 360.0 / _step(np.asarray(field.x, dtype=np.float64)) if getattr(field, "x_periodic", False) else None
-    return Grid(scaled(field.time_days), scaled(field.y), scaled(field.x), period)
+    periodic = getattr(field, "x_periodic", False)
+    period = 360.0 / _step(np.asarray(field.x, dtype=np.float64)) if periodic else None
+    lat = (float(field.y[0]), _step(np.asarray(field.y, dtype=np.float64))) if periodic else None
+    return Grid(scaled(field.time_days), scaled(field.y), scaled(field.x), period, lat)
 
 
 def cell_inputs(grid, frames: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -122,13 +134,50 @@ def _circle(period: float, cells: float = 3.0):
     return k
 
 
-def build_kernel(args: dict, extent_t: float, extent_s: float, x_period: float | None = None):
+class Chordal(gpytorch.kernels.Kernel):
+    """An isotropic RBF or Matern `base` on the sphere, acting on (y, x) (dims 1, 2): cells become points
+    R (cos lat cos lon, cos lat sin lon, sin lat), R = x_period / (2 pi), so the distance is the chord,
+    in x spacings at the equator (close to the grid distance for near cells). A stationary kernel of the
+    3-D distance restricted to the sphere stays positive definite (unlike one of the great-circle distance)."""
+
+    def __init__(self, base, x_period: float, lat: tuple[float, float]):
+        super().__init__(active_dims=torch.tensor([1, 2]))
+        self.base, self.x_period, self.lat0, self.dlat = base, float(x_period), float(lat[0]), float(lat[1])
+
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., n, 2) scaled [y, x] -> (..., n, 3) points on the sphere of radius x_period / (2 pi)."""
+        lat = torch.deg2rad(self.lat0 + z[..., 0] * self.dlat)
+        lon = z[..., 1] * (2 * math.pi / self.x_period)
+        r = self.x_period / (2 * math.pi)
+        return r * torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], dim=-1)
+
+    def forward(self, x1, x2, diag=False, **params):
+        return self.base.forward(self.embed(x1), self.embed(x2), diag=diag, **params)
+
+
+def space_kernel(args: dict, extent_s: float, x_period: float | None = None, lat=None, separable: bool = False):
+    """The space kernel over (y, x) (see the module docstring); `separable`: a product of a y and an x kernel
+    where the geometry allows (the Kronecker path)."""
+    name = args["spacekernel"]
+    sphere = x_period is not None and args.get("geometry", "auto") != "flat"
+    if not sphere:
+        if separable:
+            return _base(name, (1,), args, extent_s) * _base(name, (2,), args, extent_s)
+        return _base(name, (1, 2), args, extent_s)
+    if name in ("rbf", "matern") and lat is not None:
+        base = _base(name, (0,), args, extent_s)
+        base.active_dims = None
+        base.ard_num_dims = None
+        return Chordal(base, x_period, lat)
+    return _base(name, (1,), args, extent_s) * _circle(x_period)
+
+
+def build_kernel(args: dict, extent_t: float, extent_s: float, x_period: float | None = None, lat=None,
+                 separable: bool = False):
     """Covariance module over (t, y, x) from the run options (see the module docstring); `x_period`: the
-    circumference of a periodic x in input units (None: x does not wrap)."""
-    if x_period is None:
-        space = _base(args["spacekernel"], (1, 2), args, extent_s)
-    else:
-        space = _base(args["spacekernel"], (1,), args, extent_s) * _circle(x_period)
+    circumference of a periodic x in input units (None: x does not wrap), `lat` its (first latitude,
+    spacing) in degrees; `separable`: space as a product over y and x (the Kronecker path)."""
+    space = space_kernel(args, extent_s, x_period, lat, separable)
     tk = args["timekernel"]
     if tk == "disabled":
         return gpytorch.kernels.ScaleKernel(space)
@@ -168,12 +217,14 @@ class ExactGP(gpytorch.models.ExactGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
-def make_kernel(args: dict, grid, x=None, y=None):
-    """Covariance module for the run options on this grid; spectral kernels initialised from (x, y) when given."""
+def make_kernel(args: dict, grid, x=None, y=None, separable: bool = False):
+    """Covariance module for the run options on this grid; spectral kernels initialised from (x, y) when
+    given; `separable`: the Kronecker path's form (see build_kernel)."""
     t, gy, gx = grid
     kernel = build_kernel(args, extent_t=float(t[-1] - t[0]) or 1.0,
                           extent_s=float(max(gy[-1] - gy[0], gx[-1] - gx[0])) or 1.0,
-                          x_period=getattr(grid, "x_period", None))
+                          x_period=getattr(grid, "x_period", None), lat=getattr(grid, "lat", None),
+                          separable=separable)
     if x is not None:
         for k in kernel.modules():
             if isinstance(k, gpytorch.kernels.SpectralMixtureKernel):
@@ -188,10 +239,11 @@ def make_likelihood():
     return lik
 
 
-def make_model(args: dict, grid, x=None, y=None, dtype=torch.float64, device="cpu"):
-    """Model + likelihood for one band; spectral kernels are initialised from (x, y) when given."""
+def make_model(args: dict, grid, x=None, y=None, dtype=torch.float64, device="cpu", separable: bool = False):
+    """Model + likelihood for one band; spectral kernels are initialised from (x, y) when given;
+    `separable`: the Kronecker path's kernel."""
     lik = make_likelihood()
-    model = ExactGP(x, y, lik, make_kernel(args, grid, x, y), args["mean_function"] == "constant")
+    model = ExactGP(x, y, lik, make_kernel(args, grid, x, y, separable), args["mean_function"] == "constant")
     return model.to(device=device, dtype=dtype), lik.to(device=device, dtype=dtype)
 
 

@@ -21,7 +21,7 @@ from gapfill.data import DataError, Normalizer
 from gapfill.floor import climatology
 
 log = logging.getLogger(__name__)
-LOG_FIELDS = ["band", "loss", "noise", "valid_rmse", "valid_nll"]
+LOG_FIELDS = ["band", "loss", "noise", "valid_rmse", "valid_nll", "valid_crps", "valid_coverage95"]
 
 
 class Setup:
@@ -87,27 +87,39 @@ class Setup:
                             progress, only, self.solver(b, model, lik))
         return self.to_physical(b, mean, var)
 
-    def validate(self, b: int, model, lik, device) -> dict:
-        """Inpaint up to --max_valid_frames validation frames of band b (their hidden cells); RMSE and NLL
-        (physical units) from `score_valid`, the only way their truth reaches training."""
+    def predict_valid(self, b: int, model, lik, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pick, mean, variance): up to --max_valid_frames validation frames of band b, evenly spaced
+        (`pick` indexes the validation split), inpainted on their hidden cells; mean and variance
+        (len(pick), 1, Y, X) physical units, as `Run.score_valid` takes them with bands=[b]."""
         sl = self.problem.splits["valid"]
-        if sl.stop == sl.start or self.score_valid is None:
-            return {}
         pick = np.unique(np.linspace(0, sl.stop - sl.start - 1, min(sl.stop - sl.start, self.args["max_valid_frames"]))
                          .round().astype(int))                             # evenly spaced, bounded cost
         frames = sl.start + pick
         mean, var = self.inpaint(b, model, lik, frames, device, only=~self.observed[frames])
-        return self.score_valid(mean[:, None], var[:, None], frames=pick, bands=[b])
+        return pick, mean[:, None], var[:, None]
+
+    def validate(self, b: int, model, lik, device) -> dict:
+        """valid_rmse, valid_nll, valid_crps and valid_coverage95 (physical units) of band b's validation
+        frames (`predict_valid`) from `score_valid`, the only way their truth reaches training."""
+        sl = self.problem.splits["valid"]
+        if sl.stop == sl.start or self.score_valid is None:
+            return {}
+        pick, mean, var = self.predict_valid(b, model, lik, device)
+        return self.score_valid(mean, var, frames=pick, bands=[b], calibration=True)
 
 
 class BandLoop:
     """The bookkeeping of one band's training loop, shared by the exact and the variational GP: resume from
-    `state['current']`, validation every --eval_every steps keeping the best state, --patience, the log
-    and `last` when a signal asks. `for step in loop.bar: ...; if loop.end_step(...): break`."""
+    `state['current']`, validation every --eval_every steps keeping the best state by --select (valid_rmse,
+    valid_nll or valid_crps; valid_rmse for a script without that option) of its predictive distribution,
+    calibrated first with --variance_calibration validation, --patience, the log and `last` when a signal
+    asks. `for step in loop.bar: ...; if loop.end_step(...): break`."""
 
     def __init__(self, setup: Setup, b: int, run: runs.Run, state: dict, model, opts: list):
         self.setup, self.b, self.run, self.state, self.model, self.opts = setup, b, run, state, model, opts
         self.what = f"{setup.label} band {b}"
+        self.select = setup.args.get("select") or "valid_rmse"
+        self.calibrated = setup.args.get("variance_calibration") == "validation"
         cur = state.get("current")
         if cur and cur["band"] == b:
             model.load_state_dict(cur["model"])
@@ -116,7 +128,8 @@ class BandLoop:
                 o.load_state_dict(st)
             log.info("band %d: resuming at step %d", b, cur["step"])
         else:
-            cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "bad": 0, "jitter": 0}
+            cur = {"band": b, "step": 0, "best": None, "best_val": float("inf"), "best_scores": {}, "bad": 0,
+                   "jitter": 0}
         self.cur = state["current"] = cur
         self.bar = tqdm(range(cur["step"], setup.args["max_iters"]), desc=self.what, unit="step", disable=None)
         self.started = (time.time(), cur["step"])             # for the time left in logs without a terminal
@@ -131,19 +144,21 @@ class BandLoop:
         last_step = step + 1 == args["max_iters"]
         if (step + 1) % args["eval_every"] == 0 or last_step:
             model.eval()
-            val = self.setup.validate(self.b, model, lik, run.device)
+            val = self.validate(lik)
             model.train()
             row.update(val)
-            score = val.get("valid_rmse", loss.item())        # no validation frames: the training loss
+            score = val.get(self.select, loss.item())         # no validation frames: the training loss
             if score < cur["best_val"]:
                 cur["best_val"], cur["best"], cur["bad"] = score, copy.deepcopy(model.state_dict()), 0
+                cur["best_scores"] = val
                 run.save_best(best_state(self.state))
             else:
                 cur["bad"] += 1
             t, first = self.started
             left = (time.time() - t) / (step + 1 - first) * (args["max_iters"] - step - 1)
             self.bar.write(f"{self.what} step {step + 1}/{args['max_iters']}: "
-                           + (f"valid RMSE {val['valid_rmse']:.4g}, NLL {val['valid_nll']:.4g}; " if val else "")
+                           + (f"valid RMSE {val['valid_rmse']:.4g}, NLL {val['valid_nll']:.4g}, CRPS "
+                              f"{val['valid_crps']:.4g}, 95% coverage {val['valid_coverage95']:.2f}; " if val else "")
                            + (f"at most {left:.0f} s left" if left < 120 else f"at most {left / 60:.0f} min left"))
         run.log(step + 1, **row)
         done = last_step or cur["bad"] >= args["patience"]
@@ -154,15 +169,32 @@ class BandLoop:
             log.info("%s: no improvement in %d evaluations, stopping at step %d", self.what, args["patience"], step + 1)
         return done
 
+    def validate(self, lik) -> dict:
+        """The model's validation scores (`Setup.validate`); when calibrated, those of its predictive variance
+        times the factor that minimises their NLL (`Run.variance_scale`), which the dict holds as
+        'variance_scale', so that the best state comes with its own factor."""
+        setup, run, b = self.setup, self.run, self.b
+        sl = setup.problem.splits["valid"]
+        if not self.calibrated or sl.stop == sl.start:
+            return setup.validate(b, self.model, lik, run.device)
+        pick, mean, var = setup.predict_valid(b, self.model, lik, run.device)
+        scale = run.variance_scale(mean, var, frames=pick, bands=[b])
+        return {**run.score_valid(mean, var * scale, frames=pick, bands=[b], calibration=True), "variance_scale": scale}
+
     def finish(self, n_train: int) -> dict:
-        """The band's result: its best state (loaded into the model), validation score, context width."""
+        """The band's result: its best state (loaded into the model), validation RMSE ('valid') and scores
+        ('valid_scores'), the factor on its predictive variance ('variance_scale', 1.0 uncalibrated), context
+        width."""
         cur, model, setup = self.cur, self.model, self.setup
         if cur["best"] is None:                                   # max_iters 0
             cur["best"], cur["best_val"] = copy.deepcopy(model.state_dict()), float("nan")
         model.load_state_dict(cur["best"])
         model.eval()
         width = context_width(model, setup.args, setup.train.stop - setup.train.start, setup.dtype)
-        return {"model": cur["best"], "valid": cur["best_val"], "steps": cur["step"], "context_width": width,
+        scores = cur.get("best_scores") or {}                     # an older last.pt has none
+        return {"model": cur["best"], "valid": scores.get("valid_rmse", cur["best_val"]),
+                "valid_scores": {k: v for k, v in scores.items() if k != "variance_scale"},
+                "variance_scale": scores.get("variance_scale", 1.0), "steps": cur["step"], "context_width": width,
                 "n_train": n_train}
 
 
@@ -200,18 +232,23 @@ def train_bands(args, method: str, name_parts: dict, setup_cls, fit, log_fields:
         run.save_best(best_state(state))
         run.save_last(state)
         res = state["bands"][b]
-        log.info("band %s: best validation RMSE %.4g %s after %d steps on %d observed cells; posterior context "
-                 "+-%d frames", field.bands[b], res["valid"], field.units[b], res["steps"], res["n_train"],
-                 res["context_width"])
-    vals = [v["valid"] for v in state["bands"].values()]
+        log.info("band %s: best validation RMSE %.4g %s (selected by %s) after %d steps on %d observed cells; "
+                 "posterior context +-%d frames", field.bands[b], res["valid"], field.units[b],
+                 run.args.get("select") or "valid_rmse", res["steps"], res["n_train"], res["context_width"])
+    bands = [state["bands"][b] for b in sorted(state["bands"])]
+    vals = [v["valid"] for v in bands]
+    keys = set.intersection(*(set(v.get("valid_scores", {})) for v in bands)) - {"valid_rmse"} if bands else set()
     run.finish(valid_rmse=float(np.mean(vals)) if vals else None,
-               context_width=[state["bands"][b]["context_width"] for b in sorted(state["bands"])])
+               **{k: float(np.mean([v["valid_scores"][k] for v in bands])) for k in sorted(keys)},
+               variance_scale=[v.get("variance_scale", 1.0) for v in bands],       # older results: 1.0
+               context_width=[v["context_width"] for v in bands])
     return 0
 
 
 def predict_bands(setup: Setup, run_dir, device, build) -> tuple[np.ndarray, np.ndarray]:
     """(mean, variance), each (T_test, B, Y, X) in physical units: every band's test frames inpainted by
-    `setup` with the band's best state; `build(b, state)` -> (model, likelihood) to load it into."""
+    `setup` with the band's best state, the variance times the band's 'variance_scale' (1.0 when it has
+    none); `build(b, state)` -> (model, likelihood) to load it into."""
     best = runs.load_checkpoint(run_dir, "best")["bands"]
     sl = setup.problem.splits["test"]
     means, variances = [], []
@@ -221,5 +258,5 @@ def predict_bands(setup: Setup, run_dir, device, build) -> tuple[np.ndarray, np.
         model.eval()
         mean, var = setup.inpaint(b, model, lik, range(sl.start, sl.stop), device, progress=True)
         means.append(mean)
-        variances.append(var)
+        variances.append(var * float(best[b].get("variance_scale", 1.0)))
     return np.stack(means, axis=1), np.stack(variances, axis=1)

@@ -6,6 +6,7 @@ those of the frames within the run's context; writes prediction.nc, metrics.json
 """
 from __future__ import annotations
 
+from exact_gp_related import kronecker
 from exact_gp_related.exact_gp_utils import make_model
 from exact_gp_related.gp_training import Setup, predict_bands
 from gapfill import runs
@@ -19,9 +20,10 @@ SUMMARY_GRID = (["timekernel", "kernel_combination", "spacekernel"], ["prob_mask
 
 def predict(problem, cfg, run_dir, device):
     """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
-    setup = Setup(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
-    return predict_bands(setup, run_dir, device,
-                         lambda b, state: make_model(cfg["args"], setup.grid, dtype=setup.dtype, device=device))
+    kron = kronecker.use_kronecker(cfg["args"])
+    setup = (kronecker.KroneckerSetup if kron else Setup)(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
+    return predict_bands(setup, run_dir, device, lambda b, state: make_model(cfg["args"], setup.grid, dtype=setup.dtype,
+                                                                             device=device, separable=kron))
 
 
 def main(argv=None):

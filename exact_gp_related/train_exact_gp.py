@@ -1,10 +1,14 @@
 """Train an exact spatio-temporal GP (GPyTorch) on the observed cells of the training frames.
 
-Hyperparameters maximise the exact marginal likelihood (Adam, Cholesky) on up to --max_train_points
-observed cells of the training frames, one band at a time. Every --eval_every steps the validation frames
-are inpainted (conditioning on their observed cells and those of nearby frames) and scored on their
-hidden cells (RMSE, NLL); the best state is kept, --patience evaluations without improvement stop the
-band. On SLURM's warning signal (or SIGTERM) the run saves `last` and stops; the same command resumes.
+Hyperparameters maximise the exact marginal likelihood (Adam), one band at a time. With a product kernel
+(`--inference kronecker`, the default there) on every observed cell of the training frames: the gradient
+by conjugate gradients and Hutchinson probes on the Kronecker-structured covariance, the logged value with
+a stochastic Lanczos log-determinant (exact_gp_related/kronecker.py). With `--inference dense` (a sum of
+kernels) by Cholesky on up to --max_train_points of them. Every --eval_every steps the validation frames
+are inpainted (conditioning on the observed cells of every frame, or of nearby frames with the dense
+path) and scored on their hidden cells (RMSE, NLL); the best state is kept, --patience evaluations without
+improvement stop the band. On SLURM's warning signal (or SIGTERM) the run saves `last` and stops; the same
+command resumes.
 
     python exact_gp_related/train_exact_gp.py --data_path F --timekernel matern --spacekernel rbf \\
         --prob_masking 0.9 --mask_type dynamic --max_iters 100 --num_frames_train 50 --num_frames_valid 10 \\
@@ -14,13 +18,16 @@ from __future__ import annotations
 
 import logging
 
+import math
+
 import gpytorch
 import torch
 
-from exact_gp_related import gp_training
+from exact_gp_related import gp_training, kronecker
 from exact_gp_related.exact_gp_utils import add_model_args, make_model, robust_step
 from exact_gp_related.gp_training import BandLoop, Setup, train_bands
 from gapfill import cli, runs
+from gapfill.errors import RunError
 
 log = logging.getLogger("exact_gp.train")
 METHOD = "exact_gp"
@@ -37,7 +44,12 @@ def parse_args(argv=None):
     g.add_argument("--max_valid_frames", type=cli.positive_int, default=10,
                    help="validation frames inpainted per evaluation (evenly spaced)")
     g.add_argument("--patience", type=cli.positive_int, default=5, help="evaluations without improvement before stopping")
-    return p.parse_args(argv)
+    kronecker.add_inference_args(p)
+    args = p.parse_args(argv)
+    if args.inference == "kronecker" and args.kernel_combination != "product":
+        p.error("--inference kronecker needs --kernel_combination product (a sum of kernels is not a Kronecker "
+                "product); use --inference dense")
+    return args
 
 
 def name_parts(args) -> dict:
@@ -70,9 +82,51 @@ def fit_band(setup: Setup, b: int, run: runs.Run, state: dict) -> dict:
     return loop.finish(len(y))
 
 
+def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, state: dict) -> dict:
+    """Adam on the exact marginal likelihood of every observed training cell of band b (kronecker.py):
+    one batched CG solve a step for the data and --probes Hutchinson probes, warm-started from the last."""
+    args, dtype, device = setup.args, setup.dtype, run.device
+    x, y = setup.training_data(b, device) if args["spacekernel"] == "spectral" or args["timekernel"] == "spectral" \
+        else (None, None)                                                  # spectral kernels start from the data
+    model, lik = make_model(args, setup.grid, x, y, dtype, device, separable=True)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args["lr"])
+    loop = BandLoop(setup, b, run, state, model, [opt])
+    grid = setup.grid_of(setup.train)
+    solver, data, mask = setup.solver(b, model, lik, setup.train, device)
+    n = float(mask.sum())
+    gen = torch.Generator().manual_seed(args["seed"] + b)
+    probes = torch.randn((args["probes"], *mask.shape), generator=gen, dtype=dtype).to(device) * mask
+    constant = hasattr(model.mean_module, "constant")
+    warm, logdet = None, None
+    model.train()
+    for step in loop.bar:
+        mats = kronecker.factor_matrices(model.covar_module, grid, dtype, device)
+        noise = lik.noise.reshape(())
+        c = model.mean_module.constant.reshape(()) if constant else torch.zeros((), dtype=dtype)
+        resid = (data - c.detach()) * mask
+        solver = kronecker.Solver([m.detach() for m in mats], float(noise), mask, args["train_cg_tol"],
+                                   args["max_cg_iters"])
+        _, a, res = solver.solve(torch.cat([resid[None], probes]), warm)
+        warm = res.x
+        loss = kronecker.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) - c * a[0].sum()
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+        if logdet is None or step % args["eval_every"] == 0:              # the reported value's log det
+            logdet = n * math.log(float(noise)) + float(solver.logdet(args["probes"], seed=args["seed"] + b))
+        value = (0.5 * float((resid * a[0]).sum()) + 0.5 * logdet + 0.5 * n * math.log(2 * math.pi)) / n
+        if not math.isfinite(value):
+            raise RunError(f"{loop.what}: the marginal likelihood is not finite at step {step}; try a smaller --lr")
+        if loop.end_step(step, torch.tensor(value), lik, cg_iters=res.iters):
+            break
+    return loop.finish(int(n))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return train_bands(args, METHOD, name_parts(args), Setup, fit_band, [])
+    if kronecker.use_kronecker(vars(args)):
+        return train_bands(args, METHOD, name_parts(args), kronecker.KroneckerSetup, fit_band_kronecker, ["cg_iters"])
+    return train_bands(args, METHOD, name_parts(args), Setup, fit_band, ["cg_iters"])
 
 
 if __name__ == "__main__":
