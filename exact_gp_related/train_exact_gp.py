@@ -17,7 +17,6 @@ command resumes.
 from __future__ import annotations
 
 import logging
-
 import math
 
 import gpytorch
@@ -86,6 +85,7 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
     """Adam on the exact marginal likelihood of every observed training cell of band b (kronecker.py):
     one batched CG solve a step for the data and --probes Hutchinson probes, warm-started from the last."""
     args, dtype, device = setup.args, setup.dtype, run.device
+    setup.training_cells(b)                                                # a few observed cells, or DataError
     x, y = setup.training_data(b, device) if args["spacekernel"] == "spectral" or args["timekernel"] == "spectral" \
         else (None, None)                                                  # spectral kernels start from the data
     model, lik = make_model(args, setup.grid, x, y, dtype, device, separable=True)

@@ -33,7 +33,7 @@ from gapfill.entry import EXIT_RESUME, Preempted, Preemption, run_cli  # noqa: F
 from gapfill.errors import DataError
 from gapfill.evaluate import Problem, build_problem, grid_signature
 from gapfill.files import atomic_path, check_writable, read_json, write_json
-from gapfill.metrics import gaussian_nll, rmse
+from gapfill.metrics import coverage, crps_gaussian, gaussian_nll, rmse
 from gapfill.system import git_commit, peak_memory_mb, resolve_device, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
@@ -364,13 +364,14 @@ class Run:
         return self._wandb
 
     def score_valid(self, mean: np.ndarray, variance: np.ndarray | None = None, frames=None, bands=None,
-                    ssim: bool = False) -> dict:
+                    ssim: bool = False, calibration: bool = False) -> dict:
         """Score a reconstruction of validation frames on their hidden valid cells, physical units.
 
         mean, variance: (len(frames), len(bands), Y, X); `frames` index the validation split (default all),
-        `bands` the bands (default all). Returns {'valid_rmse'}, with a variance 'valid_nll', with `ssim`
-        'valid_ssim' (metrics.ssim of the filled frames, truth outside the hidden cells, averaged over
-        frames and bands). The truth of those cells stays here: a train script sees only this score.
+        `bands` the bands (default all). Returns {'valid_rmse'}, with a variance 'valid_nll' (and with
+        `calibration` 'valid_crps' and 'valid_coverage95'), with `ssim` 'valid_ssim' (metrics.ssim of the
+        filled frames, truth outside the hidden cells, averaged over frames and bands). The truth of those
+        cells stays here: a train script sees only this score.
         """
         p, sl = self._full, self._full.splits["valid"]
         idx = np.arange(sl.start, sl.stop) if frames is None else sl.start + np.asarray(frames)
@@ -382,6 +383,9 @@ class Run:
         out = {"valid_rmse": rmse(truth, mean, scored)}
         if variance is not None:
             out["valid_nll"] = gaussian_nll(truth, mean, variance, scored)
+            if calibration:
+                out["valid_crps"] = crps_gaussian(truth, mean, variance, scored)
+                out["valid_coverage95"] = coverage(truth, mean, variance, scored, 0.95)
         if ssim:
             from gapfill.metrics import ssim as ssim_frame
             recon = np.where(scored, mean, truth)
@@ -390,19 +394,21 @@ class Run:
             out["valid_ssim"] = float(np.nanmean(vals)) if vals else float("nan")
         return out
 
-    def variance_scale(self, mean: np.ndarray, variance: np.ndarray) -> float:
+    def variance_scale(self, mean: np.ndarray, variance: np.ndarray, frames=None, bands=None) -> float:
         """The factor on `variance` that minimises the validation NLL of (mean, variance), each
-        (T_valid, B, Y, X) physical units (1.0 without validation frames). A network trained on patches or
-        crops is over- or under-confident on whole frames; the truth stays here, as in `score_valid`."""
+        (len(frames), len(bands), Y, X) physical units, `frames` and `bands` as in `score_valid` (default
+        all); 1.0 without validation frames. A network trained on patches or crops, or a sparse GP whose
+        noise shrank, is over- or under-confident; the truth stays here, as in `score_valid`."""
         from scipy.optimize import minimize_scalar
         sl = self._full.splits["valid"]
         if sl.stop == sl.start:
             return 1.0
-        res = minimize_scalar(lambda a: self.score_valid(mean, variance * np.exp(a))["valid_nll"], bounds=(-9, 9),
-                              method="bounded", options={"xatol": 1e-3})
+        def nll(a):
+            return self.score_valid(mean, variance * np.exp(a), frames, bands)["valid_nll"]
+        res = minimize_scalar(nll, bounds=(-9, 9), method="bounded", options={"xatol": 1e-3})
         scale = float(np.exp(res.x))
         log.info("predictive variance calibrated on the validation frames: x %.3g (NLL %.4g -> %.4g)", scale,
-                 self.score_valid(mean, variance)["valid_nll"], res.fun)
+                 nll(0.0), res.fun)
         return scale
 
     def save_best(self, obj) -> None:

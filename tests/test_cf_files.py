@@ -272,10 +272,11 @@ def test_global_longitude_is_periodic_and_wrap_column_dropped(tmp_path, wrap_col
     assert grid.x_period == 36.0
     args = {"matern_nu": 1.5, "num_mixtures": 2, "mean_function": "climatology", "timekernel": "matern",
             "spacekernel": "matern", "kernel_combination": "product"}
-    model, _ = U.make_model(args, grid)
     pts = torch.tensor([[0.0, 2, 0], [0.0, 2, 1], [0.0, 2, 35], [0.0, 2, 18]], dtype=torch.float64)
-    K = model.covar_module(pts).to_dense().detach()
-    assert K[0, 2] == pytest.approx(float(K[0, 1]), rel=1e-9) and K[0, 3] < 0.5 * K[0, 1]   # 350 E is next to 0 E
+    for space in ("matern", "periodic"):                  # chordal on the sphere; y x a circle in x
+        model, _ = U.make_model(dict(args, spacekernel=space), grid)
+        K = model.covar_module(pts).to_dense().detach()
+        assert K[0, 2] == pytest.approx(float(K[0, 1]), rel=1e-9) and K[0, 3] < 0.5 * K[0, 1]   # 350 E is next to 0 E
 
 
 def test_floor_interpolation_takes_the_neighbour_across_the_seam():
@@ -362,15 +363,15 @@ def test_exact_gp_on_fnoc_and_wrapped_longitude_same_as_unwrapped(tmp_path):
     assert rmse["wrapped"] == pytest.approx(rmse["unwrapped"], rel=0.01), rmse
 
 
-def test_both_gps_train_on_a_global_grid_with_the_period_kept_fixed(tmp_path):
+def test_both_gps_train_on_a_global_grid_on_the_sphere(tmp_path):
     path = FILES["global_lon"][0](tmp_path / "global.nc")
     assert np.isfinite(exact_gp_valid_rmse(path, tmp_path))
     run = next((tmp_path / "ck_gp").iterdir())
     cfg = json.loads((run / "config.json").read_text())
-    model, _ = U.make_model(cfg["args"], U.grid_inputs(open_field(path)))
+    model, _ = U.make_model(cfg["args"], U.grid_inputs(open_field(path)), separable=True)
     model.load_state_dict(torch.load(run / "best.pt", weights_only=True)["bands"][0]["model"])
-    circle = [k for k in model.covar_module.modules() if isinstance(k, U.gpytorch.kernels.PeriodicKernel)]
-    assert len(circle) == 1 and float(circle[0].period_length) == pytest.approx(36.0)   # 360 degrees / 10
+    sphere = [k for k in model.covar_module.modules() if isinstance(k, U.Chordal)]
+    assert len(sphere) == 1 and sphere[0].x_period == pytest.approx(36.0)              # 360 degrees / 10
     ck = tmp_path / "ck_vgp"
     assert train_variational_gp.main(["--data_path", str(path), *SPLIT, "--max_iters", "10", "--eval_every", "5",
                                       "--num_inducing_points", "64", "--batch_size", "256",

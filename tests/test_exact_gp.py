@@ -190,11 +190,14 @@ def test_every_kernel_pair_of_the_sweep_trains_and_tests(tmp_path, every):
     assert_gp_reports(records, tmp_path / "res", "exact_gp")
 
 
-def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("inference, rtol", [("dense", 1e-10), ("kronecker", 1e-3)])
+def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, inference, rtol):
+    """Dense: the same numbers; Kronecker: the resumed run's first CG solve starts cold (the warm start is not
+    saved), so it agrees to the solver's tolerance."""
     tiny_field(tmp_path / "tiny.nc")
     argv = ["--data_path", str(tmp_path / "tiny.nc"), "--timekernel", "rbf", "--spacekernel", "matern",
             "--num_frames_train", "20", "--num_frames_valid", "4", "--max_iters", "12", "--eval_every", "3",
-            "--max_train_points", "300"]
+            "--max_train_points", "300", "--inference", inference]
     train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "plain")])
     signal_at_check(monkeypatch, 5)
     assert runs.run_cli(train_exact_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "cut")]) == runs.EXIT_RESUME
@@ -205,7 +208,7 @@ def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkey
     plain = next((tmp_path / "plain").iterdir())
     a, b = (torch.load(d / "best.pt", weights_only=True)["bands"][0]["model"] for d in (plain, cut))
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a[k], b[k], rtol=rtol, atol=rtol * 1e-2)
     rows = (cut / "train_log.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == [str(i) for i in range(1, 13)]   # each step logged once
 
@@ -243,7 +246,8 @@ def test_training_step_that_fails_is_retried_with_jitter_then_stops_with_the_ker
 
     monkeypatch.setattr(train_exact_gp.gpytorch.mlls, "ExactMarginalLogLikelihood", Flaky)
     argv = ["--data_path", str(tmp_path / "tiny.nc"), "--timekernel", "periodic", "--spacekernel", "spectral",
-            "--num_frames_train", "20", "--num_frames_valid", "4", "--max_iters", "3", "--max_train_points", "200"]
+            "--num_frames_train", "20", "--num_frames_valid", "4", "--max_iters", "3", "--max_train_points", "200",
+            "--inference", "dense"]
     assert train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "a")]) == 0    # two retries, then fine
     assert failures["left"] == 0
     failures["left"] = 10**6                                                  # never recovers

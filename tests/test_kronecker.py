@@ -20,8 +20,8 @@ def small_problem(grid, seed=0, observed=0.15, ls=(4.0, 3.0, 2.5)):
     """A separable Matern model with set hyperparameters, a field drawn from it and a mask with 'land'."""
     model, lik = U.make_model(ARGS, grid, separable=True)
     with torch.no_grad():
-        for k, l in zip([m for m in model.covar_module.modules() if hasattr(m, "raw_lengthscale")], ls, strict=False):
-            k.lengthscale = torch.tensor(l)
+        for k, ell in zip([m for m in model.covar_module.modules() if hasattr(m, "raw_lengthscale")], ls, strict=False):
+            k.lengthscale = torch.tensor(ell)
         model.covar_module.outputscale = torch.tensor(1.3)
         lik.noise = torch.tensor(0.02)
     mats = [m.detach() for m in kr.factor_matrices(model.covar_module, grid, D, "cpu")]
@@ -109,9 +109,9 @@ def test_preconditioner_cuts_the_iterations_several_fold():
     grid = (np.arange(60.0), np.arange(16.0), np.arange(16.0))
     model, lik = U.make_model(ARGS, grid, separable=True)
     with torch.no_grad():
-        for k, l in zip([m for m in model.covar_module.modules() if hasattr(m, "raw_lengthscale")], (8.0, 5, 5),
+        for k, ell in zip([m for m in model.covar_module.modules() if hasattr(m, "raw_lengthscale")], (8.0, 5, 5),
                         strict=False):
-            k.lengthscale = torch.tensor(l)
+            k.lengthscale = torch.tensor(ell)
     mats = [m.detach() for m in kr.factor_matrices(model.covar_module, grid, D, "cpu")]
     obs = np.random.default_rng(0).random((60, 16, 16)) < 0.1
     data, mask = kr.to_grid(np.random.default_rng(1).standard_normal(obs.shape), obs, obs.shape, D, "cpu")

@@ -115,11 +115,13 @@ def test_hidden_test_cells_never_reach_training(tmp_data, method):
 
 @pytest.mark.parametrize("method", list(TRAIN))
 def test_hidden_validation_cells_reach_training_only_through_score_valid(tmp_data, method, monkeypatch):
-    def blind(self, mean, variance=None, frames=None, bands=None, ssim=False):
+    def blind(self, mean, variance=None, frames=None, bands=None, ssim=False, calibration=False):
         """A validation score that never reads the truth: the spread of the prediction."""
         out = {"valid_rmse": float(np.nanstd(mean))}
         if variance is not None:
             out["valid_nll"] = float(np.nanmean(variance))
+            if calibration:
+                out["valid_crps"] = out["valid_coverage95"] = float(np.nanmean(np.sqrt(variance)))
         if ssim:
             out["valid_ssim"] = float(np.nanmean(mean))
         return out

@@ -6,7 +6,9 @@ epoch, one band at a time: q(u) on --num_inducing_points inducing inputs (k-mean
 --learn_inducing_locations moves them); Adam on everything or, with --natural_gradient (ELBO only),
 natural-gradient steps for q(u) and Adam for the hyperparameters. Kernels and their options are the exact
 GP's. Every --eval_every steps the validation frames are inpainted (q(u) refitted around each frame with
-the hyperparameters frozen) and scored on their hidden cells; the best state is kept. On SLURM's warning
+the hyperparameters frozen) and scored on their hidden cells, the predictive variance first calibrated on
+them (--variance_calibration: the factor of minimum NLL, kept with the state and applied by the test);
+the state with the best --select score (CRPS by default) is kept. On SLURM's warning
 signal (or SIGTERM) the run saves `last` and stops; the same command resumes.
 
     python variational_gp_related/train_variational_gp.py --data_path F --timekernel matern --spacekernel matern \\
@@ -110,7 +112,7 @@ def fit_band(setup: VariationalSetup, b: int, run: runs.Run, state: dict) -> dic
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return train_bands(args, METHOD, name_parts(args), VariationalSetup, fit_band, ["epoch"])
+    return train_bands(args, METHOD, name_parts(args), VariationalSetup, fit_band, ["epoch", "variance_scale"])
 
 
 if __name__ == "__main__":
