@@ -232,6 +232,19 @@ def make_kernel(args: dict, grid, x=None, y=None, separable: bool = False):
     return kernel
 
 
+def log_lengthscales(kernel) -> None:
+    """Learn every trainable length scale of `kernel` as its logarithm (Adam's steps are then relative: a step
+    of 0.05 moves a length scale by 5%, from 3 to 30 cells in 50 steps rather than 500 under softplus)."""
+    for k in kernel.modules():
+        raw = getattr(k, "raw_lengthscale", None)
+        if raw is None or not raw.requires_grad:
+            continue
+        value = k.lengthscale.detach().clone()
+        k.register_constraint("raw_lengthscale", gpytorch.constraints.Positive(transform=torch.exp,
+                                                                               inv_transform=torch.log))
+        k.lengthscale = value
+
+
 def make_likelihood():
     """Gaussian likelihood, noise 0.05 (of a unit-variance normalised field) to start, at least 1e-5."""
     lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.GreaterThan(1e-5))
@@ -243,7 +256,10 @@ def make_model(args: dict, grid, x=None, y=None, dtype=torch.float64, device="cp
     """Model + likelihood for one band; spectral kernels are initialised from (x, y) when given;
     `separable`: the Kronecker path's kernel."""
     lik = make_likelihood()
-    model = ExactGP(x, y, lik, make_kernel(args, grid, x, y, separable), args["mean_function"] == "constant")
+    kernel = make_kernel(args, grid, x, y, separable)
+    if separable:
+        log_lengthscales(kernel)
+    model = ExactGP(x, y, lik, kernel, args["mean_function"] == "constant")
     return model.to(device=device, dtype=dtype), lik.to(device=device, dtype=dtype)
 
 

@@ -97,27 +97,37 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
     gen = torch.Generator().manual_seed(args["seed"] + b)
     probes = torch.randn((args["probes"], *mask.shape), generator=gen, dtype=dtype).to(device) * mask
     constant = hasattr(model.mean_module, "constant")
+    cells = kronecker.fixed_cells(mask)          # the same cells in every training frame: exact, no CG
+    y = data.reshape(1, data.shape[0], -1)[..., cells] if cells is not None else None
     warm, logdet = None, None
     model.train()
     for step in loop.bar:
         mats = kronecker.factor_matrices(model.covar_module, grid, dtype, device)
         noise = lik.noise.reshape(())
         c = model.mean_module.constant.reshape(()) if constant else torch.zeros((), dtype=dtype)
-        resid = (data - c.detach()) * mask
-        solver = kronecker.Solver([m.detach() for m in mats], float(noise), mask, args["train_cg_tol"],
-                                   args["max_cg_iters"])
-        _, a, res = solver.solve(torch.cat([resid[None], probes]), warm)
-        warm = res.x
-        loss = kronecker.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) - c * a[0].sum()
+        if cells is not None:
+            st = kronecker.StationSolver(mats, float(noise), cells)
+            a = st.alpha(y - c.detach())[0]
+            loss = st.surrogate(mats, noise, a) - c * a.sum()
+            value = 0.5 * float(((y[0] - c.detach()) * a).sum()) + 0.5 * st.logdet()
+            iters = 0
+        else:
+            resid = (data - c.detach()) * mask
+            solver = kronecker.Solver([m.detach() for m in mats], float(noise), mask, args["train_cg_tol"],
+                                      args["max_cg_iters"])
+            _, a, res = solver.solve(torch.cat([resid[None], probes]), warm)
+            warm, iters = res.x, res.iters
+            loss = kronecker.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) - c * a[0].sum()
+            if logdet is None or step % args["eval_every"] == 0:          # the reported value's log det (SLQ)
+                logdet = n * math.log(float(noise)) + float(solver.logdet(args["probes"], seed=args["seed"] + b))
+            value = 0.5 * float((resid * a[0]).sum()) + 0.5 * logdet
         opt.zero_grad()
         (loss / n).backward()
         opt.step()
-        if logdet is None or step % args["eval_every"] == 0:              # the reported value's log det
-            logdet = n * math.log(float(noise)) + float(solver.logdet(args["probes"], seed=args["seed"] + b))
-        value = (0.5 * float((resid * a[0]).sum()) + 0.5 * logdet + 0.5 * n * math.log(2 * math.pi)) / n
+        value = (value + 0.5 * n * math.log(2 * math.pi)) / n
         if not math.isfinite(value):
             raise RunError(f"{loop.what}: the marginal likelihood is not finite at step {step}; try a smaller --lr")
-        if loop.end_step(step, torch.tensor(value), lik, cg_iters=res.iters):
+        if loop.end_step(step, torch.tensor(value), lik, cg_iters=iters):
             break
     return loop.finish(int(n))
 
