@@ -190,14 +190,16 @@ def test_every_kernel_pair_of_the_sweep_trains_and_tests(tmp_path, every):
     assert_gp_reports(records, tmp_path / "res", "exact_gp")
 
 
-@pytest.mark.parametrize("inference, rtol", [("dense", 1e-10), ("kronecker", 1e-3)])
-def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, inference, rtol):
-    """Dense: the same numbers; Kronecker: the resumed run's first CG solve starts cold (the warm start is not
-    saved), so it agrees to the solver's tolerance."""
+@pytest.mark.parametrize("inference, mask, rtol", [("dense", "fixed", 1e-10), ("kronecker", "fixed", 1e-10),
+                                                   ("kronecker", "dynamic", 1e-3)])
+def test_preempted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, inference, mask, rtol):
+    """Dense and Kronecker on stations (exact): the same numbers; Kronecker with conjugate gradients (a
+    dynamic mask): the resumed run's first solve starts cold (the warm start is not saved), so it agrees to
+    the solver's tolerance."""
     tiny_field(tmp_path / "tiny.nc")
     argv = ["--data_path", str(tmp_path / "tiny.nc"), "--timekernel", "rbf", "--spacekernel", "matern",
             "--num_frames_train", "20", "--num_frames_valid", "4", "--max_iters", "12", "--eval_every", "3",
-            "--max_train_points", "300", "--inference", inference]
+            "--max_train_points", "300", "--inference", inference, "--mask_type", mask]
     train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "plain")])
     signal_at_check(monkeypatch, 5)
     assert runs.run_cli(train_exact_gp.main, argv + ["--checkpoint_dir", str(tmp_path / "cut")]) == runs.EXIT_RESUME
@@ -257,3 +259,28 @@ def test_training_step_that_fails_is_retried_with_jitter_then_stops_with_the_ker
     assert "retrying with jitter 0.0001" in out
     assert "ERROR gapfill.entry: exact GP periodicxspectral band 0: matrix not positive definite at step 0 even " \
         "with jitter 0.01" in err
+
+
+def test_conjugate_gradient_training_follows_the_exact_station_path(tmp_path, monkeypatch):
+    """On stations the Kronecker path is exact; forced onto conjugate gradients, Hutchinson probes and pathwise
+    variances (what it uses for any other mask) it reaches nearly the same hyperparameters and validation score."""
+    from exact_gp_related import kronecker
+    tiny_field(tmp_path / "tiny.nc")
+    argv = ["--data_path", str(tmp_path / "tiny.nc"), "--num_frames_train", "20", "--num_frames_valid", "4",
+            "--max_iters", "20", "--eval_every", "20", "--lr", "0.1", "--probes", "16"]
+    train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "exact")])
+    calls = []
+    monkeypatch.setattr(kronecker, "fixed_cells", lambda mask: calls.append(1))
+    train_exact_gp.main(argv + ["--checkpoint_dir", str(tmp_path / "cg")])
+    assert calls                                                               # the CG path ran
+    exact, cg = (next((tmp_path / d).iterdir()) for d in ("exact", "cg"))
+    a, b = (torch.load(d / "best.pt", weights_only=True)["bands"][0]["model"] for d in (exact, cg))
+    for k in a:
+        if "raw" in k and "constraint" not in k:                             # measured: within 0.07
+            assert float(b[k]) == pytest.approx(float(a[k]), abs=0.15), k      # (log length scales: 7%)
+    va, vb = (json.loads((d / "config.json").read_text())["valid_rmse"] for d in (exact, cg))
+    assert vb == pytest.approx(va, rel=0.04)                                  # measured: 1.8% apart
+    rows = [[float(v) for v in r.split(",")[:4]] for r in (cg / "train_log.csv").read_text().splitlines()[1:]]
+    exact_rows = [[float(v) for v in r.split(",")[:4]] for r in (exact / "train_log.csv").read_text().splitlines()[1:]]
+    assert all(r[2] > 0 for r in rows) and all(r[2] == 0 for r in exact_rows)   # cg_iters: CG vs none
+    assert max(abs(r[3] - e[3]) for r, e in zip(rows, exact_rows, strict=True)) < 0.05   # Lanczos NLL per cell (0.03)
