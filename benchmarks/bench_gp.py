@@ -4,12 +4,26 @@ than --max_seconds; each size and model runs in a fresh process so that its peak
 
     python -m benchmarks.bench_gp --out benchmarks/records                  # CSV + PDF plot, both models
     python -m benchmarks.bench_gp --sizes 1000 2000 --device cuda           # chosen sizes, on a GPU
+    python -m benchmarks.bench_gp --grids 32 64 128 --out benchmarks/records  # whole grids: the table below
 
 Both use product Matern x Matern, float64, on n random cells of a 365 x 64 x 64 grid.
 exact: one marginal-likelihood step (forward + backward, Cholesky) on the n cells, and the posterior of
 4,096 cells (a 64 x 64 frame) given them.
 variational: one epoch over the n cells (PLL, Adam, batches of 1,024, 512 inducing points), and the sparse
 posterior of the same 4,096 cells given all n cells through 512 inducing inputs.
+
+--grids G...: one table against the grid 365 x G x G with 10% of the cells observed (a random fixed mask,
+stations, or a random dynamic one), separable Matern x Matern, float64:
+- kron_multiply: one multiply by the complete-grid covariance K_t (x) K_y (x) K_x (the floor of any exact
+  method on the grid);
+- kron_stations: the Kronecker path on stations (exact): one training step on every observed training cell
+  (255 frames), then mean and variance of every cell of all 365 frames given every observed cell;
+- kron_cg: the Kronecker path on the dynamic mask: one training step (CG, 8 probes, Lanczos log det, cold
+  start), then the mean of every cell (CG) and the pathwise variance (64 samples) of the 55 test frames;
+- dense: one step on 2,000 cells and the posterior of one G x G frame given 3,000 context cells, the time
+  of all 365 frames extrapolated from it;
+- variational: one epoch over every observed training cell (batches 1,024, M = 512) and the sparse posterior
+  of one frame given every observed cell, all frames extrapolated.
 """
 from __future__ import annotations
 
@@ -28,10 +42,12 @@ ARGS = {"timekernel": "matern", "spacekernel": "matern", "kernel_combination": "
         "num_mixtures": 4, "time_lengthscale": 100.0, "time_outputscale": 1.0, "mean_function": "climatology",
         "natural_gradient": False, "learn_inducing_locations": False}
 BATCH, INDUCING = 1024, 512
+GRID_MODELS = ("kron_multiply", "kron_stations", "kron_cg", "dense", "variational")
 
 
-def one(model_name: str, n: int, device: str, precision: str) -> dict:
-    """Measure one model at size n in this process; seconds and peak memory (MB)."""
+def one(model_name: str, n: int, device: str, precision: str, frame: int = 64, context: int | None = None) -> dict:
+    """Measure one model at size n in this process; seconds and peak memory (MB). The posterior is of one
+    `frame` x `frame` frame, given the first `context` of the n cells (default all)."""
     import gpytorch
     import numpy as np
     import torch
@@ -50,8 +66,9 @@ def one(model_name: str, n: int, device: str, precision: str) -> dict:
     x = torch.as_tensor(np.column_stack([rng.integers(0, 365, n), rng.integers(0, 64, n), rng.integers(0, 64, n)])
                         + rng.uniform(0, 0.01, (n, 3)), dtype=dtype, device=device)
     y = torch.sin(x[:, 0] / 10) + torch.cos(x[:, 1] / 8) + 0.1 * torch.randn(n, dtype=dtype, device=device)
-    xs = torch.as_tensor(np.column_stack([np.full(4096, 200.0), np.repeat(np.arange(64.0), 64),
-                                          np.tile(np.arange(64.0), 64)]), dtype=dtype, device=device)
+    xs = torch.as_tensor(np.column_stack([np.full(frame * frame, 200.0), np.repeat(np.arange(float(frame)), frame),
+                                          np.tile(np.arange(float(frame)), frame)]), dtype=dtype, device=device)
+    xc, yc = (x, y) if context is None else (x[:context], y[:context])
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     t0 = time.perf_counter()
     if model_name == "exact":
@@ -64,7 +81,7 @@ def one(model_name: str, n: int, device: str, precision: str) -> dict:
         sync()
         train_s, t0 = time.perf_counter() - t0, time.perf_counter()
         model.eval()
-        mean, var = posterior(model, lik, x, y, xs, "benchmark")
+        mean, var = posterior(model, lik, xc, yc, xs, "benchmark")
     else:
         z = kmeans(x.cpu().numpy(), INDUCING, 0)
         model = make_variational_model(ARGS, make_kernel(ARGS, grid), make_likelihood(), z, dtype, device)
@@ -81,13 +98,102 @@ def one(model_name: str, n: int, device: str, precision: str) -> dict:
         train_s, t0 = time.perf_counter() - t0, time.perf_counter()
         model.eval()
         zt = torch.as_tensor(z, dtype=dtype, device=device)
-        mean, var = sparse_posterior(model.covar_module, model.mean_module, model.likelihood.noise.detach(), x, y, zt,
+        mean, var = sparse_posterior(model.covar_module, model.mean_module, model.likelihood.noise.detach(), xc, yc, zt,
                                      xs, "benchmark")
     sync()
     predict_s = time.perf_counter() - t0
     assert torch.isfinite(mean).all() and torch.isfinite(var).all()
     return {"model": model_name, "n": n, "train_s": round(train_s, 3), "predict_4096_s": round(predict_s, 3),
             "peak_memory_mb": round(peak_memory_mb(), 1), "device": device, "precision": precision}
+
+
+def one_grid(model_name: str, G: int, device: str, precision: str) -> dict:
+    """Measure one model on the grid 365 x G x G (see the module docstring) in this process."""
+    import numpy as np
+    import torch
+
+    from exact_gp_related import kronecker as kr
+    from exact_gp_related.exact_gp_utils import Grid
+    from gapfill.system import peak_memory_mb
+    dtype = torch.float64 if precision == "64" else torch.float32
+    T, n_train, n_test = 365, 255, 55
+    rng = np.random.default_rng(0)
+    dynamic = model_name == "kron_cg"
+    obs = rng.random((T, G, G)) < 0.1 if dynamic else np.broadcast_to(rng.random((G, G)) < 0.1, (T, G, G))
+    t = np.arange(T, dtype=float)
+    ax = np.arange(G, dtype=float)
+    field = np.sin(t / 20)[:, None, None] + np.cos(ax / 8)[None, :, None] * np.sin(ax / 11)[None, None, :]
+    vals = np.where(obs, field + 0.1 * rng.standard_normal(field.shape), np.nan)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out = {"model": model_name, "grid": f"{T}x{G}x{G}", "cells": T * G * G, "observed": int(obs.sum())}
+    if model_name.startswith("kron"):
+        from exact_gp_related.exact_gp_utils import make_model
+        args = dict(ARGS, geometry="auto")
+        model, lik = make_model(args, Grid(t, ax, ax), dtype=dtype, device=device, separable=True)
+        with torch.no_grad():
+            for k in model.covar_module.modules():
+                if hasattr(k, "raw_lengthscale"):
+                    k.lengthscale = torch.tensor(8.0)
+            lik.noise = torch.tensor(0.01)
+        train_grid = Grid(t[:n_train], ax, ax)
+        if model_name == "kron_multiply":
+            mats = kr.factor_matrices(model.covar_module, Grid(t, ax, ax), dtype, device)
+            v = torch.randn(1, T, G, G, dtype=dtype, device=device)
+            kr.mode_products(v, mats)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                kr.mode_products(v, mats)
+            sync()
+            out.update(train_step_s=round((time.perf_counter() - t0) / 5, 4), predict_all_s=None)
+            return dict(out, peak_memory_mb=round(peak_memory_mb(), 1), device=device, precision=precision)
+        data, mask = kr.to_grid(vals[:n_train], obs[:n_train], (n_train, G, G), dtype, device)
+        n = float(mask.sum())
+        t0 = time.perf_counter()
+        mats = kr.factor_matrices(model.covar_module, train_grid, dtype, device)
+        noise = lik.noise.reshape(())
+        if model_name == "kron_stations":
+            cells = kr.fixed_cells(mask)
+            st = kr.StationSolver(mats, float(noise), cells)
+            a = st.alpha(data.reshape(1, n_train, -1)[..., cells])[0]
+            (st.surrogate(mats, noise, a) / n).backward()
+            st.logdet()
+        else:
+            probes = torch.randn((8, *mask.shape), dtype=dtype, device=device) * mask
+            solver = kr.Solver([m.detach() for m in mats], float(noise), mask, 1e-3)
+            _, a, res = solver.solve(torch.cat([data[None], probes]))
+            (kr.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) / n).backward()
+            solver.logdet(8)
+            out["train_cg_iters"] = res.iters
+        sync()
+        out["train_step_s"], t0 = round(time.perf_counter() - t0, 3), time.perf_counter()
+        with torch.no_grad():
+            mats = kr.factor_matrices(model.covar_module, Grid(t, ax, ax), dtype, device)
+            data, mask = kr.to_grid(vals, obs, (T, G, G), dtype, device)
+            if model_name == "kron_stations":
+                st = kr.StationSolver(mats, float(noise), kr.fixed_cells(mask))
+                mean = st.mean(st.alpha(data.reshape(1, T, -1)[..., st.cells]))
+                var = st.variance()
+            else:
+                solver = kr.Solver(mats, float(noise), mask, 1e-4)
+                mean, _, res = solver.solve(data[None])
+                out["predict_cg_iters"] = res.iters
+                test = slice(n_train + n_test - 15, T)                 # the test frames and 15 frames of context
+                data, mask = kr.to_grid(vals[test], obs[test], (T - test.start, G, G), dtype, device)
+                sub = kr.Solver(kr.factor_matrices(model.covar_module, Grid(t[test], ax, ax), dtype, device),
+                                float(noise), mask, 1e-4)
+                var = sub.variance(64, chunk=kr.rhs_chunk(mask.numel(), mask.element_size()))
+        sync()
+        assert torch.isfinite(mean).all() and torch.isfinite(var).all()
+        out["predict_all_s"] = round(time.perf_counter() - t0, 3)
+        return dict(out, peak_memory_mb=round(peak_memory_mb(), 1), device=device, precision=precision)
+    # dense and variational: the existing per-frame measurement on this grid's observed count, x 365 frames
+    dense = model_name == "dense"
+    res = one("exact" if dense else "variational", 2000 if dense else int(obs[:n_train].sum()), device, precision,
+              frame=G, context=3000 if dense else None)
+    out.update(train_step_s=res["train_s"], predict_all_s=round(res["predict_4096_s"] * T, 1),
+               peak_memory_mb=res["peak_memory_mb"], device=device, precision=precision)
+    return out
 
 
 def plot(rows: list[dict], pdf) -> None:
@@ -123,12 +229,20 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=("64", "32"), default="64")
     p.add_argument("--out", default="benchmarks/records")
+    p.add_argument("--grids", type=int, nargs="+", help="the whole-grid table on 365 x G x G grids (see above)")
+    p.add_argument("--grid_models", nargs="+", default=list(GRID_MODELS), choices=GRID_MODELS)
     p.add_argument("--one", nargs=2, metavar=("MODEL", "N"), help=argparse.SUPPRESS)
+    p.add_argument("--one_grid", nargs=2, metavar=("MODEL", "G"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.device, args.precision)))
         return 0
+    if args.one_grid:
+        print(json.dumps(one_grid(args.one_grid[0], int(args.one_grid[1]), args.device, args.precision)))
+        return 0
+    if args.grids:
+        return grid_table(args)
     sizes = args.sizes or [args.start * 2**i for i in range(11)]
     rows = []
     for name in args.models:
@@ -163,6 +277,27 @@ def main(argv=None) -> int:
         w.writerows(rows)
     plot(rows, out / f"{stem}.pdf")
     log.info("wrote %s and %s", out / f"{stem}.csv", out / f"{stem}.pdf")
+    return 0
+
+
+def grid_table(args) -> int:
+    """The whole-grid table: every model on every grid, each in a fresh process; a failure is a row too."""
+    from benchmarks.common import write_rows
+    rows = []
+    for G in args.grids:
+        for name in args.grid_models:
+            res = subprocess.run([sys.executable, "-m", "benchmarks.bench_gp", "--one_grid", name, str(G), "--device",
+                                  args.device, "--precision", args.precision], capture_output=True, text=True)
+            if res.returncode != 0:
+                why = (res.stderr.strip().splitlines() or [""])[-1]
+                log.warning("%s on 365 x %d x %d failed (exit %d): %s", name, G, G, res.returncode, why)
+                rows.append({"model": name, "grid": f"365x{G}x{G}", "failed": why[:120]})
+                continue
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            log.info("%s", rows[-1])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    write_rows(Path(args.out) / f"gp_grids_{args.device.replace(':', '')}_float{args.precision}.csv",
+               [{k: r.get(k) for k in keys} for r in rows])
     return 0
 
 
