@@ -158,13 +158,13 @@ class Chordal(gpytorch.kernels.Kernel):
 def space_kernel(args: dict, extent_s: float, x_period: float | None = None, lat=None, separable: bool = False):
     """The space kernel over (y, x) (see the module docstring); `separable`: a product of a y and an x kernel
     where the geometry allows (the Kronecker path)."""
-    name = args["spacekernel"]
-    sphere = x_period is not None and args.get("geometry", "auto") != "flat"
+    name, geometry = args["spacekernel"], args.get("geometry")      # None: a config from before --geometry
+    sphere = x_period is not None and geometry != "flat"
     if not sphere:
         if separable:
             return _base(name, (1,), args, extent_s) * _base(name, (2,), args, extent_s)
         return _base(name, (1, 2), args, extent_s)
-    if name in ("rbf", "matern") and lat is not None:
+    if name in ("rbf", "matern") and lat is not None and geometry is not None:
         base = _base(name, (0,), args, extent_s)
         base.active_dims = None
         base.ard_num_dims = None

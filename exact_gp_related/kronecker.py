@@ -8,7 +8,9 @@ dense mode products on the grid. Everything is solved in the whitened eigenbasis
 
     B w = (I + lam^1/2 Q^T S^T S Q lam^1/2 / noise) w = lam^1/2 Q^T S^T y / noise,   f = Q lam^1/2 w,
 
-where f is the posterior mean on the whole grid and A^-1 y = (y - S f) / noise. B's eigenvalues are at
+where f is the posterior mean on the whole grid and A^-1 y = (y - S f) / noise. (When every frame observes
+the same cells, `StationSolver` does all of it exactly instead, from the eigendecompositions of K_t and of
+the space factor on the observed cells.) B's eigenvalues are at
 least 1, and its exact diagonal, 1 + lam (Q^2)^T S^T 1 / noise (one mode product of the mask with the
 squared eigenvectors), is the preconditioner of a batched conjugate-gradient solve (Jacobi in the
 eigenbasis; it cuts the iterations several-fold, see the README). Posterior variances come from pathwise
@@ -236,7 +238,6 @@ class Solver:
     """
 
     def __init__(self, mats, noise: float, mask: torch.Tensor, tol: float = 1e-4, max_iters: int = 1000):
-        self.mats = [m.detach() for m in mats]
         self.eig = Eigen.of(mats)
         self.noise, self.mask, self.tol, self.max_iters = float(noise), mask, tol, max_iters
         self.sqlam = self.eig.lam.sqrt()
@@ -394,9 +395,9 @@ def add_inference_args(p) -> None:
     """The exact GP's inference options (train script)."""
     g = p.add_argument_group("inference")
     g.add_argument("--inference", choices=("auto", "kronecker", "dense"), default="auto",
-                   help="kronecker: every observed cell of the grid by conjugate gradients on the Kronecker-structured "
-                        "covariance (auto: for a product kernel); dense: Cholesky on --max_train_points and on "
-                        "--max_context_points around each frame")
+                   help="kronecker: every observed cell of the grid on the Kronecker-structured covariance, exact "
+                        "on stations (a fixed mask), conjugate gradients otherwise (auto: for a product kernel); "
+                        "dense: Cholesky on --max_train_points and on --max_context_points around each frame")
     g.add_argument("--cg_tol", type=cli.positive_float, default=1e-4,
                    help="kronecker: CG relative residual of the posterior's solves")
     g.add_argument("--train_cg_tol", type=cli.positive_float, default=1e-3,
@@ -417,13 +418,6 @@ def use_kronecker(args: dict) -> bool:
     if inference == "auto":
         return args["kernel_combination"] == "product"
     return inference == "kronecker"
-
-
-def check_args(args: dict) -> None:
-    """Options the Kronecker path refuses, as one line."""
-    if args.get("inference") == "kronecker" and args["kernel_combination"] != "product":
-        raise RunError("--inference kronecker needs --kernel_combination product (a sum of kernels is not a "
-                       "Kronecker product); use --inference dense")
 
 
 def rhs_chunk(cells: int, itemsize: int, budget: float = 2e9) -> int:
@@ -447,7 +441,6 @@ class KroneckerSetup(Setup):
         self.label = f"{self.label} (Kronecker)"
         self.samples = args["valid_variance_samples"] if score_valid is not None else args["variance_samples"]
         self.warm: dict = {}
-        self.cg_iters: list[int] = []
 
     def grid_of(self, sl: slice) -> Grid:
         t, y, x = self.grid
@@ -457,15 +450,20 @@ class KroneckerSetup(Setup):
         """(data, mask) tensors of band b's observed cells in frames `sl`, shaped (T_sl, A, B) like the factors."""
         return to_grid(self.target(b)[sl], self.observed[sl], shape, self.dtype, device)
 
-    def solver(self, b: int, model, lik, sl: slice = slice(None), device="cpu"):
-        """(Solver, data, mask) of band b on the frames `sl` with the model's hyperparameters (no gradients)."""
+    def band_data(self, b: int, model, sl: slice = slice(None), device="cpu"):
+        """(factor matrices, data, mask) of band b on the frames `sl`: the factors with the model's current
+        hyperparameters (no gradients), data and mask (T_sl, A, B) shaped like them."""
         with torch.no_grad():
             mats = factor_matrices(model.covar_module, self.grid_of(sl), self.dtype, device)
         T = len(self.grid[0][sl])
-        shape = (T, mats[1].shape[0], mats[2].shape[0])
-        data, mask = self.band_grid(b, sl, shape, device)
+        data, mask = self.band_grid(b, sl, (T, mats[1].shape[0], mats[2].shape[0]), device)
         check_observed(mask, f"{self.label} band {b}")
-        return Solver(mats, float(lik.noise), mask, self.args["cg_tol"], self.args["max_cg_iters"]), data, mask
+        return mats, data, mask
+
+    def solver(self, b: int, model, lik, sl: slice = slice(None), device="cpu") -> Solver:
+        """The CG solver of band b on the frames `sl` with the model's hyperparameters."""
+        mats, _, mask = self.band_data(b, model, sl, device)
+        return Solver(mats, lik.noise.item(), mask, self.args["cg_tol"], self.args["max_cg_iters"])
 
     @torch.no_grad()
     def inpaint(self, b: int, model, lik, frames, device, only=None, progress: bool = False):
@@ -473,23 +471,35 @@ class KroneckerSetup(Setup):
         frames = np.asarray(list(frames), dtype=int)
         T, Y, X = self.observed.shape
         c = float(model.mean_module.constant) if hasattr(model.mean_module, "constant") else 0.0
-        solver, data, mask = self.solver(b, model, lik, slice(0, T), device)
+        mats, data, mask = self.band_data(b, model, slice(0, T), device)
         cells = fixed_cells(mask)
         if cells is not None:                                     # the same cells in every frame: exact
-            st = StationSolver(solver.mats, solver.noise, cells)
+            st = StationSolver(mats, lik.noise.item(), cells)
             f = st.mean(st.alpha(((data - c) * mask).reshape(1, T, -1)[..., cells]))[0]
             mean = f[frames].reshape(-1, Y, X).cpu().numpy() + c
             var = st.variance(torch.as_tensor(frames)).reshape(-1, Y, X).cpu().numpy() + st.noise
-            if only is not None:
-                mean, var = np.where(only, mean, np.nan), np.where(only, var, np.nan)
-            return self.to_physical(b, mean, var)
+        else:
+            solver = Solver(mats, lik.noise.item(), mask, self.args["cg_tol"], self.args["max_cg_iters"])
+            f, _, res = solver.solve(((data - c) * mask)[None], self.warm.get(b))
+            self.warm[b] = res.x
+            mean = f[0].reshape(T, Y, X)[frames].cpu().numpy() + c
+            width = context_width(model, self.args, self.train.stop - self.train.start, self.dtype)
+            sl = window(frames, width, T)
+            sub = self.solver(b, model, lik, sl, device) if (sl.start, sl.stop) != (0, T) else solver
+            chunk = rhs_chunk(sub.mask.numel(), sub.mask.element_size())
+            var = sub.variance(self.samples, seed=self.args["seed"] + b, chunk=chunk, progress=progress)
+            var = var.reshape(-1, Y, X)[frames - sl.start].cpu().numpy() + solver.noise
+        if only is not None:
+            mean, var = np.where(only, mean, np.nan), np.where(only, var, np.nan)
+        return self.to_physical(b, mean, var)
+        solver = Solver(mats, lik.noise.item(), mask, self.args["cg_tol"], self.args["max_cg_iters"])
         f, _, res = solver.solve(((data - c) * mask)[None], self.warm.get(b))
         self.warm[b] = res.x
         self.cg_iters.append(res.iters)
         mean = f[0].reshape(T, Y, X)[frames].cpu().numpy() + c
         width = context_width(model, self.args, self.train.stop - self.train.start, self.dtype)
         sl = window(frames, width, T)
-        sub = self.solver(b, model, lik, sl, device)[0] if (sl.start, sl.stop) != (0, T) else solver
+        sub = self.solver(b, model, lik, sl, device) if (sl.start, sl.stop) != (0, T) else solver
         chunk = rhs_chunk(sub.mask.numel(), sub.mask.element_size())
         var = sub.variance(self.samples, seed=self.args["seed"] + b, chunk=chunk, progress=progress)
         var = var.reshape(-1, Y, X)[frames - sl.start].cpu().numpy() + solver.noise

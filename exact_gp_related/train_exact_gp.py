@@ -92,7 +92,7 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args["lr"])
     loop = BandLoop(setup, b, run, state, model, [opt])
     grid = setup.grid_of(setup.train)
-    solver, data, mask = setup.solver(b, model, lik, setup.train, device)
+    _, data, mask = setup.band_data(b, model, setup.train, device)
     n = float(mask.sum())
     gen = torch.Generator().manual_seed(args["seed"] + b)
     probes = torch.randn((args["probes"], *mask.shape), generator=gen, dtype=dtype).to(device) * mask
@@ -106,19 +106,19 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
         noise = lik.noise.reshape(())
         c = model.mean_module.constant.reshape(()) if constant else torch.zeros((), dtype=dtype)
         if cells is not None:
-            st = kronecker.StationSolver(mats, float(noise), cells)
+            st = kronecker.StationSolver(mats, noise.item(), cells)
             a = st.alpha(y - c.detach())[0]
             loss = st.surrogate(mats, noise, a) - c * a.sum()
             value = 0.5 * float(((y[0] - c.detach()) * a).sum()) + 0.5 * st.logdet()
             iters = 0
         else:
             resid = (data - c.detach()) * mask
-            solver = kronecker.Solver([m.detach() for m in mats], float(noise), mask, args["train_cg_tol"],
+            solver = kronecker.Solver([m.detach() for m in mats], noise.item(), mask, args["train_cg_tol"],
                                       args["max_cg_iters"])
             _, a, res = solver.solve(torch.cat([resid[None], probes]), warm)
             warm, iters = res.x, res.iters
             loss = kronecker.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) - c * a[0].sum()
-            logdet = n * math.log(float(noise)) + float(solver.logdet(args["probes"], seed=args["seed"] + b))
+            logdet = n * math.log(noise.item()) + float(solver.logdet(args["probes"], seed=args["seed"] + b))
             value = 0.5 * float((resid * a[0]).sum()) + 0.5 * logdet              # log det: Lanczos quadrature
         opt.zero_grad()
         (loss / n).backward()
