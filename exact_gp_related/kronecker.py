@@ -492,17 +492,3 @@ class KroneckerSetup(Setup):
         if only is not None:
             mean, var = np.where(only, mean, np.nan), np.where(only, var, np.nan)
         return self.to_physical(b, mean, var)
-        solver = Solver(mats, lik.noise.item(), mask, self.args["cg_tol"], self.args["max_cg_iters"])
-        f, _, res = solver.solve(((data - c) * mask)[None], self.warm.get(b))
-        self.warm[b] = res.x
-        self.cg_iters.append(res.iters)
-        mean = f[0].reshape(T, Y, X)[frames].cpu().numpy() + c
-        width = context_width(model, self.args, self.train.stop - self.train.start, self.dtype)
-        sl = window(frames, width, T)
-        sub = self.solver(b, model, lik, sl, device) if (sl.start, sl.stop) != (0, T) else solver
-        chunk = rhs_chunk(sub.mask.numel(), sub.mask.element_size())
-        var = sub.variance(self.samples, seed=self.args["seed"] + b, chunk=chunk, progress=progress)
-        var = var.reshape(-1, Y, X)[frames - sl.start].cpu().numpy() + solver.noise
-        if only is not None:
-            mean, var = np.where(only, mean, np.nan), np.where(only, var, np.nan)
-        return self.to_physical(b, mean, var)
