@@ -82,8 +82,9 @@ def fit_band(setup: Setup, b: int, run: runs.Run, state: dict) -> dict:
 
 
 def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, state: dict) -> dict:
-    """Adam on the exact marginal likelihood of every observed training cell of band b (kronecker.py):
-    one batched CG solve a step for the data and --probes Hutchinson probes, warm-started from the last."""
+    """Adam on the exact marginal likelihood of every observed training cell of band b (kronecker.py): exact
+    (StationSolver) when every training frame observes the same cells, else one batched CG solve a step for
+    the data and --probes Hutchinson probes, warm-started from the last, and a Lanczos log det for the value."""
     args, dtype, device = setup.args, setup.dtype, run.device
     setup.training_cells(b)                                                # a few observed cells, or DataError
     x, y = setup.training_data(b, device) if args["spacekernel"] == "spectral" or args["timekernel"] == "spectral" \
@@ -98,7 +99,7 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
     probes = torch.randn((args["probes"], *mask.shape), generator=gen, dtype=dtype).to(device) * mask
     constant = hasattr(model.mean_module, "constant")
     cells = kronecker.fixed_cells(mask)          # the same cells in every training frame: exact, no CG
-    y = data.reshape(1, data.shape[0], -1)[..., cells] if cells is not None else None
+    ys = data.reshape(1, data.shape[0], -1)[..., cells] if cells is not None else None     # (1, T, stations)
     warm = None
     model.train()
     for step in loop.bar:
@@ -107,9 +108,9 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
         c = model.mean_module.constant.reshape(()) if constant else torch.zeros((), dtype=dtype)
         if cells is not None:
             st = kronecker.StationSolver(mats, noise.item(), cells)
-            a = st.alpha(y - c.detach())[0]
+            a = st.alpha(ys - c.detach())[0]
             loss = st.surrogate(mats, noise, a) - c * a.sum()
-            value = 0.5 * float(((y[0] - c.detach()) * a).sum()) + 0.5 * st.logdet()
+            value = 0.5 * float(((ys[0] - c.detach()) * a).sum()) + 0.5 * st.logdet()
             iters = 0
         else:
             resid = (data - c.detach()) * mask
