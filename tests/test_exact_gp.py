@@ -284,3 +284,27 @@ def test_conjugate_gradient_training_follows_the_exact_station_path(tmp_path, mo
     exact_rows = [[float(v) for v in r.split(",")[:4]] for r in (exact / "train_log.csv").read_text().splitlines()[1:]]
     assert all(r[2] > 0 for r in rows) and all(r[2] == 0 for r in exact_rows)   # cg_iters: CG vs none
     assert max(abs(r[3] - e[3]) for r, e in zip(rows, exact_rows, strict=True)) < 0.05   # Lanczos NLL per cell (0.03)
+
+
+def test_kronecker_bands_are_fitted_apart_and_frames_past_the_test_window_stay_out(tmp_path, monkeypatch):
+    """Two bands, the second 2 x the first + 1: normalised per band they are the same problem, so the physical
+    RMSE of the second is exactly twice the first's. The test window (2 frames) ends before the record: the
+    frames after it (which the core shows whole) are not conditioned on, so the stations stay exact (no CG)."""
+    from exact_gp_related import kronecker
+    ds = make_field(n_time=30, ny=10, nx=10, length_scale=3.0, seed=2)
+    ds["double"] = 2 * ds["temperature"] + 1
+    ds.to_netcdf(tmp_path / "two.nc")
+    train_exact_gp.main(["--data_path", str(tmp_path / "two.nc"), "--num_frames_train", "20", "--num_frames_valid", "4",
+                         "--max_iters", "6", "--eval_every", "3", "--checkpoint_dir", str(tmp_path / "ck")])
+    run = next((tmp_path / "ck").iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    problem = build_problem(cfg["args"], {"num_frames_test": 2})
+    assert problem.splits["test"].stop < problem.field.shape[0]
+    monkeypatch.setattr(kronecker, "Solver", lambda *a, **kw: pytest.fail("conjugate gradients on stations"))
+    mean, var = test_exact_gp.predict(problem.for_model(), cfg, run, "cpu")
+    test, scored = problem.splits["test"], problem.scored("test")
+    assert mean.shape == (2, 2, 10, 10) and np.isfinite(mean).all() and (var > 0).all()
+    truth = problem.field.values[test]
+    r = [rmse(truth[:, b:b + 1], mean[:, b:b + 1], scored[:, b:b + 1]) for b in (0, 1)]
+    assert r[1] == pytest.approx(2 * r[0], rel=1e-6), r
+    np.testing.assert_allclose(var[:, 1], 4 * var[:, 0], rtol=1e-6)
