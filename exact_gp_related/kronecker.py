@@ -52,20 +52,11 @@ def mode_products(v: torch.Tensor, mats, transpose: bool = False) -> torch.Tenso
 def axis_points(grid, dims: tuple[int, ...]) -> torch.Tensor:
     """(n, 3) inputs of one factor's axis: the grid's coordinates on `dims`, zero elsewhere (a kernel part
     with those active dims sees only them); dims (1, 2) is the (Y * X) product of y and x."""
-    t, y, x = (torch.as_tensor(np.asarray(a)) for a in grid)
-    if dims == (0,):
-        pts = torch.zeros(len(t), 3, dtype=t.dtype)
-        pts[:, 0] = t
-    elif dims == (1,):
-        pts = torch.zeros(len(y), 3, dtype=y.dtype)
-        pts[:, 1] = y
-    elif dims == (2,):
-        pts = torch.zeros(len(x), 3, dtype=x.dtype)
-        pts[:, 2] = x
-    else:
-        yy, xx = torch.meshgrid(y, x, indexing="ij")
-        pts = torch.zeros(yy.numel(), 3, dtype=y.dtype)
-        pts[:, 1], pts[:, 2] = yy.reshape(-1), xx.reshape(-1)
+    coords = [torch.as_tensor(np.asarray(a, dtype=np.float64)) for a in grid]
+    axes = torch.meshgrid(*(coords[d] for d in dims), indexing="ij")
+    pts = torch.zeros(axes[0].numel(), 3, dtype=torch.float64)
+    for d, a in zip(dims, axes, strict=True):
+        pts[:, d] = a.reshape(-1)
     return pts
 
 
@@ -98,11 +89,6 @@ def kernel_parts(kernel):
     return kernel.outputscale, parts
 
 
-def is_kronecker(kernel) -> bool:
-    """Whether `kernel` is a product over time, y and x (or time and the (y, x) sphere) that factorises."""
-    return kernel_parts(kernel) is not None
-
-
 def factor_matrices(kernel, grid, dtype, device) -> list[torch.Tensor]:
     """[(T, T), (A, A), (B, B)] differentiable factor matrices of `kernel` on `grid`; the outputscale is in
     the first. A missing part (a spatial-only kernel, time 'disabled') is the identity; a (1, 2) part gives
@@ -128,6 +114,14 @@ def factor_matrices(kernel, grid, dtype, device) -> list[torch.Tensor]:
     return mats
 
 
+def eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eigenvalues clamped at 0, eigenvectors) of a symmetric matrix, no gradient; on a CPU through numpy's
+    LAPACK, several times faster than torch's there."""
+    m = m.detach()
+    lam, Q = np.linalg.eigh(m.cpu().numpy()) if m.device.type == "cpu" else torch.linalg.eigh(m)
+    return torch.as_tensor(lam, device=m.device).clamp_min(0), torch.as_tensor(Q, device=m.device)
+
+
 @dataclass
 class Eigen:
     """K = Q diag(lam) Q^T of a Kronecker product: Q (three factors), lam (T, A, B) clamped at 0."""
@@ -137,14 +131,8 @@ class Eigen:
 
     @classmethod
     def of(cls, mats) -> Eigen:
-        Qs, ls = [], []
-        for m in mats:                        # LAPACK through numpy: several times faster than torch's on CPU
-            lam, Q = np.linalg.eigh(m.detach().cpu().numpy()) if m.device.type == "cpu" else torch.linalg.eigh(m.detach())
-            lam, Q = torch.as_tensor(lam, device=m.device), torch.as_tensor(Q, device=m.device)
-            Qs.append(Q)
-            ls.append(lam.clamp_min(0))
-        lam = ls[0][:, None, None] * ls[1][None, :, None] * ls[2][None, None, :]
-        return cls(Qs, lam)
+        ls, Qs = zip(*(eigh(m) for m in mats), strict=True)
+        return cls(list(Qs), ls[0][:, None, None] * ls[1][None, :, None] * ls[2][None, None, :])
 
     def fwd(self, v):
         """Q^T v: grid (R, T, A, B) -> eigen coefficients."""
@@ -185,8 +173,8 @@ def pcg(matmul, rhs: torch.Tensor, precond: torch.Tensor, x0: torch.Tensor | Non
     p = z.clone()
     rz = dot(r, z)
     alphas, betas = [], []
-    done = r.reshape(R, -1).norm(dim=1) / bnorm < tol
     res = r.reshape(R, -1).norm(dim=1) / bnorm
+    done = res < tol
     it = 0
     while it < max_iters and not bool(done.all()):
         Mp = matmul(p)
@@ -315,12 +303,10 @@ class StationSolver:
         mats = [m.detach() for m in mats]
         A, B = mats[1].shape[0], mats[2].shape[0]
         self.cells, self.noise, self.Kt = cells, float(noise), mats[0]
-        ia, ib = cells // B, cells % B
+        self.ia, self.ib = ia, ib = cells // B, cells % B
         self.Kso = (mats[1][:, ia][:, None, :] * mats[2][:, ib][None, :, :]).reshape(A * B, len(cells))    # (S, n)
-        self.lam_t, self.Qt = (torch.as_tensor(a, device=cells.device) for a in np.linalg.eigh(mats[0].cpu().numpy()))
-        Koo = self.Kso[cells]
-        self.mu, self.V = (torch.as_tensor(a, device=cells.device) for a in np.linalg.eigh(Koo.cpu().numpy()))
-        self.lam_t, self.mu = self.lam_t.clamp_min(0), self.mu.clamp_min(0)
+        self.lam_t, self.Qt = eigh(mats[0])
+        self.mu, self.V = eigh(self.Kso[cells])
         self.denom = self.lam_t[:, None] * self.mu[None, :] + self.noise                                 # (T, n)
         self.Kt_diag, self.Ks_diag = mats[0].diagonal(), (mats[1].diagonal()[:, None] * mats[2].diagonal()[None]).reshape(-1)
 
@@ -344,8 +330,7 @@ class StationSolver:
     def surrogate(self, mats, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """A scalar whose gradient in the hyperparameters is the negative log marginal likelihood's, exactly:
         -a^T A a / 2 + tr(A^-1 A) / 2 with a = A^-1 y (T, n) and A^-1 held fixed."""
-        B = mats[2].shape[0]
-        ia, ib = self.cells // B, self.cells % B
+        ia, ib = self.ia, self.ib
         Koo = mats[1][ia][:, ia] * mats[2][ib][:, ib]
         fit = (mats[0] @ alpha @ Koo * alpha).sum() + noise * (alpha * alpha).sum()
         dt = torch.einsum("tk,ts,sk->k", self.Qt, mats[0], self.Qt)            # diag(Q_t^T K_t Q_t)
@@ -385,9 +370,6 @@ def to_grid(values: np.ndarray, observed: np.ndarray, eig_shape, dtype, device):
     return (torch.as_tensor(data, dtype=dtype, device=device), torch.as_tensor(mask, dtype=dtype, device=device))
 
 
-def check_observed(mask: torch.Tensor, what: str) -> None:
-    if not bool(mask.any()):
-        raise RunError(f"{what}: no observed cell to condition on")
 
 
 # ----------------------------------------------------------------------------------- runs and options
@@ -450,18 +432,16 @@ class KroneckerSetup(Setup):
         t, y, x = self.grid
         return Grid(t[sl], y, x, self.grid.x_period, self.grid.lat)
 
-    def band_grid(self, b: int, sl: slice, shape, device):
-        """(data, mask) tensors of band b's observed cells in frames `sl`, shaped (T_sl, A, B) like the factors."""
-        return to_grid(self.target(b)[sl], self.observed[sl], shape, self.dtype, device)
-
     def band_data(self, b: int, model, sl: slice = slice(None), device="cpu"):
         """(factor matrices, data, mask) of band b on the frames `sl`: the factors with the model's current
         hyperparameters (no gradients), data and mask (T_sl, A, B) shaped like them."""
         with torch.no_grad():
             mats = factor_matrices(model.covar_module, self.grid_of(sl), self.dtype, device)
         T = len(self.grid[0][sl])
-        data, mask = self.band_grid(b, sl, (T, mats[1].shape[0], mats[2].shape[0]), device)
-        check_observed(mask, f"{self.label} band {b}")
+        data, mask = to_grid(self.target(b)[sl], self.observed[sl], (T, mats[1].shape[0], mats[2].shape[0]),
+                             self.dtype, device)
+        if not bool(mask.any()):
+            raise RunError(f"{self.label} band {b}: no observed cell to condition on")
         return mats, data, mask
 
     def solver(self, b: int, model, lik, sl: slice = slice(None), device="cpu") -> Solver:
