@@ -2,6 +2,9 @@
 #            exact GP, each through its sbatch scripts (without SLURM), on the same field and hidden cells;
 #            write the PDFs and the cross-method comparison and print the leaderboard.
 # make test: set up .venv and run the test suite (fast tests; `make test-slow` adds the slow ones).
+# make benchmark: every method on every case of benchmarks/sweep_benchmark.toml at the default budget (about 2 hours
+#            on 2 cores; a rerun runs only the cases not done), then results/benchmark/leaderboard.csv and benchmark.pdf.
+#            BENCHMARK_ARGS="--only ginr --datasets sst" restricts it.
 # make lint: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy on gapfill/.
 SHELL := /bin/bash
 PYTHON_BIN ?= python3
@@ -9,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint venv clean
+.PHONY: demo benchmark test test-slow lint venv clean
 
 venv: $(STAMP)
 
@@ -38,6 +41,10 @@ demo: $(STAMP) data/synthetic_default.nc
 	@echo "Per-run PDFs:       results/{baselines,variational_gp,exact_gp}/*/*.pdf"
 	@echo "Method summaries:   results/<method>/summary_<method>.pdf and summary.csv"
 	@echo "Comparison:         results/comparison/comparison.pdf and leaderboard.csv"
+
+BENCHMARK_ARGS ?=
+benchmark: $(STAMP)
+	$(PY) -m benchmarks.benchmark $(BENCHMARK_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

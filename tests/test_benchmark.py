@@ -1,0 +1,139 @@
+"""The cross-method benchmark: the sweep's cases, a reduced run (2 datasets x 2 masks x 3 methods) whose
+leaderboard is checked against the runs' own metrics.json, and a kill midway after which a rerun runs
+only the cases that were not done."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import benchmark, leaderboard
+from gapfill.files import read_json
+from gapfill.sweep import entries, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sweep_lists_every_method_dataset_and_mask_of_the_issue():
+    cases = benchmark.case_names()
+    assert {c[0] for c in cases} == set(benchmark.METHODS)
+    assert {c[1] for c in cases} == set(benchmark.DATASETS)
+    assert {c[2] for c in cases} == set(benchmark.MASKS)       # random 50/80/90 fixed and dynamic, clouds, circle
+    assert len(cases) == len(set(cases)) == len(entries(load(benchmark.SWEEP)))
+    for method, _, budgets in benchmark.METHODS.values():
+        assert set(budgets) == set(benchmark.BUDGETS), method
+    # every dataset has every method, so a method that cannot run is a listed n/a, never missing
+    per_dataset = {d: {c[0] for c in cases if c[1] == d} for d in benchmark.DATASETS}
+    assert all(ms == set(benchmark.METHODS) for ms in per_dataset.values())
+    assert benchmark.MASKS["clouds"]["cloud_range"] == [0.2, 0.6]
+
+
+def _make_data(data_dir: Path) -> None:
+    """A tiny synthetic field and a 24-pixel photograph under the benchmark's file names."""
+    py = sys.executable
+    subprocess.run([py, "-m", "data_generation.make_synthetic_field", "--out", str(data_dir / "synthetic_default.nc"),
+                    "--n_time", "40", "--ny", "12", "--nx", "12"], check=True, capture_output=True)
+    subprocess.run([py, "-m", "data_generation.prepare_real_datasets", "--out_dir", str(data_dir), "--only", "camera",
+                    "--image_size", "24"], check=True, capture_output=True)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_reduced_benchmark_matches_metrics_and_a_rerun_after_a_kill_runs_only_the_rest(tmp_path):
+    data = tmp_path / "data"
+    _make_data(data)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('script = "benchmarks/benchmark.py"\n[grid]\nmethod = ["baselines", "exact_gp", "variational_gp"]\n'
+                     'case = ["synthetic/random80_dynamic", "synthetic/circle", "camera/random80_dynamic", '
+                     '"camera/circle"]\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmarks.benchmark", "--sweep", str(sweep), "--budget", "smoke", "--out", str(out),
+           "--checkpoint_root", str(tmp_path / "ckpt"), "--data_dir", str(data), "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    # first run: killed (the whole process group, as a lost node would) once three cases are done
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while len(list(out.glob("runs/*/*/*/*/case.json"))) < 3 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/*/case.json")}
+    assert 3 <= len(done) < 12, "the kill should land midway"
+    assert not (out / "leaderboard.csv").exists()
+
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"12 case(s) selected at budget smoke: {len(done)} done, {12 - len(done)} to run (0 failed before)" in second.stdout + second.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items()), "a done case ran again"
+    assert len(list(out.glob("runs/*/*/*/*/case.json"))) == 12
+
+    rows = _rows(out / "leaderboard.csv")
+    by = {(r["dataset"], r["mask"], r["method"]): r for r in rows}
+    cases = [(d, m) for d in ("synthetic", "camera") for m in ("random80_dynamic", "circle")]
+    for d, m in cases:
+        # every learned row equals its own run's metrics.json; the floor rows equal the DINEOF run's floor
+        dineof = read_json(out / by[d, m, "dineof"]["metrics"])
+        floor = {k: v["overall"]["rmse"] for k, v in dineof["baselines"].items()}
+        classical = {**floor, "dineof": dineof["metrics"]["overall"]["rmse"]}
+        for method in ("dineof", "exact_gp", "variational_gp"):
+            r = by[d, m, method]
+            assert r["status"] == "ok", r
+            rec = read_json(out / r["metrics"])
+            assert rec["dataset"] == d if d != "synthetic" else rec["data_path"].endswith("synthetic_default.nc")
+            for key in ("rmse", "mae", "r2", "n_scored"):
+                assert math.isclose(float(r[key]), rec["metrics"]["overall"][key], rel_tol=1e-9), (method, key)
+            assert math.isclose(float(r["train_seconds"]), rec["cost"]["train_seconds"], rel_tol=1e-9)
+            assert int(r["n_scored"]) == dineof["metrics"]["overall"]["n_scored"]     # the same hidden cells
+            assert float(r["peak_memory_mb"]) > 50
+        for name, v in floor.items():
+            assert math.isclose(float(by[d, m, name]["rmse"]), v, rel_tol=1e-9)
+        best = min(classical, key=classical.get)
+        ok = [r for (dd, mm, _), r in by.items() if (dd, mm) == (d, m) and r["status"] == "ok"]
+        assert all(r["best_classical"] == best and math.isclose(float(r["best_classical_rmse"]), classical[best])
+                   for r in ok)
+        assert sorted(int(r["rank"]) for r in ok) == list(range(1, len(ok) + 1))
+        assert min(ok, key=lambda r: float(r["rmse"]))["rank"] == "1"
+        # probabilistic scores only where the method has a variance
+        assert by[d, m, "exact_gp"]["crps"] and not by[d, m, "interpolation"]["crps"]
+    assert len(rows) == 4 * (3 + 4)          # per case: 3 methods + 4 floor rows
+
+    import pymupdf
+    with pymupdf.open(out / "benchmark.pdf") as doc:
+        assert doc.page_count == 4 + 1        # heatmap, missing rate, probabilistic, cost, one page of 4 cases
+        text = doc[0].get_text()
+    assert "exact_gp" in text and "variational_gp" in text
+    table = leaderboard.markdown(leaderboard.collect(out), budget="smoke")
+    assert table.count("\n") == 1 + 4 and "| synthetic | circle | " in table and "interpolation" in table
+
+
+def test_a_method_that_cannot_run_is_listed_with_its_reason(tmp_path):
+    args = benchmark.parse_args(["--out", str(tmp_path), "--budget", "smoke"])
+    for method in ("gpvae", "gan"):
+        rec = benchmark.run_case(method, "camera", "circle", args, None)      # decided before any data is read
+        assert rec["status"] == "n/a" and rec["reason"]
+    rows = {r["method"]: r for r in leaderboard.collect(tmp_path)}
+    assert rows["gpvae"]["status"] == "n/a" and "time series" in rows["gpvae"]["reason"] and rows["gpvae"]["rmse"] == ""
+    table = leaderboard.markdown(list(rows.values()), budget="smoke")
+    assert "| mask | gpvae | gan |" in table and "| camera | circle | n/a | n/a |" in table
+    assert "- gan n/a on camera: fills a date from the other dates of a chip" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "nonsense"], "invalid choice"),
+    (["--case", "synthetic/none", "--list"], "no case of the sweep file matches"),
+])
+def test_bad_selection_is_one_clear_line(argv, message):
+    res = subprocess.run([sys.executable, "-m", "benchmarks.benchmark", *argv], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and message in res.stderr
