@@ -97,6 +97,7 @@ METHODS = {
 NOT_APPLICABLE = {   # (method, dataset kind) -> why it cannot run there
     ("gpvae", "photo"): "needs a time series: its GP prior is over the frames, and a photograph is one frame",
     ("gan", "photo"): "fills a date from the other dates of a chip; a photograph has one date",
+    ("ginr", "photo"): "the engine keeps the checkpoint that scores best on validation frames, and a photograph has none",
 }
 
 
@@ -194,7 +195,8 @@ def run_case(method: str, dataset: str, mask: str, args, stop: Preemption) -> di
 def run_cases(cases: list[tuple[str, str, str]], args) -> list[dict]:
     """Every case not done yet (or failed before), in turn; a failed case is recorded and the others still run."""
     state = {c: read_json(p)["status"] for c in cases if (p := case_dir(args, *c) / "case.json").exists()}
-    todo = [c for c in cases if state.get(c, "failed") == "failed"]
+    order = {k: i for i, k in enumerate(dict.fromkeys(c[1:] for c in cases))}
+    todo = sorted((c for c in cases if state.get(c, "failed") == "failed"), key=lambda c: order[c[1:]])  # case by case
     log.info("%d case(s) selected at budget %s: %d done, %d to run (%d failed before)", len(cases), args.budget,
              len(cases) - len(todo), len(todo), sum(s == "failed" for s in state.values()))
     t0, out, stop = time.time(), [], Preemption()

@@ -274,6 +274,7 @@ def _reconstructions(rows, cases, methods, out: Path) -> Figure:
             with xr.open_dataset(preds[m], decode_times=False) as ds:
                 ax.imshow(_image(ds, "mean", 0), vmin=lo, vmax=hi, cmap="viridis")
             ax.set_title(f"{m}\nRMSE {have[m]['rmse']:.3g}", fontsize=6)
-    fig.suptitle("first test frame of each case (band 0, or RGB) by every method, with its RMSE over all test frames", fontsize=9)
+    fig.suptitle("first test frame of each case (band 0, or RGB) by every method; RMSE over all test frames",
+                 fontsize=9)
     fig.tight_layout()
     return fig

@@ -8,7 +8,7 @@
 # Full budget on a GPU cluster: SWEEP_ARGS="--budget large" python -m gapfill.submit benchmarks -- --gres=gpu:1
 # --array below matches `python -m gapfill.sweep benchmarks/sweep_benchmark.toml --array` (a test checks it).
 #SBATCH --job-name=train_benchmark
-#SBATCH --array=0-118
+#SBATCH --array=0-83
 #SBATCH --output=logs/%x_%A_%a.out
 #SBATCH --open-mode=append
 #SBATCH --signal=B:USR1@90

@@ -75,7 +75,8 @@ def test_reduced_benchmark_matches_metrics_and_a_rerun_after_a_kill_runs_only_th
 
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"12 case(s) selected at budget smoke: {len(done)} done, {12 - len(done)} to run (0 failed before)" in second.stdout + second.stderr
+    expect = f"12 case(s) selected at budget smoke: {len(done)} done, {12 - len(done)} to run (0 failed before)"
+    assert expect in second.stdout + second.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in done.items()), "a done case ran again"
     assert len(list(out.glob("runs/*/*/*/*/case.json"))) == 12
 
