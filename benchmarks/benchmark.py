@@ -92,7 +92,7 @@ METHODS = {
     "gan": ("gan_gapfill", "gan", {
         "smoke": {"epochs": 1, "max_iters": 4, "model_cap": 8, "batch_size": 2, "generator": "unet"},
         "default": {"epochs": 3, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200},
-        "large": {"epochs": 40, "model_cap": 32, "batch_size": 8, "generator": "unet", "training_length": 1600}}),
+        "large": {"epochs": 20, "model_cap": 32, "batch_size": 8, "generator": "unet", "training_length": 600}}),
 }
 NOT_APPLICABLE = {   # (method, dataset kind) -> why it cannot run there
     ("gpvae", "photo"): "needs a time series: its GP prior is over the frames, and a photograph is one frame",
@@ -156,7 +156,7 @@ def _run(cmd: list[str], log_file: Path, timeout: float, stop: Preemption) -> tu
 
 def run_case(method: str, dataset: str, mask: str, args, stop: Preemption) -> dict:
     """Train and test `method` on `dataset` under `mask` (or record why it cannot run); writes case.json."""
-    folder = Path(args.out) / "runs" / args.budget / dataset / mask / method
+    folder = case_dir(args, method, dataset, mask)
     record = {"method": method, "dataset": dataset, "mask": mask, "budget": args.budget}
     kind = "photo" if dataset in PHOTOS else "series"
     if (method, kind) in NOT_APPLICABLE:
@@ -183,10 +183,11 @@ def run_case(method: str, dataset: str, mask: str, args, stop: Preemption) -> di
         code, test_wall, test_mb = _run(test, log_file, args.case_timeout, stop)
         record.update(train_wall_seconds=train_wall, test_wall_seconds=test_wall, peak_memory_mb=max(train_mb, test_mb))
     metrics = sorted((folder / "results").glob("*/metrics.json"))
-    if code == 0 and len(metrics) == 1:
+    if code == 0 and len(runs) == 1 and len(metrics) == 1:
         record.update(status="ok", metrics=str(metrics[0].relative_to(args.out)))
     else:
-        why = "ran past --case_timeout" if code == 124 else f"exit code {code}"
+        why = {124: "ran past --case_timeout", 0: f"{len(runs)} run folders in {ckpt}, expected 1"}.get(
+            code, f"exit code {code}")
         record.update(status="failed", reason=f"{why}; see {log_file}")
     write_json(folder / "case.json", record)      # last: a case without it runs again
     return record
