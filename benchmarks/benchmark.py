@@ -57,7 +57,7 @@ MASKS["clouds"] = {"mask_kind": "clouds", "mask_type": "dynamic", "cloud_range":
 MASKS["circle"] = {"mask_kind": "circle", "mask_type": "dynamic", "prob_masking": 0.2}    # one disc, 20% of a frame
 
 # method -> (package, script stem, options per budget). smoke: the tests; default: `make benchmark` on 2 CPU
-# cores (about 2 hours in all); large: the larger-budget runs the README quotes where a learned method loses.
+# cores (about 80 min in all); large: 5 to 13 times the steps, the runs the README quotes where a learned method loses.
 METHODS = {
     "baselines": ("baselines", "baselines", {
         "smoke": {"method": "dineof", "max_rank": 4, "max_iters": 20},
@@ -79,12 +79,12 @@ METHODS = {
                   "lr": 1e-3},
         "default": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 50, "max_iters": 300,
                     "lr": 1e-3},
-        "large": {"patch_size": 64, "base_filters": 32, "batch_size": 8, "steps_per_epoch": 100, "max_iters": 3000,
+        "large": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 50, "max_iters": 1500,
                   "lr": 1e-3}}),
     "gpvae": ("gpvae", "gpvae", {
         "smoke": {"max_epochs": 1, "max_iters": 4, "window": 8, "latent_dim": 4, "filters": 8},
         "default": {"max_epochs": 2},                              # 65 s an epoch on the synthetic field
-        "large": {"max_epochs": 40, "patience": 8}}),
+        "large": {"max_epochs": 20, "patience": 5}}),
     "ginr": ("ginr", "ginr", {
         "smoke": {"max_epochs": 1, "max_iters": 4, "n_fourier": 8, "hidden_dim": 16, "n_layers": 2},
         "default": {"max_epochs": 3},
@@ -92,7 +92,7 @@ METHODS = {
     "gan": ("gan_gapfill", "gan", {
         "smoke": {"epochs": 1, "max_iters": 4, "model_cap": 8, "batch_size": 2, "generator": "unet"},
         "default": {"epochs": 3, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200},
-        "large": {"epochs": 20, "model_cap": 32, "batch_size": 8, "generator": "unet", "training_length": 600}}),
+        "large": {"epochs": 20, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200}}),
 }
 NOT_APPLICABLE = {   # (method, dataset kind) -> why it cannot run there
     ("gpvae", "photo"): "needs a time series: its GP prior is over the frames, and a photograph is one frame",

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from gapfill.files import read_json, write_csv
 from gapfill.floor import FLOOR
+from gapfill.report import image_origin
 
 matplotlib.use("Agg")
 log = logging.getLogger("benchmarks.leaderboard")
@@ -114,9 +115,12 @@ def markdown(rows: list[dict], budget: str = "default") -> str:
         ref = next(iter(group.values()))
         floor = f"{ref['best_classical']} {ref['best_classical_rmse']:.3g}" if ref["best_classical"] else ""
         lines.append(f"| {case[0]} | {case[1]} | " + " | ".join(cells) + f" | {floor} |")
-    notes = dict.fromkeys(f"- {r['method']} {r['status']} on {r['dataset']}: {r['reason']}" for r in rows
-                          if r["status"] not in ("ok", "") and r["method"] in methods)
-    return "\n".join(lines + ([""] if notes else []) + list(notes))
+    where: dict[tuple, list[str]] = {}            # (method, status, reason) -> datasets
+    for r in rows:
+        if r["status"] not in ("ok", "") and r["method"] in methods:
+            where.setdefault((r["method"], r["status"], r["reason"]), []).append(r["dataset"])
+    notes = [f"- {m} {st} on {', '.join(dict.fromkeys(ds))}: {why}" for (m, st, why), ds in where.items()]
+    return "\n".join(lines + ([""] if notes else []) + notes)
 
 
 def _g(v, digits: int = 3) -> str:
@@ -264,10 +268,11 @@ def _reconstructions(rows, cases, methods, out: Path) -> Figure:
             continue
         with xr.open_dataset(first, decode_times=False) as ds:
             truth, obs = _image(ds, "truth", 0), ds["observed"].isel(time=0).values.astype(bool)
+            origin = image_origin(ds)                     # north up on a map, row 0 on top in a photograph
         lo, hi = np.nanpercentile(truth, [1, 99])
         shown = np.where(obs[..., None] if truth.ndim == 3 else obs, truth, np.nan)
         for ax, img, title in ((axes[i, 0], shown, "observed"), (axes[i, 1], truth, "truth")):
-            ax.imshow(img, vmin=lo, vmax=hi, cmap="viridis")
+            ax.imshow(img, vmin=lo, vmax=hi, cmap="viridis", origin=origin)
             ax.set_title(title, fontsize=7)
         best = next((r for r in rows if (r["dataset"], r["mask"]) == (d, mk) and r["best_classical"]), None)
         floor = f"\nbest classical:\n{best['best_classical']} {best['best_classical_rmse']:.3g}" if best else ""
@@ -279,7 +284,7 @@ def _reconstructions(rows, cases, methods, out: Path) -> Figure:
                                         (d, mk, m)), "not run"), ha="center", va="center", fontsize=7)
                 continue
             with xr.open_dataset(preds[m], decode_times=False) as ds:
-                ax.imshow(_image(ds, "mean", 0), vmin=lo, vmax=hi, cmap="viridis")
+                ax.imshow(_image(ds, "mean", 0), vmin=lo, vmax=hi, cmap="viridis", origin=origin)
             ax.set_title(f"{m}\nRMSE {have[m]['rmse']:.3g}", fontsize=6)
     fig.suptitle("first test frame of each case (band 0, or RGB) by every method; RMSE over all test frames",
                  fontsize=9)

@@ -84,7 +84,7 @@ def _overlay(ax, mask2d, color, origin):
     ax.imshow(rgba, origin=origin, interpolation="nearest")
 
 
-def _origin(prediction: xr.Dataset) -> str:
+def image_origin(prediction: xr.Dataset) -> str:
     """'lower' for ascending geographic/projected y (north up), 'upper' for pixel rows and descending y."""
     if "y" not in prediction.coords:
         return "upper"
@@ -249,7 +249,7 @@ def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=()
     units = metrics.get("units") or attrs.get("units") or []
     units = units.split(";") if isinstance(units, str) else [str(u) for u in units]
     p = {"truth": truth, "recon": np.where(hidden, mean, truth), "std": std, "hidden": hidden, "valid": valid,
-         "bands": bands, "units": units, "origin": _origin(prediction)}
+         "bands": bands, "units": units, "origin": image_origin(prediction)}
     meta = {"method": metrics.get("method") or attrs.get("method", "method"),
             "run_name": metrics.get("run_name") or attrs.get("run_name", ""),
             "dataset": metrics.get("dataset") or attrs.get("dataset", ""),
