@@ -2,7 +2,7 @@
 #            exact GP, each through its sbatch scripts (without SLURM), on the same field and hidden cells;
 #            write the PDFs and the cross-method comparison and print the leaderboard.
 # make test: set up .venv and run the test suite (fast tests; `make test-slow` adds the slow ones).
-# make benchmark: every method on every case of benchmarks/sweep_benchmark.toml at the default budget (about 2 hours
+# make benchmark: every method on every case of benchmarks/sweep_benchmark.toml at the default budget (90 minutes
 #            on 2 cores; a rerun runs only the cases not done), then results/benchmark/leaderboard.csv and benchmark.pdf.
 #            BENCHMARK_ARGS="--only ginr --datasets sst" restricts it.
 # make lint: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy on gapfill/.

@@ -57,7 +57,7 @@ MASKS["clouds"] = {"mask_kind": "clouds", "mask_type": "dynamic", "cloud_range":
 MASKS["circle"] = {"mask_kind": "circle", "mask_type": "dynamic", "prob_masking": 0.2}    # one disc, 20% of a frame
 
 # method -> (package, script stem, options per budget). smoke: the tests; default: `make benchmark` on 2 CPU
-# cores (about 80 min in all); large: 5 to 13 times the steps, the runs the README quotes where a learned method loses.
+# cores (88 min in all); large: 5 to 13 times the steps, the runs the README quotes where a learned method loses.
 METHODS = {
     "baselines": ("baselines", "baselines", {
         "smoke": {"method": "dineof", "max_rank": 4, "max_iters": 20},

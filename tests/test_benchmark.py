@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import benchmark, leaderboard
-from gapfill.files import read_json
+from gapfill.files import read_json, write_json
 from gapfill.sweep import entries, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,3 +138,26 @@ def test_a_method_that_cannot_run_is_listed_with_its_reason(tmp_path):
 def test_bad_selection_is_one_clear_line(argv, message):
     res = subprocess.run([sys.executable, "-m", "benchmarks.benchmark", *argv], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and message in res.stderr
+
+
+def _case(out: Path, budget: str, method: str, rmse: float, floor: dict | None = None, n: int = 100) -> None:
+    """A finished case with a hand-made metrics.json (RMSE only) under out/runs/<budget>/sst/clouds/<method>."""
+    folder = out / "runs" / budget / "sst" / "clouds" / method
+    record = {"metrics": {"overall": {"rmse": rmse, "n_scored": n}}, "units": ["K"], "cost": {"train_seconds": 1.0},
+              "baselines": {k: {"overall": {"rmse": v, "n_scored": n}} for k, v in (floor or {}).items()}}
+    write_json(folder / "results" / "run" / "metrics.json", record)
+    write_json(folder / "case.json", {"method": method, "dataset": "sst", "mask": "clouds", "budget": budget,
+                                      "status": "ok", "metrics": str((folder / "results/run/metrics.json").relative_to(out))})
+
+
+def test_a_larger_budget_run_is_held_against_the_default_floor_on_the_same_cells(tmp_path):
+    _case(tmp_path, "default", "baselines", 0.5, {"climatology": 0.9, "anomaly_interpolation": 0.4})
+    _case(tmp_path, "default", "ginr", 0.6)
+    _case(tmp_path, "large", "ginr", 0.3)
+    rows = {(r["budget"], r["method"]): r for r in leaderboard.collect(tmp_path)}
+    assert rows["default", "ginr"]["rank"] == 3 and rows["default", "anomaly_interpolation"]["rank"] == 1
+    large = rows["large", "ginr"]
+    assert large["best_classical"] == "anomaly_interpolation" and large["best_classical_rmse"] == 0.4
+    assert math.isclose(large["vs_best_classical"], 0.3 / 0.4 - 1)
+    _case(tmp_path, "large", "ginr", 0.3, n=99)           # other cells: no floor to compare with
+    assert leaderboard.collect(tmp_path)[-1]["best_classical"] == ""
