@@ -145,9 +145,10 @@ def _case(out: Path, budget: str, method: str, rmse: float, floor: dict | None =
     folder = out / "runs" / budget / "sst" / "clouds" / method
     record = {"metrics": {"overall": {"rmse": rmse, "n_scored": n}}, "units": ["K"], "cost": {"train_seconds": 1.0},
               "baselines": {k: {"overall": {"rmse": v, "n_scored": n}} for k, v in (floor or {}).items()}}
-    write_json(folder / "results" / "run" / "metrics.json", record)
+    metrics = folder / "results" / "run" / "metrics.json"
+    write_json(metrics, record)
     write_json(folder / "case.json", {"method": method, "dataset": "sst", "mask": "clouds", "budget": budget,
-                                      "status": "ok", "metrics": str((folder / "results/run/metrics.json").relative_to(out))})
+                                      "status": "ok", "metrics": str(metrics.relative_to(out))})
 
 
 def test_a_larger_budget_run_is_held_against_the_default_floor_on_the_same_cells(tmp_path):
