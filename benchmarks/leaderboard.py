@@ -43,7 +43,8 @@ def _rows_of_case(case: dict, out: Path) -> list[dict]:
     rows = [{**base, "method": method, "status": "ok", "reason": "partial" if m.get("partial") else "",
              **{k: ov.get(k) for k in SCORES}, "units": ";".join(m.get("units") or []),
              "train_seconds": cost.get("train_seconds"), "test_seconds": cost.get("test_seconds"),
-             "peak_memory_mb": case.get("peak_memory_mb"), "metrics": case["metrics"]}]
+             "peak_memory_mb": case.get("peak_memory_mb"), "metrics": case["metrics"],
+             "_floor": {k: b["overall"]["rmse"] for k, b in (m.get("baselines") or {}).items()}}]
     if case["method"] == "baselines":
         for name, b in m["baselines"].items():
             rows.append({**base, "method": name, "status": "ok", "reason": "floor, scored in the DINEOF case's test",
@@ -73,6 +74,9 @@ def collect(out: Path) -> list[dict]:
             log.warning("case %s: methods were scored on different numbers of cells %s", "/".join(key),
                         sorted({r["n_scored"] for r in ok}))
         best = min(classical, key=lambda r: r["rmse"], default=None)
+        if best is None and ok:      # no DINEOF case here (e.g. --only exact_gp): the floor its own test scored
+            floor = {k: v for k, v in ok[0]["_floor"].items() if _finite(v)}
+            best = {"method": min(floor, key=floor.get), "rmse": min(floor.values())} if floor else None
         for rank, r in enumerate(sorted(ok, key=lambda r: r["rmse"]), 1):
             r["rank"] = rank
         for r in group:
