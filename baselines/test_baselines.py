@@ -4,8 +4,8 @@
 """
 from __future__ import annotations
 
-from baselines.dineof import method_options, reconstruct
 from gapfill import runs
+from gapfill.dineof import method_options, reconstruct
 from gapfill.evaluate import test_main
 
 

@@ -13,9 +13,9 @@ import logging
 
 import numpy as np
 
-from baselines.dineof import METHODS, method_options, reconstruct
 from gapfill import cli, runs
 from gapfill.data import Normalizer
+from gapfill.dineof import METHODS, method_options, reconstruct
 from gapfill.floor import climatology
 
 log = logging.getLogger("baselines.train")

@@ -1,22 +1,24 @@
 """Chips for the cloud-gap GAN: `time_steps` consecutive frames x all bands stacked as channels, normalised
-per band, with clouds at the `mask_position` dates (1-based).
+per band (the core's model view, gapfill.view), with gaps at the `mask_position` dates (1-based).
 
-- Training chips: a start in the training frames and a `chip_size` crop, a seeded subset of
-  `--training_length` of them; every date shows its training-mask cells, and the masked dates lose a cloud
-  drawn per (seed, epoch, chip, date) with a share from `--cloud_range`. The loss is on the hidden cells of
-  the masked dates (training frames are complete ground truth).
+- First guess at every cell: the core's (`--first_guess`, default auto: the floor method whose guess scores
+  best on the validation frames), computed on whole frames from the cells each frame shows. The generator
+  gets it as input next to the chip and predicts the residual over it.
+- Training chips are shaped like the test: a start in the training frames and a `chip_size` crop, a seeded
+  subset of `--training_length` of them. Every date shows what the common protocol shows (its training-mask
+  cells); a masked date shows one of `--mask_variants` masks of the training family (the training mask
+  itself, then redraws of its kind), drawn per (seed, epoch, chip, date), with the first guess of that mask
+  (precomputed per variant). The loss is on the hidden cells of the masked dates (training frames are
+  complete ground truth).
 - Whole frames for the common protocol (`frame_chip`): frame t at the first masked position, its
   neighbours as the model's view shows them (observed cells only).
-- First guess at every cell (`--first_guess`): `time`: linear interpolation in time between the nearest
-  other dates of the chip where the cell is seen (one side: that value), else the climatology;
-  `climatology`; `none` (the band mean, i.e. 0: the reference code's zero fill). The generator gets it as
-  input next to the chip, so at seen cells it reads how each date departs from it.
 
 Arrays: values (D, B, Y, X) normalised; seen (D, B, Y, X) bool; chips are (D * B, P, P) date-major.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import pytorch_lightning as pl
@@ -24,10 +26,11 @@ import torch
 
 from gapfill import lightning
 from gapfill.data import DataError, Normalizer
-from gapfill.floor import climatology
+from gapfill.floor import climatology, first_guess
 from gapfill.masks import make_mask
+from gapfill.view import ModelView
 
-GUESSES = ("time", "climatology", "none")
+log = logging.getLogger(__name__)
 
 
 def positions(mask_position, time_steps: int) -> list[tuple[int, ...]]:
@@ -41,56 +44,41 @@ def positions(mask_position, time_steps: int) -> list[tuple[int, ...]]:
     return [c for k in range(1, n + 1) for c in itertools.combinations(range(time_steps), k)]
 
 
-def time_guess(values: np.ndarray, seen: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """(D, B, Y, X): each cell of each date linearly interpolated in time between the nearest other dates where
-    it is seen (the nearest one where only one side has it; `fallback` (B, Y, X) where none). Seen cells get
-    the interpolation too: their value minus it is what the date does differently, an input of the network."""
-    D = values.shape[0]
-    out = np.empty(values.shape, dtype=np.float64)
-    for d in range(D):
-        prev_v = np.full(values.shape[1:], np.nan)
-        prev_d = np.full(values.shape[1:], np.nan)
-        for e in range(d - 1, -1, -1):
-            take = np.isnan(prev_v) & seen[e]
-            prev_v[take], prev_d[take] = values[e][take], e
-        next_v = np.full(values.shape[1:], np.nan)
-        next_d = np.full(values.shape[1:], np.nan)
-        for e in range(d + 1, D):
-            take = np.isnan(next_v) & seen[e]
-            next_v[take], next_d[take] = values[e][take], e
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = (d - prev_d) / (next_d - prev_d)
-            both = prev_v + w * (next_v - prev_v)
-        g = np.where(np.isfinite(both), both, np.where(np.isfinite(prev_v), prev_v, next_v))
-        out[d] = np.where(np.isfinite(g), g, fallback)
-    return out
-
-
 class FieldChips:
-    """The model's view of a problem for the GAN: normalised values, seen cells, climatology (B, Y, X)."""
+    """The model's view of a problem for the GAN (gapfill.view.ModelView): normalised values, seen cells,
+    climatology (B, Y, X) and the first guess of every frame, `guess0` (T, B, Y, X) normalised; with
+    `mask_kwargs`, `variants` - 1 redrawn masks of the training frames and their guesses (see TrainChips)."""
 
-    def __init__(self, problem, normalizer: Normalizer, time_steps: int, guess: str = "time"):
-        if guess not in GUESSES:
-            raise DataError(f"unknown first guess {guess!r}; choose one of {', '.join(GUESSES)}")
+    def __init__(self, problem, normalizer: Normalizer | None, time_steps: int, guess: str,
+                 mask_kwargs: dict | None = None, variants: int = 1, seed: int = 0):
         T = problem.field.shape[0]
         if time_steps > T:
             raise DataError(f"--time_steps {time_steps} is more than the field's {T} frames")
-        self.problem, self.normalizer, self.D, self.kind = problem, normalizer, time_steps, guess
-        visible = problem.visible()
-        self.seen = problem.observed[:, None] & np.isfinite(visible)                 # (T, B, Y, X)
-        self.values = np.nan_to_num(normalizer.normalize(visible)).astype(np.float32)
-        self.valid = np.isfinite(visible[problem.splits["train"]]).any(0) if problem.splits["train"].stop else \
-            np.ones(visible.shape[1:], bool)                                          # (B, Y, X) not land
-        clim = normalizer.normalize(climatology(visible, problem.splits["train"])[None])[0]
+        self.view = view = ModelView(problem, guess, normalizer)
+        self.problem, self.normalizer, self.D, self.kind = problem, view.normalizer, time_steps, guess
+        self.seen, self.values = view.seen, view.values                              # (T, B, Y, X)
+        tr = problem.splits["train"]
+        self.valid = view.known[tr].any(0) if tr.stop > tr.start else np.ones(view.seen.shape[1:], bool)
+        clim = self.normalizer.normalize(climatology(view.visible, tr)[None])[0]
         self.clim = np.nan_to_num(clim).astype(np.float32)
-        self.T, self.B, self.Y, self.X = visible.shape
+        self.T, self.B, self.Y, self.X = view.visible.shape
+        self.guess0 = view.guess(range(self.T))                                       # (T, B, Y, X)
+        self.train_frames = np.arange(tr.start, tr.stop)
+        n = len(self.train_frames)
+        self.seen_v, self.guess_v = [self.seen[tr]], [self.guess0[tr]]               # variant 0: the mask itself
+        for v in range(1, variants if mask_kwargs and n else 1):
+            keep = make_mask(shape=(n, self.Y, self.X), seed=seed * 7919 + v, **mask_kwargs)
+            full = self.seen.copy()
+            full[tr] = view.known[tr] & keep[:, None]
+            self.seen_v.append(full[tr])
+            self.guess_v.append(view.guess(self.train_frames, full))
+        log.info("first guess %s on %d frames, %d mask variant(s) of the training frames", guess, self.T,
+                 len(self.seen_v))
 
-    def guess(self, values: np.ndarray, seen: np.ndarray, clim: np.ndarray) -> np.ndarray:
-        """(D, B, y, x) first guess of a chip (values and seen (D, B, y, x), climatology (B, y, x))."""
-        if self.kind == "time":
-            return time_guess(values, seen, clim).astype(np.float32)
-        fill = clim if self.kind == "climatology" else np.zeros_like(clim)
-        return np.broadcast_to(fill[None], values.shape).astype(np.float32)
+    def chip_guess(self, values: np.ndarray, seen: np.ndarray, clim: np.ndarray) -> np.ndarray:
+        """(D, B, y, x) first guess of a chip on its own (values and seen (D, B, y, x) normalised, climatology
+        (B, y, x)): the run's kind on the chip's dates alone (a chip of the reference protocol)."""
+        return first_guess(self.kind, np.where(seen, values, np.nan), seen, slice(0, 0), clim=clim).astype(np.float32)
 
     def frame_chip(self, t: int, pos: tuple[int, ...]) -> tuple[int, dict]:
         """Frame t's whole-frame chip, t at the first masked date (the date the network learned to fill); dates
@@ -100,7 +88,8 @@ class FieldChips:
         inside = (idx >= 0) & (idx < self.T)
         idx = np.clip(idx, 0, self.T - 1)
         v, seen = self.values[idx], self.seen[idx] & inside[:, None, None, None]
-        return pos[0], make_chip(v, seen, self.guess(v, seen, self.clim), target=None)
+        guess = np.where(inside[:, None, None, None], self.guess0[idx], self.clim[None])
+        return pos[0], make_chip(v, seen, guess, target=None)
 
 
 def make_chip(values, seen, guess, target=None) -> dict:
@@ -120,15 +109,15 @@ def make_chip(values, seen, guess, target=None) -> dict:
 
 
 class TrainChips(torch.utils.data.Dataset):
-    """Training chips, indexed by (epoch, i): clouds are redrawn every epoch, from (seed, epoch, i, date)."""
+    """Training chips, indexed by (epoch, i): each masked date's mask variant is drawn from (seed, epoch, i,
+    date)."""
 
-    def __init__(self, data: FieldChips, chip_size: int, combos, cloud_range, training_length: int | None,
-                 seed: int):
+    def __init__(self, data: FieldChips, chip_size: int, combos, training_length: int | None, seed: int):
         tr = data.problem.splits["train"]
         starts = np.arange(tr.start, tr.stop - data.D + 1)
         if not len(starts):
             raise DataError(f"no training chip: {tr.stop - tr.start} training frames, --time_steps {data.D}")
-        self.data, self.combos, self.cloud_range, self.seed = data, combos, tuple(cloud_range), seed
+        self.data, self.combos, self.seed = data, combos, seed
         self.P = min(chip_size, data.Y, data.X)                            # the model pads to 16s
         rng = np.random.default_rng([seed, 7])
         n = training_length or len(starts) * max(1, (data.Y // self.P) * (data.X // self.P))
@@ -144,16 +133,16 @@ class TrainChips(torch.utils.data.Dataset):
         D, P = self.data, self.P
         win = (slice(s, s + D.D), slice(None), slice(y0, y0 + P), slice(x0, x0 + P))
         truth = D.values[win]                                                 # complete (training frames)
-        seen = D.seen[win].copy()
+        seen, guess = D.seen[win].copy(), D.guess0[win].copy()
         pos = self.combos[i % len(self.combos)]                              # cycled by sample index
+        t0 = D.train_frames[0]
         for d in pos:
-            seed = int(np.random.default_rng([self.seed, epoch, i, d]).integers(2**31))
-            cloud = ~make_mask("clouds", "fixed", (1, P, P), seed=seed, cloud_range=self.cloud_range,
-                               cloud_scale=max(2.0, P / 16))[0]
-            seen[d] &= ~cloud[None]
+            v = int(np.random.default_rng([self.seed, epoch, i, d]).integers(len(D.seen_v)))
+            seen[d] = D.seen_v[v][s + d - t0][:, y0:y0 + P, x0:x0 + P]
+            guess[d] = D.guess_v[v][s + d - t0][:, y0:y0 + P, x0:x0 + P]
         valid = D.valid[:, y0:y0 + P, x0:x0 + P]
         target = np.where(valid[None], truth, np.nan)
-        chip = make_chip(truth, seen, D.guess(truth, seen, D.clim[:, y0:y0 + P, x0:x0 + P]), target)
+        chip = make_chip(truth, seen, guess, target)
         masked = np.zeros((D.D, 1, 1, 1), bool)
         masked[list(pos)] = True
         loss = (~seen & masked & valid[None]).reshape(D.D * D.B, P, P)          # hidden cells of masked dates

@@ -4,7 +4,7 @@
 the cloud cells only, physical units: MSE, MAE, RMSE, SSIM of the filled image (truth outside the clouds,
 the data's real range; gapfill.metrics.ssim), per chip and per chip and band, for whichever dates were
 masked, with the cloud fraction and the time gap to the nearest clear date, next to linear interpolation in
-time (the first guess `time`).
+time (gapfill.floor's time_interpolation).
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from gan_gapfill.gan_model import GAN
 from gapfill import lightning
 from gapfill.data import Normalizer
 from gapfill.evaluate import build_problem, load_run
+from gapfill.floor import first_guess
 from gapfill.masks import make_mask
 from gapfill.metrics import ssim
 from gapfill.system import resolve_device
+from gapfill.view import chosen_guess
 
 CLOUD_SEED = 4242                    # the test clouds: (run seed, CLOUD_SEED, chip, date)
 
@@ -27,7 +29,7 @@ def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GAN:
     """The run's best GAN on `device` in eval mode, on `problem` (the model's view)."""
     args = cfg["args"]
     module = lightning.load_module(GAN.from_args(args, problem.field.shape[1]), run_dir, "best", device)
-    module.data = FieldChips(problem, Normalizer.from_dict(cfg["normalization"]), args["time_steps"], args["first_guess"])
+    module.data = FieldChips(problem, Normalizer.from_dict(cfg["normalization"]), args["time_steps"], chosen_guess(cfg))
     return module
 
 
@@ -73,11 +75,13 @@ def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_ra
                 cloud[d] = ~make_mask("clouds", "fixed", (1, P, P), cloud_range=cr, cloud_scale=max(2.0, P / 16),
                                       seed=int(np.random.default_rng([seed, CLOUD_SEED, i, d]).integers(2**31)))[0]
             seen = valid[win] & ~cloud[:, None]
-            guess = D.guess(values[win], seen, D.clim[:, y0:y0 + P, x0:x0 + P])
+            clim = D.clim[:, y0:y0 + P, x0:x0 + P]
+            guess = D.chip_guess(values[win], seen, clim)
             chips.append(make_chip(values[win], seen, guess))
             out["truth"].append(f.values[win])
             out["cloud"].append(cloud & valid[win].any(1))
-            out["interp"].append(norm.denormalize(guess.astype(np.float64)))
+            interp = first_guess("time_interpolation", np.where(seen, values[win], np.nan), seen, slice(0, 0), clim=clim)
+            out["interp"].append(norm.denormalize(interp))
         batch = module.pad16({k: torch.stack([c[k] for c in chips]).to(module.device) for k in chips[0]})
         _, filled = module.fill(batch, module.inputs(batch))
         filled = filled[..., :P, :P].float().cpu().numpy().reshape(len(chips) * D.D, D.B, P, P).astype(np.float64)

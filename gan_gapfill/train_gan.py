@@ -1,11 +1,13 @@
 """Train the conditional GAN that fills cloud gaps in multi-temporal, multi-band chips, on the core's
 Lightning engine (manual optimisation: one discriminator and one generator step per batch).
 
-A chip is --time_steps consecutive frames x all bands, stacked as channels, cut to --chip_size. In training
-the --mask_position dates (default: every combination of the dates, cycled by chip) lose a cloud drawn anew
-each epoch with a share from --cloud_range; the generator predicts the residual over the first guess
-(--first_guess, default linear interpolation in time between the dates where each cell is seen) and is
-trained with the hinge loss on cloud patches + --alpha x MSE on cloud cells. The best checkpoint is the
+A chip is --time_steps consecutive frames x all bands, stacked as channels, cut to --chip_size, shaped like
+the test: every date shows its training-mask cells, and the --mask_position dates (default: every
+combination of the dates, cycled by chip) show one of --mask_variants masks of the training family (clouds
+with a share from --cloud_range by default), drawn anew each epoch. The generator predicts the residual over
+the core's first guess (--first_guess, default auto: the floor method whose guess scores best on the
+validation frames), so the untrained generator (epoch 0) is the first guess, and is trained with the hinge
+loss on gap patches + --alpha x MSE on gap cells. The best checkpoint is the
 highest SSIM of the validation frames' hidden cells (filled frames, the data's range), with the networks in
 eval mode; validation frames are filled from their real clouds and scored through the Run.
 
@@ -19,10 +21,12 @@ import argparse
 
 import pytorch_lightning as pl
 
-from gan_gapfill.gan_data import GUESSES, ChipData, FieldChips, TrainChips, positions
+from gan_gapfill.gan_data import ChipData, FieldChips, TrainChips, positions
 from gan_gapfill.gan_model import GAN
 from gapfill import cli, lightning, runs
-from gapfill.data import DataError, Normalizer
+from gapfill.data import DataError
+from gapfill.floor import GUESS_TAG
+from gapfill.view import resolve_first_guess
 
 METHOD = "gan"
 
@@ -53,8 +57,9 @@ def add_model_args(p) -> None:
                         "default every combination of the dates but all, cycled by chip")
     g.add_argument("--training_length", type=cli.positive_int, default=None,
                    help="training chips: a seeded random set of this many (default: every start x tile)")
-    g.add_argument("--first_guess", choices=GUESSES, default="time",
-                   help="time: linear interpolation in time between the dates where the cell is seen")
+    cli.add_first_guess_arg(g)
+    g.add_argument("--mask_variants", type=cli.positive_int, default=3,
+                   help="masks per training frame for the masked dates: the training mask and redraws of its kind")
 
 
 def parse_args(argv=None):
@@ -69,7 +74,7 @@ def parse_args(argv=None):
 def name_parts(args) -> dict:
     mp = "".join(map(str, args.mask_position)) if args.mask_position else "all"
     return {"mask": cli.mask_tag(vars(args)), "g": args.generator, "cap": args.model_cap, "mp": mp,
-            "a": args.alpha, "mi": int(args.mask_input), "fg": args.first_guess, "seed": args.seed}
+            "a": args.alpha, "mi": int(args.mask_input), "fg": GUESS_TAG[args.first_guess], "seed": args.seed}
 
 
 def main(argv=None) -> int:
@@ -83,10 +88,13 @@ def main(argv=None) -> int:
     if args.n_bands is not None and args.n_bands != B:
         raise DataError(f"--n_bands {args.n_bands}, but {problem.field.path} has {B} bands: "
                         f"{', '.join(problem.field.bands)}")
-    normalizer = Normalizer.fit(problem.visible()[problem.splits["train"]])
-    data = FieldChips(problem, normalizer, args.time_steps, args.first_guess)
     combos = positions(args.mask_position, args.time_steps)
-    chips = TrainChips(data, args.chip_size, combos, args.cloud_range, args.training_length, args.seed)
+    mask_kwargs = {k: v for k, v in cli.mask_options(vars(args)).items() if v is not None}
+    mask_kwargs["mode"] = "dynamic"
+    data = FieldChips(problem, None, args.time_steps, resolve_first_guess(run, args.first_guess), mask_kwargs,
+                      args.mask_variants, args.seed)
+    normalizer = data.normalizer
+    chips = TrainChips(data, args.chip_size, combos, args.training_length, args.seed)
     if run.status == "new":
         run.record(display_name="GAN", normalization=normalizer.to_dict(), chip_size=chips.P)
     pl.seed_everything(args.seed, workers=True, verbose=False)

@@ -79,6 +79,14 @@ class _RangeAction(argparse.Action):
             parser.error(f"argument {option_string}: {err}")
 
 
+def add_first_guess_arg(g, default: str = "auto") -> None:
+    """--first_guess of a neural method: what it refines (gapfill.floor.first_guess), or auto."""
+    from gapfill.floor import FIRST_GUESS
+    g.add_argument("--first_guess", choices=(*FIRST_GUESS, "auto"), default=default,
+                   help="what the network refines (gapfill.floor.first_guess); auto: the floor method whose guess "
+                        "scores best on the validation frames (gapfill.view.resolve_first_guess)")
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the model and the masks")

@@ -9,6 +9,8 @@ interpolation wrap across the seam: the last column neighbours the first.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 
 import numpy as np
@@ -94,21 +96,61 @@ def reconstruct_floor(method: str, visible: np.ndarray, train: slice, target: sl
 
 
 # ------------------------------------------------------------------------------ first guess
-FIRST_GUESS = ("none", "frame_mean", "climatology", "interpolation", "anomaly_interpolation")
+FIRST_GUESS = ("none", "frame_mean", "climatology", "interpolation", "anomaly_interpolation", "time_interpolation",
+               "space_time", "dineof")
+# what `--first_guess auto` chooses from, on the validation frames: the floor methods a frame's guess can be
+# made of (persistence is time interpolation that looks one way only)
+AUTO_CANDIDATES = ("climatology", "interpolation", "anomaly_interpolation", "time_interpolation", "space_time",
+                   "dineof")
+INTERPOLATING = ("interpolation", "anomaly_interpolation", "time_interpolation", "space_time", "dineof")
 GUESS_TAG = {"none": "none", "frame_mean": "mean", "climatology": "clim", "interpolation": "interp",
-             "anomaly_interpolation": "anom"}                       # the first guess in run names
+             "anomaly_interpolation": "anom", "time_interpolation": "time", "space_time": "st", "dineof": "dineof",
+             "auto": "auto"}                                        # the first guess in run names
+TIME_REACH = 2            # space_time: its background in time comes from frames at most this far away
+DINEOF_GUESS_RANK, DINEOF_GUESS_ITERS = 20, 30     # DINEOF as a first guess: a capped rank search
+
+
+def time_interpolation(anom: np.ndarray, reach: int | None = None, own: bool = True) -> np.ndarray:
+    """(T, B, Y, X) NaN where unseen -> (T, B, Y, X): each cell linearly interpolated in time between the
+    nearest frames (either side) where it is seen; the one seen value where only one side has one; NaN where
+    neither side has one within `reach` frames (None: any distance). `own`: a seen cell keeps its value
+    (otherwise each frame is interpolated from the other frames only)."""
+    T = anom.shape[0]
+    prev_v, next_v = np.full(anom.shape, np.nan), np.full(anom.shape, np.nan)
+    prev_t, next_t = np.full(anom.shape, np.nan), np.full(anom.shape, np.nan)
+    for order, vals, when in ((range(T), prev_v, prev_t), (range(T - 1, -1, -1), next_v, next_t)):
+        v, d = np.full(anom.shape[1:], np.nan), np.full(anom.shape[1:], np.nan)
+        for t in order:                                  # the nearest seen value before t (after t)
+            vals[t], when[t] = v, d
+            ok = np.isfinite(anom[t])
+            v, d = np.where(ok, anom[t], v), np.where(ok, t, d)
+    now = np.arange(T, dtype=np.float64).reshape(-1, 1, 1, 1)
+    if reach is not None:
+        far_p, far_n = ~(now - prev_t <= reach), ~(next_t - now <= reach)
+        prev_v[far_p], next_v[far_n] = np.nan, np.nan
+        prev_t[far_p], next_t[far_n] = np.nan, np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = (now - prev_t) / (next_t - prev_t)
+        both = prev_v + w * (next_v - prev_v)
+    out = np.where(np.isfinite(both), both, np.where(np.isfinite(prev_v), prev_v, next_v))
+    return np.where(np.isfinite(anom), anom, out) if own else out
 
 
 def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, frames=None,
-                x_periodic: bool = False) -> np.ndarray:
+                x_periodic: bool = False, clim: np.ndarray | None = None) -> np.ndarray:
     """The first guess a neural method refines, (n, B, Y, X) for `frames` (default: all), in the units of
-    `visible`. Each frame's guess reads only its `seen` cells (seen (T, Y, X) or (T, B, Y, X) bool: the
+    `visible`. Each frame's guess reads only the `seen` cells (seen (T, Y, X) or (T, B, Y, X) bool: the
     training mask on training frames, the observed cells elsewhere); the climatology is the per-cell mean of
-    the training frames of `visible` (complete ground truth there, as DESIGN allows for a prior mean).
+    the training frames of `visible` (complete ground truth there, as DESIGN allows for a prior mean), or
+    `clim` (B, Y, X) when given.
 
     none: the training band mean; frame_mean: the frame's observed mean per band; climatology;
-    interpolation and anomaly_interpolation: of the frame's seen cells, as in the floor. Every value is
-    finite (cells out of reach take the climatology)."""
+    interpolation and anomaly_interpolation: of the frame's seen cells, as in the floor; time_interpolation:
+    of each cell's anomaly, between the nearest frames that see it; space_time: a background interpolated in
+    time from the other frames at most TIME_REACH away (the climatology where none sees the cell), and the
+    frame's own seen departures from it interpolated in space (anomaly interpolation about that
+    background); dineof: DINEOF of the seen cells of every frame (gapfill.dineof, capped rank search).
+    The interpolating kinds return a seen cell's value exactly. Every value is finite (cells out of reach take the climatology)."""
     if kind not in FIRST_GUESS:
         raise ValueError(f"unknown first guess {kind!r}; choose one of {', '.join(FIRST_GUESS)}")
     frames = np.arange(visible.shape[0]) if frames is None else np.asarray(frames)
@@ -116,12 +158,28 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
     outside = np.ones(visible.shape[0], bool)
     outside[train] = False
     visible = np.where(outside[:, None, None, None] & ~seen, np.nan, visible)  # only what frames show
-    clim = climatology(visible, train)                                        # (B, Y, X)
+    clim = climatology(visible, train) if clim is None else clim              # (B, Y, X)
     band_mean = np.nanmean(clim, axis=(1, 2))                                 # (B,)
-    out = np.empty((len(frames),) + visible.shape[1:], dtype=np.float64)
-    slow = kind in ("interpolation", "anomaly_interpolation") and len(frames) > 50
+    shown = np.where(np.broadcast_to(seen, visible.shape) & np.isfinite(visible), visible, np.nan)   # (T, B, Y, X)
+    if kind == "time_interpolation":
+        timed = (time_interpolation(shown - clim) + clim)[frames]
+    if kind == "space_time" and len(frames):                 # the background: the other frames close in time
+        sub = np.arange(max(0, frames.min() - TIME_REACH), min(visible.shape[0], frames.max() + TIME_REACH + 1))
+        near = time_interpolation(shown[sub] - clim, TIME_REACH, own=False)[frames - sub[0]]
+        background = clim + np.nan_to_num(near)
+    if kind == "dineof":
+        from gapfill.dineof import dineof  # gapfill.dineof builds on this module
+        if not np.isfinite(shown).any():
+            return np.broadcast_to(clim, (len(frames),) + clim.shape).copy()
+        with logging_level("gapfill.dineof", "WARNING"):
+            whole = dineof(shown, slice(0, visible.shape[0]), clim, max_rank=DINEOF_GUESS_RANK,
+                           max_iter=DINEOF_GUESS_ITERS)[0]
+        out = whole[frames]
+    else:
+        out = np.empty((len(frames),) + visible.shape[1:], dtype=np.float64)
+    slow = kind in ("interpolation", "anomaly_interpolation", "space_time") and len(frames) > 50
     for i, t in enumerate(tqdm(frames, desc=f"first guess ({kind})", unit="frame", disable=None if slow else True)):
-        frame = np.where(seen[t] & np.isfinite(visible[t]), visible[t], np.nan)   # (B, Y, X): what it may read
+        frame = shown[t]                                                      # (B, Y, X): what it may read
         if kind == "none":
             out[i] = band_mean[:, None, None]
         elif kind == "climatology":
@@ -131,10 +189,29 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
                 warnings.simplefilter("ignore", RuntimeWarning)               # a frame with no cell: below
                 m = np.nanmean(frame, axis=(1, 2))
             out[i] = np.asarray(np.where(np.isfinite(m), m, band_mean))[:, None, None]
-        else:
+        elif kind == "time_interpolation":
+            out[i] = timed[i]
+        elif kind == "space_time":
+            out[i] = interpolation(frame[None], slice(0, 1), background[i], anomaly=True, x_periodic=x_periodic)[0]
+        elif kind in ("interpolation", "anomaly_interpolation"):
             out[i] = interpolation(frame[None], slice(0, 1), clim, anomaly=kind == "anomaly_interpolation",
                                    x_periodic=x_periodic)[0]
-    return np.where(np.isfinite(out), out, clim)
+    out = np.where(np.isfinite(out), out, clim)
+    if kind in INTERPOLATING:                                                 # a seen cell: its value, exactly
+        out = np.where(np.isfinite(shown[frames]), shown[frames], out)
+    return out
+
+
+@contextlib.contextmanager
+def logging_level(name: str, level: str):
+    """Raise logger `name` to `level` for a block (DINEOF's per-rank lines when it is only a first guess)."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def distance_to_seen(seen: np.ndarray) -> np.ndarray:

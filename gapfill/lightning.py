@@ -17,6 +17,7 @@ Lightning on the core's Run.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
@@ -44,7 +45,11 @@ def add_engine_args(p) -> None:
     g = p.add_argument_group("training engine (PyTorch Lightning)")
     g.add_argument("--max_epochs", type=positive_int, default=20, help="epochs (--max_iters caps the optimizer steps)")
     g.add_argument("--val_every", type=positive_int, default=1, help="epochs between validations")
+    g.add_argument("--val_every_steps", type=positive_int, default=None,
+                   help="validate every N optimizer steps instead of every --val_every epochs")
     g.add_argument("--patience", type=positive_int, default=5, help="validations without improvement before stopping")
+    g.add_argument("--max_time", type=positive_float, default=None,
+                   help="minutes of training (a requeued run goes on counting); then the run finishes")
     g.add_argument("--devices", type=positive_int, default=1, help="GPUs (or CPU processes) per node")
     g.add_argument("--num_nodes", type=positive_int, default=1, help="nodes (one srun task per device and node)")
     g.add_argument("--strategy", choices=("auto", "ddp"), default="auto", help="ddp: data parallel over devices")
@@ -65,43 +70,112 @@ class FieldModule(pl.LightningModule):
         raise NotImplementedError
 
 
-class _Validate(pl.Callback):
-    """Score the validation frames through the Run and log them; on a signal the Run caught (USR1) stop at
-    the end of the epoch, whose last.ckpt the checkpoint callback then writes."""
+STOP_REASONS = ("patience", "max_time", "max_epochs", "max_iters")    # why a finished run stopped
 
-    def __init__(self, run, every: int):
-        self.run, self.every = run, every
+
+class _Validate(pl.Callback):
+    """The one validation loop of the Lightning methods: score the validation frames through the Run (every
+    `--val_every` epochs, or every `--val_every_steps` optimizer steps), keep `best.ckpt` on a better score,
+    stop after `--patience` validations without one or once `--max_time` minutes of training (earlier
+    attempts of a requeued run included) are spent. The untrained network is validated first (epoch 0: the
+    first guess), so a run keeps its first guess when nothing trained beats it. Its state (best, wait) goes
+    into last.ckpt, so a resumed run goes on counting. On a signal the Run caught (USR1) it stops at the end
+    of the epoch, whose last.ckpt the checkpoint callback then writes."""
+
+    def __init__(self, run, args: dict, monitor=("valid_rmse", "min")):
+        self.run, self.name, self.mode = run, monitor[0], monitor[1]
+        self.every = int(args.get("val_every") or 1)
+        self.every_steps = int(args.get("val_every_steps") or 0)
+        self.patience = int(args.get("patience") or 5)
+        self.max_seconds = 60.0 * float(args["max_time"]) if args.get("max_time") else None
+        self.best: float | None = None
+        self.best_step, self.wait, self.validations = 0, 0, 0
+        self.stop_reason: str | None = None
         self.t0, self.step0 = time.time(), 0
+
+    def state_dict(self):
+        return {"best": self.best, "best_step": self.best_step, "wait": self.wait, "validations": self.validations}
+
+    def load_state_dict(self, state_dict):
+        self.best, self.best_step = state_dict["best"], int(state_dict["best_step"])
+        self.wait, self.validations = int(state_dict["wait"]), int(state_dict["validations"])
+
+    @staticmethod
+    def steps(trainer, pl_module) -> int:
+        """Optimizer steps per batch: one, or one per optimizer under manual optimisation (a GAN's two)."""
+        return trainer.global_step // (1 if pl_module.automatic_optimization else max(1, len(trainer.optimizers)))
+
+    def _stop(self, trainer, reason: str) -> None:
+        if not trainer.should_stop:
+            self.stop_reason = reason
+            trainer.should_stop = True
 
     def on_train_start(self, trainer, pl_module):
         self.t0, self.step0 = time.time(), trainer.global_step
+        if trainer.global_step == 0 and self.best is None:           # epoch 0: the untrained network
+            self.validate(trainer, pl_module, epoch=0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = self.steps(trainer, pl_module)
+        if self.every_steps and step % self.every_steps == 0:
+            self.validate(trainer, pl_module, epoch=trainer.current_epoch + 1)
+        if self.max_seconds is not None and self.run.seconds() >= self.max_seconds:
+            self._stop(trainer, "max_time")
 
     def on_train_epoch_end(self, trainer, pl_module):
         epoch = trainer.current_epoch + 1
         if self.run.stop_requested:                 # a signal: validate, then last.ckpt and stop
             trainer.should_stop = True
-        if epoch % self.every and not trainer.should_stop:
+        if self.every_steps or (epoch % self.every and not trainer.should_stop):
             return
+        self.validate(trainer, pl_module, epoch)
+
+    def validate(self, trainer, pl_module, epoch: int) -> None:
+        """Score the validation frames, keep best.ckpt on a better score, count patience, log a row."""
         vs = self.run.problem.splits["valid"]
-        row = {"epoch": epoch}
+        step = self.steps(trainer, pl_module)
+        row: dict = {"epoch": epoch}
         for k, v in trainer.callback_metrics.items():          # train_loss and any other epoch metric logged
             if k in self.run.log_fields and not k.startswith("valid_"):
                 row[k] = float(v)
+        self.validations += 1
         if vs.stop > vs.start:
+            was_training = pl_module.training
             pl_module.eval()
             with torch.no_grad():
                 mean, var = pl_module.reconstruct(range(vs.start, vs.stop))
-            pl_module.train()
-            name = pl_module.monitor[0]
-            row.update(self.run.score_valid(mean, var, ssim=name == "valid_ssim"))
-            pl_module.log(name, row[name], rank_zero_only=False, sync_dist=False)
-        # optimizer steps per batch: one, or one per optimizer under manual optimisation (a GAN's two)
-        step = trainer.global_step // (1 if pl_module.automatic_optimization else max(1, len(trainer.optimizers)))
+            pl_module.train(was_training)
+            row.update(self.run.score_valid(mean, var, ssim=self.name == "valid_ssim"))
+            score = float(row[self.name])
+            trainer.callback_metrics[self.name] = torch.tensor(score)   # for a plateau scheduler
+            better = np.isfinite(score) and (self.best is None or (score < self.best if self.mode == "min"
+                                                                   else score > self.best))
+        else:                                       # no validation frames (one image): the newest is best
+            score, better = float("nan"), True
+        if better:
+            self.best, self.best_step, self.wait = (score if vs.stop > vs.start else None), step, 0
+            self._save_best(trainer)
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self._stop(trainer, "patience")
         self.run.log(step, **{k: row.get(k) for k in self.run.log_fields})
         total = int(trainer.estimated_stepping_batches)
         left = (time.time() - self.t0) * (total - step) / max(step - self.step0, 1)
-        log.info("step %d of %d, epoch %d: %s, about %.0f s left", step, total, epoch,
-                 ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)), left)
+        if self.max_seconds is not None:
+            left = min(left, max(self.max_seconds - self.run.seconds(), 0.0))
+        log.info("step %d of %d, epoch %d: %s%s, about %.0f s left", step, total, epoch,
+                 ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)),
+                 " (best)" if better else f" (best {self.best:.4g} at step {self.best_step}; {self.wait} of "
+                 f"{self.patience} without improvement)" if self.best is not None else "", left)
+
+    def _save_best(self, trainer) -> None:
+        """best.ckpt, atomically (every rank takes part; rank 0 writes)."""
+        path = Path(self.run.dir) / "best.ckpt"
+        tmp = path.with_name("best.ckpt.tmp")
+        trainer.save_checkpoint(str(tmp))
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self.run.record(train_seconds=self.run.seconds(), log_rows=self.run._csv().rows())
@@ -109,19 +183,13 @@ class _Validate(pl.Callback):
 
 def make_trainer(run, args: dict, extra_callbacks=(), monitor=("valid_rmse", "min")) -> pl.Trainer:
     """A Trainer writing into the run folder with the engine's options (see add_engine_args); `monitor`
-    (name, 'min' or 'max'): the validation score for best.ckpt and early stopping."""
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    (name, 'min' or 'max'): the validation score for best.ckpt and early stopping (see _Validate)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.plugins.environments import SLURMEnvironment
     accelerator = "cpu" if run.device == "cpu" else "gpu"
     max_steps = int(args.get("max_iters") or -1)
-    every = int(args.get("val_every") or 1)
-    best = ModelCheckpoint(dirpath=run.dir, filename="best", monitor=monitor[0], mode=monitor[1], save_top_k=1,
-                           every_n_epochs=every, enable_version_counter=False, auto_insert_metric_name=False,
-                           save_on_train_epoch_end=True)
     last = ModelCheckpoint(dirpath=run.dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                            enable_version_counter=False, auto_insert_metric_name=False, save_on_train_epoch_end=True)
-    stop = EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=int(args.get("patience") or 5),
-                         check_on_train_epoch_end=True, strict=False)   # epochs without validation: no check
     # ranks and nodes from SLURM under srun; the warning signal is the Run's (see fit), not Lightning's
     plugins: list = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     devices = int(args.get("devices") or 1) if accelerator == "gpu" or args.get("strategy") == "ddp" else 1
@@ -132,7 +200,7 @@ def make_trainer(run, args: dict, extra_callbacks=(), monitor=("valid_rmse", "mi
         max_epochs=int(args.get("max_epochs") or 20), max_steps=max_steps,
         accumulate_grad_batches=int(args.get("accumulate_grad_batches") or 1),
         gradient_clip_val=args.get("gradient_clip_val"), logger=False,
-        callbacks=[_Validate(run, every), best, last, stop, *extra_callbacks],
+        callbacks=[_Validate(run, args, monitor), last, *extra_callbacks],
         enable_progress_bar=sys.stdout.isatty(), enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, plugins=plugins, deterministic=True, use_distributed_sampler=True)
 
@@ -170,8 +238,12 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule,
         raise Preempted(run._preempt.requested)
     if before_finish is not None and run.writer:
         before_finish()
-    best = getattr(trainer.checkpoint_callback, "best_model_score", None)     # the first: best.ckpt's
-    run.finish(best_valid=float(best) if best is not None else None)
+    val = next(c for c in trainer.callbacks if isinstance(c, _Validate))  # type: ignore[attr-defined]
+    steps = val.steps(trainer, module)
+    reason = val.stop_reason or ("max_iters" if 0 < trainer.max_steps <= trainer.global_step else "max_epochs")
+    log.info("training stopped (%s) after %d steps; best validation %s at step %d", reason, steps,
+             "n/a" if val.best is None else f"{val.best:.4g}", val.best_step)
+    run.finish(best_valid=val.best, stop_reason=reason, steps=steps, best_step=val.best_step)
     return trainer
 
 

@@ -18,7 +18,7 @@ import torch
 
 from gapfill import lightning
 from gapfill.data import Normalizer
-from gapfill.floor import first_guess
+from gapfill.view import ModelView
 from ginr import graphs
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,16 @@ def time_axis(field) -> np.ndarray:
 
 
 class GraphFrames:
-    """The model's view of a problem on its graph. `features` (n_nodes, k) float32: eigenvectors times
-    their scale (unit mean square); `cell_node` (Y*X,); `guess` (T, B, Y, X) and `target` (T, B, Y, X)
-    normalised, target NaN where not seen."""
+    """The core's model view (gapfill.view.ModelView) on the graph of the grid. `features` (n_nodes, k)
+    float32: eigenvectors times their scale (unit mean square); `cell_node` (Y*X,); `guess` (T, B, Y, X)
+    normalised; `fit` (T, B, Y, X) bool: the cells fitted (every valid cell of a training frame, which is
+    ground truth; the seen cells of the other frames); `target` (T, B, Y, X) normalised residual over the
+    guess, NaN outside `fit`."""
 
-    def __init__(self, problem, normalizer: Normalizer, kind: str, n_fourier: int, laplacian: str = "combinatorial",
-                 neighbours: int = 4):
-        self.problem, self.normalizer = problem, normalizer
+    def __init__(self, problem, normalizer: Normalizer | None, kind: str, n_fourier: int,
+                 laplacian: str = "combinatorial", neighbours: int = 4):
+        self.view = view = ModelView(problem, kind, normalizer)
+        self.problem, self.normalizer = problem, view.normalizer
         self.laplacian, self.neighbours = laplacian, neighbours
         f = problem.field
         self.graph = graphs.grid_graph(node_cells(problem), f.y, f.x, neighbours, periodic_x=bool(f.x_periodic),
@@ -71,19 +74,20 @@ class GraphFrames:
         self.features = (vecs * self.scale).astype(np.float32)
         self.cell_node = self.graph.cell_node
         self.times = time_axis(f).astype(np.float32)
-        visible = problem.visible()                                          # (T, B, Y, X) physical
-        self.seen = problem.observed[:, None] & np.isfinite(visible)         # (T, B, Y, X)
-        guess = first_guess(kind, visible, self.seen, problem.splits["train"], x_periodic=bool(f.x_periodic))
-        self.guess = normalizer.normalize(guess).astype(np.float32)
-        self.values = normalizer.normalize(np.where(self.seen, visible, np.nan)).astype(np.float32)
-        self.target = (self.values - self.guess).astype(np.float32)
-        self.T, self.bands, self.Y, self.X = visible.shape
+        self.T, self.bands, self.Y, self.X = view.visible.shape
+        self.seen, self.visible = view.seen, view.visible                   # (T, B, Y, X)
+        self.guess_phys = view.guess_physical(range(self.T))               # (T, B, Y, X) physical
+        self.guess = view.guess(range(self.T))
+        self.fit = self.seen.copy()
+        self.fit[problem.splits["train"]] = view.known[problem.splits["train"]]
+        self.values = np.where(self.seen, view.values, np.nan).astype(np.float32)
+        self.target = np.where(self.fit, view.values - self.guess, np.nan).astype(np.float32)
 
     def fit_cells(self, frames=None) -> tuple[np.ndarray, np.ndarray]:
-        """(frame, cell) index pairs of every cell with a seen band in `frames` (default all), cell flat."""
+        """(frame, cell) index pairs of every cell with a fitted band in `frames` (default all), cell flat."""
         frames = np.arange(self.T) if frames is None else np.asarray(frames)
-        any_seen = self.seen[frames].any(1).reshape(len(frames), -1) & (self.cell_node >= 0)[None]
-        t, c = np.nonzero(any_seen)
+        any_fit = self.fit[frames].any(1).reshape(len(frames), -1) & (self.cell_node >= 0)[None]
+        t, c = np.nonzero(any_fit)
         return frames[t], c
 
 

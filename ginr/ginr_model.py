@@ -16,6 +16,7 @@ from torch import nn
 
 from gapfill import cli, lightning
 from gapfill.data import Normalizer
+from gapfill.view import chosen_guess
 from ginr.ginr_data import FitChunks, GraphFrames, seen_digest
 
 log = logging.getLogger(__name__)
@@ -167,10 +168,11 @@ class GINR(lightning.FieldModule):
         cells = np.nonzero(D.cell_node >= 0)[0]
         flat = np.zeros((len(frames), D.bands, D.Y * D.X), np.float32)
         flat[:, :, cells] = res[:, D.cell_node[cells]].transpose(0, 2, 1)
-        mean = D.guess[frames] + flat.reshape(len(frames), D.bands, D.Y, D.X)
+        std = D.normalizer.std.reshape(1, -1, 1, 1)
+        mean = D.guess_phys[frames] + flat.reshape(len(frames), D.bands, D.Y, D.X) * std   # zero: the guess exactly
         if keep_seen:
-            mean = np.where(D.seen[frames], D.values[frames], mean)
-        return D.normalizer.denormalize(mean.astype(np.float64)), None
+            mean = np.where(D.seen[frames], D.visible[frames], mean)
+        return mean, None
 
     def fit_codes(self, frames, steps: int = 300, lr: float = 1e-2, seed: int = 0) -> None:
         """Refit the codes of `frames` on their seen cells with the network frozen (a test mask other than the
@@ -210,7 +212,7 @@ def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GINR:
     """A run's best GINR on `device`, on the graph of `problem` (the model's view); the test frames' codes
     are refitted on their observed cells when the test mask is not the one the run was fitted with."""
     args = cfg["args"]
-    data = GraphFrames(problem, Normalizer.from_dict(cfg["normalization"]), args["first_guess"], args["n_fourier"],
+    data = GraphFrames(problem, Normalizer.from_dict(cfg["normalization"]), chosen_guess(cfg), args["n_fourier"],
                        args["laplacian"], args["neighbours"])
     module = lightning.load_module(GINR.from_args(args, data.bands, data.T), run_dir, "best", device).attach(data)
     module.to(device)

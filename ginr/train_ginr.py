@@ -4,10 +4,11 @@ of a field, on the core's Lightning engine.
 The field's grid becomes a graph (a sphere for a whole circle of longitude, poles merged; the 4- or
 8-neighbour grid otherwise; land left out) and each node gets its first --n_fourier Laplacian eigenvectors.
 An MLP maps (eigenvectors, frame code with --latents, time features with --time) to the residual over the
-first guess (--first_guess, default climatology: the network fits the anomalies). It is fitted on every
-seen cell: the training frames through their training mask, validation and test frames through their
-observed cells; the validation frames' hidden cells (scored through the Run) drive early stopping
-(--patience), learning-rate decay (--lr_patience) and the best checkpoint.
+first guess (--first_guess, default auto: the floor method whose guess scores best on the validation
+frames). It is fitted on the training frames' valid cells (ground truth; their guess reads the training
+mask only) and on the observed cells of validation and test frames; the validation frames' hidden cells
+(scored through the Run) drive early stopping (--patience), learning-rate decay (--lr_patience) and the
+best checkpoint, which is the first guess itself (epoch 0) until training beats it.
 
     python ginr/train_ginr.py --data_path data/synthetic_default.nc --n_fourier 100 --max_epochs 50 \\
         --checkpoint_dir checkpoints/ginr
@@ -19,8 +20,9 @@ import logging
 import pytorch_lightning as pl
 
 from gapfill import cli, lightning, runs
-from gapfill.data import DataError, Normalizer
-from gapfill.floor import FIRST_GUESS, GUESS_TAG
+from gapfill.data import DataError
+from gapfill.floor import GUESS_TAG
+from gapfill.view import resolve_first_guess
 from ginr.ginr_data import FitData, GraphFrames, seen_digest
 from ginr.ginr_model import GINR, add_mlp_args
 from ginr.graphs import LAPLACIANS
@@ -49,9 +51,7 @@ def add_model_args(p) -> None:
                    help="validations without improvement before the learning rate halves")
     g.add_argument("--batch_size", type=cli.positive_int, default=4, help="chunks of cells per step")
     g.add_argument("--n_nodes_in_sample", type=cli.positive_int, default=1000, help="cells per chunk")
-    g.add_argument("--first_guess", choices=FIRST_GUESS, default="climatology",
-                   help="what the network refines (gapfill.floor.first_guess); interpolating guesses pass "
-                        "through the seen cells and leave the network nothing to fit")
+    cli.add_first_guess_arg(g)
 
 
 def parse_args(argv=None):
@@ -85,8 +85,9 @@ def main(argv=None) -> int:
         return 0
     problem = run.problem
     check_args(args, problem)
-    normalizer = Normalizer.fit(problem.visible()[problem.splits["train"]])
-    data = GraphFrames(problem, normalizer, args.first_guess, args.n_fourier, args.laplacian, args.neighbours)
+    data = GraphFrames(problem, None, resolve_first_guess(run, args.first_guess), args.n_fourier, args.laplacian,
+                       args.neighbours)
+    normalizer = data.normalizer
     if run.status == "new":
         run.record(display_name="GINR", normalization=normalizer.to_dict(), nodes=int(data.graph.n),
                    graph=data.graph.kind, seen_digest=seen_digest(problem),

@@ -15,34 +15,24 @@ import torch
 
 from gapfill import lightning
 from gapfill.data import DataError, Normalizer
-from gapfill.floor import first_guess
+from gapfill.view import ModelView
 
 log = logging.getLogger(__name__)
 
 
 class Frames:
-    """The model's view of a problem, normalised: `inputs(frames)` (n, 3B, Y, X) float32 =
-    [seen values (0 elsewhere), seen mask, first guess] and `guess(frames)` (n, B, Y, X); first guesses are
-    computed once per frame, on demand."""
+    """The core's model view (gapfill.view.ModelView) as the GP-VAE reads it: `inputs(frames)` (n, 3B, Y, X)
+    float32 = [seen values (0 elsewhere), seen mask, first guess] and `guess(frames)` (n, B, Y, X)
+    normalised; first guesses are computed once per frame, on demand."""
 
-    def __init__(self, problem, normalizer: Normalizer, kind: str):
-        self.problem, self.normalizer, self.kind = problem, normalizer, kind
-        self.visible = problem.visible()                                     # (T, B, Y, X) physical
-        self.seen = problem.observed[:, None] & np.isfinite(self.visible)    # (T, B, Y, X)
-        self.values = np.nan_to_num(normalizer.normalize(self.visible)).astype(np.float32)
-        T, self.bands, self.Y, self.X = self.visible.shape
-        self._guess = np.zeros((T, self.bands, self.Y, self.X), np.float32)
-        self._have = np.zeros(T, bool)
+    def __init__(self, problem, normalizer: Normalizer | None, kind: str):
+        self.view = ModelView(problem, kind, normalizer)
+        self.problem, self.normalizer, self.kind = problem, self.view.normalizer, kind
+        self.visible, self.seen, self.values = self.view.visible, self.view.seen, self.view.values
+        self.bands, self.Y, self.X = self.view.bands, self.view.Y, self.view.X
 
     def guess(self, frames) -> np.ndarray:
-        frames = np.asarray(list(frames))
-        todo = frames[~self._have[frames]]
-        if len(todo):
-            g = first_guess(self.kind, self.visible, self.seen, self.problem.splits["train"], todo,
-                            x_periodic=getattr(self.problem.field, "x_periodic", False))
-            self._guess[todo] = self.normalizer.normalize(g).astype(np.float32)
-            self._have[todo] = True
-        return self._guess[frames]
+        return self.view.guess(frames)
 
     def inputs(self, frames) -> np.ndarray:
         frames = np.asarray(list(frames))

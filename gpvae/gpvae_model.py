@@ -265,8 +265,8 @@ class GPVAE(lightning.FieldModule):
             for t in chunk:
                 mean[pos[t]] = out["mean"][t - start]
                 var[pos[t]] = out["var"][t - start]
-        guess = F.guess(frames).astype(np.float64)
-        mean = F.normalizer.denormalize(guess + mean)
+        std = F.normalizer.std.reshape(1, -1, 1, 1)
+        mean = F.view.guess_physical(frames) + mean * std          # a zero residual: the first guess exactly
         var = F.normalizer.denormalize_variance(var) * self.variance_scale
         seen = F.seen[frames]
         return np.where(seen, F.visible[frames], mean), np.where(seen, 0.0, var)

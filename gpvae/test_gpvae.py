@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from gapfill import lightning, runs
 from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
+from gapfill.view import chosen_guess
 from gpvae.gpvae_data import Frames, check_window, covering_windows
 from gpvae.gpvae_model import GPVAE
 
@@ -24,7 +25,7 @@ def load(problem, cfg, run_dir, device):
     """The run's best GPVAE on `device`, reading `problem`'s model view."""
     args = cfg["args"]
     check_window(problem, args["window"])
-    frames = Frames(problem, Normalizer.from_dict(cfg["normalization"]), args["first_guess"])
+    frames = Frames(problem, Normalizer.from_dict(cfg["normalization"]), chosen_guess(cfg))
     module = lightning.load_module(GPVAE.from_args(args, frames.bands, cfg["floor_var"]), run_dir, "best", device)
     module.frames, module.variance_scale = frames, float(cfg.get("variance_scale", 1.0))
     return module

@@ -1,8 +1,9 @@
 """Train a GP-VAE (Fortuin et al. 2020) on windows of consecutive frames, on the core's Lightning engine.
 
 Each window's frames are given as their seen cells (the training mask), mask and first guess
-(--first_guess, default anomaly interpolation); the network learns the residual over the first guess, its
-output layer starting at zero, so epoch 0 is the classical floor. The latent time series of each channel
+(--first_guess, default auto: the floor method whose guess scores best on the validation frames); the
+network learns the residual over the first guess, its output layer starting at zero, so epoch 0 is the
+classical floor and stays the best checkpoint until training beats it. The latent time series of each channel
 and latent cell has a GP prior over time (--kernel) and a posterior with a banded precision; the ELBO
 (or, with --iwae_samples K > 1, the importance-weighted bound) is fitted on the training frames' cells,
 validation frames are imputed from their real mask and scored through the Run; after training the
@@ -16,8 +17,9 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from gapfill import cli, lightning, runs
-from gapfill.data import DataError, Normalizer
-from gapfill.floor import FIRST_GUESS, GUESS_TAG
+from gapfill.data import DataError
+from gapfill.floor import GUESS_TAG
+from gapfill.view import resolve_first_guess
 from gpvae.gpvae_data import Frames, WindowData, check_window
 from gpvae.gpvae_model import GPVAE
 from gpvae.gpvae_prior import KERNELS, MATERN_NU
@@ -48,8 +50,7 @@ def add_model_args(p) -> None:
     g.add_argument("--patch_size", type=cli.positive_int, default=64, help="training crop (reduced to the field)")
     g.add_argument("--batch_size", type=cli.positive_int, default=4, help="windows per batch")
     g.add_argument("--lr", type=cli.positive_float, default=1e-3)
-    g.add_argument("--first_guess", choices=FIRST_GUESS, default="anomaly_interpolation",
-                   help="what the network refines (gapfill.floor.first_guess)")
+    cli.add_first_guess_arg(g)
 
 
 def parse_args(argv=None):
@@ -72,9 +73,8 @@ def main(argv=None) -> int:
         return 0
     problem = run.problem
     check_window(problem, args.window)
-    tr = problem.splits["train"]
-    normalizer = Normalizer.fit(problem.visible()[tr])
-    frames = Frames(problem, normalizer, args.first_guess)
+    frames = Frames(problem, None, resolve_first_guess(run, args.first_guess))   # the core's view, normalised
+    normalizer = frames.normalizer
     floor_var = frames.floor_variance()
     if run.status == "new":
         run.record(display_name="GP-VAE", normalization=normalizer.to_dict(), floor_var=floor_var.tolist())

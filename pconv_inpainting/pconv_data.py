@@ -11,8 +11,9 @@ import math
 import numpy as np
 
 from gapfill.data import Normalizer
-from gapfill.floor import distance_to_seen, first_guess
+from gapfill.floor import distance_to_seen
 from gapfill.masks import make_mask
+from gapfill.view import ModelView
 from pconv_inpainting import keras  # the package sets the backend before Keras loads
 from pconv_inpainting.pconv_model import unet_depth
 
@@ -32,20 +33,20 @@ class Data:
     model is given for each frame (the training mask on training frames, the observed cells elsewhere);
     `guess0`, `resid0` (T, B, Y, X) normalised first guess and observed residual under `seen0`."""
 
-    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None, frames=None):
+    def __init__(self, args: dict, problem, normalizer: Normalizer | None = None, frames=None,
+                 kind: str | None = None):
         f, s = problem.field, problem.splits
         self.problem, self.args = problem, args
-        self.kind = args.get("first_guess") or "anomaly_interpolation"
+        self.kind = kind or args.get("first_guess") or "anomaly_interpolation"
         self.context = int(args.get("context_frames") or 0)
-        vis = problem.visible()                                            # (T, B, Y, X) physical
-        self.vis = vis
+        self.view = view = ModelView(problem, self.kind, normalizer)       # the core's model view
+        self.vis, self.normalizer, self.values = view.visible, view.normalizer, view.values
+        self.train = s["train"]
         train = s["train"] if s["train"].stop > s["train"].start else slice(0, f.shape[0])
-        self.train, self.train_frames = s["train"], np.arange(train.start, train.stop)
-        self.normalizer = normalizer or Normalizer.fit(vis[train])
-        self.values = np.nan_to_num(self.normalizer.normalize(vis)).astype(np.float32)
-        self.visible_in = np.isfinite(vis)                                # (T, B, Y, X)
+        self.train_frames = np.arange(train.start, train.stop)
+        self.visible_in = view.known                                       # (T, B, Y, X)
         self.truth_known = self.visible_in
-        self.seen0 = self.visible_in & problem.observed[:, None]
+        self.seen0 = view.seen
         T, B, Y, X = f.shape
         self.bands = B
         self.patch = min(args["patch_size"], 2 ** int(math.log2(min(Y, X))))
@@ -53,12 +54,12 @@ class Data:
         self.std = self.normalizer.std.astype(np.float32)                 # (B,) physical units per normalised unit
         need = np.arange(T) if frames is None else np.asarray(self.needed(frames))
         self.guess0 = np.zeros((T, B, Y, X), np.float32)
-        self.guess0[need] = self.normalizer.normalize(self.guess(need, self.seen0))
+        self.guess0[need] = view.guess(need)
         self.resid0 = np.where(self.seen0, self.values - self.guess0, 0.0).astype(np.float32)
 
     def guess(self, frames, seen) -> np.ndarray:
         """(n, B, Y, X) first guess of `frames` in physical units from the cells `seen` (T, B, Y, X)."""
-        return first_guess(self.kind, self.vis, seen, self.train, frames, self.problem.field.x_periodic)
+        return self.view.guess_physical(frames, seen)
 
     def needed(self, frames) -> list[int]:
         """`frames` and their context neighbours inside the series."""

@@ -16,6 +16,7 @@ from gapfill.data import Normalizer
 from gapfill.evaluate import test_main
 from gapfill.floor import climatology
 from gapfill.metrics import rmse
+from gapfill.view import chosen_guess
 from pconv_inpainting import keras
 from pconv_inpainting.pconv_data import Data, inpaint, keras_device
 
@@ -24,7 +25,8 @@ RADII = np.linspace(5, 65, 12)
 
 
 def load(run_dir, cfg, problem, frames):
-    data = Data(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]), frames=frames)
+    data = Data(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]), frames=frames,
+                kind=chosen_guess(cfg))
     return data, runs.load_checkpoint(run_dir, "best")
 
 

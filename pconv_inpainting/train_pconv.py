@@ -1,7 +1,7 @@
 """Train the partial-convolution UNet (Liu et al. 2018) on random patches of the training frames.
 
-The network predicts the residual over the core's first guess (--first_guess, default anomaly
-interpolation of each frame's seen cells); its output layer starts at zero, so training starts from the
+The network predicts the residual over the core's first guess (--first_guess, default auto: the
+floor method whose guess scores best on the validation frames); its output layer starts at zero, so training starts from the
 first guess, whose validation score is epoch 0. Holes come from gapfill.masks (--mask_kind shapes by
 default): the training mask and --mask_variants - 1 redraws of it, every second one with extra clouds.
 --stage 1: lr 1e-4, BatchNorm on;
@@ -26,7 +26,9 @@ import numpy as np
 
 from gapfill import cli, runs
 from gapfill.data import DataError
-from gapfill.floor import FIRST_GUESS, GUESS_TAG
+from gapfill.errors import RunError
+from gapfill.floor import GUESS_TAG
+from gapfill.view import resolve_first_guess
 from pconv_inpainting import keras  # the package sets the backend before Keras loads
 from pconv_inpainting.pconv_data import Data, Patches, inpaint, keras_device
 from pconv_inpainting.pconv_model import build_unet, freeze_encoder_bn, make_loss, vgg_features
@@ -42,7 +44,11 @@ def parse_args(argv=None):
     g = p.add_argument_group("partial-convolution UNet")
     g.add_argument("--patch_size", type=cli.positive_int, default=128, help="training patch (reduced to the field's size)")
     g.add_argument("--batch_size", type=cli.positive_int, default=8)
-    g.add_argument("--steps_per_epoch", type=cli.positive_int, default=50)
+    g.add_argument("--steps_per_epoch", type=cli.positive_int, default=50, help="steps between validations")
+    g.add_argument("--patience", type=cli.positive_int, default=10,
+                   help="validations without improvement before the phase stops")
+    g.add_argument("--max_time", type=cli.positive_float, default=None,
+                   help="minutes of training (a requeued run goes on counting); then the run finishes")
     g.add_argument("--stage", type=int, choices=(1, 2), default=1)
     g.add_argument("--lr", type=cli.positive_float, default=None, help="default: 1e-4 (stage 1), 5e-5 (stage 2)")
     g.add_argument("--init_from", default=None,
@@ -53,8 +59,7 @@ def parse_args(argv=None):
     g.add_argument("--predict_variance", action="store_true", help="second head trained with Gaussian NLL")
     g.add_argument("--base_filters", type=cli.positive_int, default=64, help="filters of the first level (64 in the paper)")
     g.add_argument("--vgg_weights", default=None, help="local VGG16 weights file for perceptual and style terms")
-    g.add_argument("--first_guess", choices=FIRST_GUESS, default="anomaly_interpolation",
-                   help="what the network refines (gapfill.floor.first_guess); none: the band mean")
+    cli.add_first_guess_arg(g)
     g.add_argument("--mask_variants", type=cli.positive_int, default=4,
                    help="training masks per training frame: the training mask and redraws of its kind")
     g.add_argument("--all_frames", action="store_true",
@@ -93,9 +98,14 @@ class Keeper(keras.callbacks.Callback):
         self.partial = False
 
     def on_train_batch_end(self, batch, logs=None):
+        self.state["steps"] = self.state.get("steps", 0) + 1
         if self.run.stop_requested and not self.model.stop_training:
             self.model.stop_training = True
             self.partial = batch + 1 < (self.params.get("steps") or 0)
+        max_time = self.run.args.get("max_time")
+        if max_time and self.run.seconds() >= 60 * max_time and not self.model.stop_training:
+            self.model.stop_training = True                       # the epoch ends here, validated and saved
+            self.state["stop_reason"] = "max_time"
 
     def validate(self) -> dict:
         """valid_rmse (and valid_nll) of the model on the validation frames from their real mask."""
@@ -118,12 +128,17 @@ class Keeper(keras.callbacks.Callback):
             return
         loss = (logs or {}).get("loss", float("nan"))
         if not math.isfinite(loss):
-            raise runs.RunError(f"pconv: the training loss became {loss} in epoch {epoch + 1}; try a smaller --lr")
+            raise RunError(f"pconv: the training loss became {loss} in epoch {epoch + 1}; try a smaller --lr")
         val = self.validate()
         score = val.get("valid_rmse", loss)
         if math.isfinite(score) and score < self.state["best"]:
-            self.state["best"] = float(score)
+            self.state.update(best=float(score), wait=0)
             self.run.save_best(self.model)
+        else:
+            self.state["wait"] = self.state.get("wait", 0) + 1
+            if self.state["wait"] >= self.run.args["patience"] and not self.model.stop_training:
+                self.model.stop_training = True
+                self.state["stop_reason"] = "patience"
         self.state.update(phase=self.phase, epoch=epoch + 1)
         self.run.log(epoch + 1, phase=self.phase, loss=loss, **val)
         self.run.save_last(last_state(self.model, self.state))
@@ -160,7 +175,7 @@ def train_phases(run: runs.Run, args) -> None:
     """Stage 1, or stage 2 (after a stage-1 phase when there is no --init_from), epoch by epoch."""
     keras.utils.set_random_seed(args.seed)
     problem = run.problem
-    data = Data(vars(args), problem)
+    data = Data(vars(args), problem, kind=resolve_first_guess(run, args.first_guess))
     phases = [1, 2] if args.stage == 2 and not args.init_from else [args.stage]   # stage 2 alone: stage 1 first
     state = {"phase": phases[0], "epoch": 0, "best": float("inf")}
     resume = run.resume_state
@@ -206,12 +221,15 @@ def train_phases(run: runs.Run, args) -> None:
         model.fit(train, epochs=epochs, initial_epoch=state["epoch"], callbacks=[keeper],
                   verbose=1 if sys.stdout.isatty() else 0)
         run.check(lambda: None)                                           # `last` is the last finished epoch
+        if state.get("stop_reason") == "max_time":
+            break                                                         # the time is spent: no stage 2
         if phase < phases[-1]:
-            state.update(phase=phase + 1, epoch=0, best=float("inf"))
+            state.update(phase=phase + 1, epoch=0, best=float("inf"), wait=0, stop_reason=None)
             resume = None
     if args.predict_variance:
         run.record(variance_scale=calibrate_variance(run, data))
-    run.finish(best_valid=state["best"])
+    run.finish(best_valid=state["best"], stop_reason=state.get("stop_reason") or "max_iters",
+               steps=state.get("steps", 0))
     log.info("best validation RMSE %.4g", state["best"])
 
 

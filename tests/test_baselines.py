@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from baselines.dineof import _dineof_fit, dineof, dineof_matrix, dineof_unmatrix, reconstruct
+from gapfill.dineof import _dineof_fit, dineof, dineof_matrix, dineof_unmatrix, reconstruct
 from gapfill.floor import climatology, interpolation, persistence
 
 

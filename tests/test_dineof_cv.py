@@ -3,9 +3,9 @@ are judged on gaps like the real ones (cells no gappy frame shows)."""
 import numpy as np
 import pytest
 
-from baselines.dineof import cv_cells, dineof, fixed_pattern, reconstruct
 from data_generation.make_synthetic_field import make_field
 from data_generation.prepare_real_datasets import convert_climate
+from gapfill.dineof import cv_cells, dineof, fixed_pattern, reconstruct
 from gapfill.evaluate import build_problem
 from gapfill.metrics import coverage, rmse
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from sweep_checks import assert_gp_reports, signal_at_check
 
-from baselines.dineof import reconstruct
 from data_generation.make_synthetic_field import make_field
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
 from gapfill import runs
+from gapfill.dineof import reconstruct
 from gapfill.errors import RunError
 from gapfill.evaluate import build_problem
 from gapfill.metrics import rmse

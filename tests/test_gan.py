@@ -13,24 +13,28 @@ from sweep_checks import pdf_pages
 
 from data_generation.make_multispectral import make_multispectral
 from gan_gapfill import create_stats, plot_stats, plot_training, test_gan, train_gan, visualize_gan
-from gan_gapfill.gan_data import positions, time_guess
+from gan_gapfill.gan_data import positions
 from gan_gapfill.gan_eval import load_trained
 from gan_gapfill.gan_model import Discriminator, Generator, hinge_d, hinge_g
 from gan_gapfill.visualize_gan import rgb_bands
 from gapfill import runs
 from gapfill.evaluate import build_problem, load_run
+from gapfill.floor import time_interpolation
 
 
-def test_time_guess_is_linear_between_seen_dates_and_nearest_outside():
-    v = np.arange(4, dtype=float)[:, None, None, None] * np.ones((4, 1, 2, 2))      # value = date
-    seen = np.ones_like(v, bool)
-    seen[1:3, 0, 0, 0] = False                                   # cell (0, 0) hidden at dates 2 and 3
-    seen[3, 0, 1, 1] = False                                     # cell (1, 1) hidden at the last date
-    g = time_guess(v * 10, seen, np.full((1, 2, 2), -5.0))
+def test_time_interpolation_is_linear_between_seen_dates_and_nearest_outside():
+    v = np.arange(4, dtype=float)[:, None, None, None] * np.ones((4, 1, 2, 2)) * 10    # value = 10 x date
+    a = v.copy()
+    a[1:3, 0, 0, 0] = np.nan                                     # cell (0, 0) hidden at dates 2 and 3
+    a[3, 0, 1, 1] = np.nan                                       # cell (1, 1) hidden at the last date
+    g = time_interpolation(a)
     assert np.allclose(g[1:3, 0, 0, 0], [10, 20]) and g[3, 0, 1, 1] == 20
-    assert g[0, 0, 1, 0] == 10 and g[1, 0, 1, 0] == 10                 # seen cells: from the other dates
-    seen[:, 0, 0, 1] = False                                     # never seen: the fallback
-    assert (time_guess(v, seen, np.full((1, 2, 2), -5.0))[:, 0, 0, 1] == -5).all()
+    assert g[0, 0, 1, 0] == 0 and g[1, 0, 1, 0] == 10                  # seen cells keep their values
+    other = time_interpolation(a, own=False)                           # from the other dates only
+    assert other[1, 0, 1, 0] == 10 and other[0, 0, 1, 0] == 10 and other[3, 0, 1, 0] == 20
+    a[:, 0, 0, 1] = np.nan                                       # never seen: NaN (the caller's fallback)
+    assert np.isnan(time_interpolation(a)[:, 0, 0, 1]).all()
+    assert np.isnan(time_interpolation(a, reach=1)[1, 0, 0, 0]) is np.False_    # date 1 is one away
     assert positions(None, 3) == [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2)] and positions([1, 3], 3) == [(0, 2)]
 
 

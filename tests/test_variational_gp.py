@@ -12,12 +12,12 @@ import pytest
 import torch
 from sweep_checks import assert_gp_reports, signal_at_check
 
-from baselines.dineof import reconstruct
 from data_generation.make_synthetic_field import make_field
 from data_generation.prepare_real_datasets import convert_climate
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
 from gapfill import runs
+from gapfill.dineof import reconstruct
 from gapfill.evaluate import build_problem
 from gapfill.metrics import coverage, rmse
 from gapfill.sweep import entries, load
