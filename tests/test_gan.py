@@ -17,7 +17,7 @@ from gan_gapfill.gan_data import positions
 from gan_gapfill.gan_eval import load_trained
 from gan_gapfill.gan_model import Discriminator, Generator, hinge_d, hinge_g
 from gan_gapfill.visualize_gan import rgb_bands
-from gapfill import runs
+from gapfill import lightning, runs
 from gapfill.evaluate import build_problem, load_run
 from gapfill.floor import time_interpolation
 
@@ -152,6 +152,7 @@ def test_results_do_not_depend_on_the_batch_size_at_test_time(trained, tmp_path)
     a, _ = module.reconstruct(frames, batch_size=1)
     b, _ = module.reconstruct(frames, batch_size=5)
     assert np.allclose(a, b, atol=1e-5)
+    lightning.load_module(module, run, "last")           # trained weights (best may be epoch 0: the first guess)
     module.train()                                                         # BatchNorm on batch statistics
     c, _ = module.reconstruct(frames, batch_size=1)
     d, _ = module.reconstruct(frames, batch_size=5)

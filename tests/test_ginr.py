@@ -152,7 +152,7 @@ def test_short_training_beats_spatial_interpolation_then_super_resolution(pair, 
     ck, res = tmp_path / "ck", tmp_path / "res"
     argv = ["--data_path", str(coarse), "--checkpoint_dir", str(ck), "--n_fourier", "48", "--hidden_dim", "128",
             "--n_layers", "3", "--max_epochs", "25", "--batch_size", "2", "--n_nodes_in_sample", "400", "--lr", "1e-3",
-            "--sine", "--omega_0", "3",
+            "--sine", "--omega_0", "3", "--first_guess", "climatology",
             "--laplacian", "cotangent", "--mask_kind", "random", "--mask_type", "dynamic", "--prob_masking", "0.9"]
     assert runs.run_cli(train_ginr.main, argv) == 0
     run = next(ck.iterdir())

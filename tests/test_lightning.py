@@ -46,7 +46,7 @@ def test_checkpoints_log_skip_and_loading_best(field, tmp_path):
     assert ref.main(argv(field, tmp_path)) == 0
     run = next(tmp_path.iterdir())
     log_rows = rows(run)
-    assert [r["epoch"] for r in log_rows] == ["1", "2", "3", "4"]
+    assert [r["epoch"] for r in log_rows] == ["0", "1", "2", "3", "4"]          # 0: the untrained network
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["finished"] and cfg["best_valid"] == pytest.approx(min(float(r["valid_rmse"]) for r in log_rows), rel=1e-6)
     assert (run / "best.ckpt").exists() and (run / "last.ckpt").exists()
@@ -72,7 +72,7 @@ def test_a_stopped_run_resumes_from_last_to_the_same_weights(field, tmp_path, mo
             os.kill(os.getpid(), signal.SIGTERM)                 # a real SIGTERM (scancel), at the end of epoch 2
     monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", stop_after_two)
     assert runs.run_cli(ref.main, argv(field, tmp_path / "cut", "--run_name", "r")) == runs.EXIT_RESUME
-    assert [r["epoch"] for r in rows(tmp_path / "cut" / "r")] == ["1", "2"]
+    assert [r["epoch"] for r in rows(tmp_path / "cut" / "r")] == ["0", "1", "2"]
     monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", real)
     assert ref.main(argv(field, tmp_path / "cut", "--run_name", "r")) == 0       # the requeued run
     a, b = (torch.load(tmp_path / d / "r" / "last.ckpt", weights_only=True) for d in ("plain", "cut"))
@@ -80,7 +80,7 @@ def test_a_stopped_run_resumes_from_last_to_the_same_weights(field, tmp_path, mo
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
     ra, rb = rows(tmp_path / "plain" / "r"), rows(tmp_path / "cut" / "r")
-    assert [r["epoch"] for r in rb] == ["1", "2", "3", "4"]                       # each epoch once
+    assert [r["epoch"] for r in rb] == ["0", "1", "2", "3", "4"]                  # each epoch once
     np.testing.assert_allclose([float(r["valid_rmse"]) for r in ra], [float(r["valid_rmse"]) for r in rb], atol=1e-6)
     assert json.loads((tmp_path / "cut" / "r" / "config.json").read_text())["restarts"] == 1
 
@@ -108,7 +108,7 @@ def test_wandb_offline_summary_under_the_run_and_none_when_disabled(field, tmp_p
     assert ref.main(argv(field, tmp_path / "dis", "--wandb_mode", "disabled", "--max_epochs", "3", "--val_every", "2")) == 0
     assert not list((tmp_path / "dis").rglob("wandb"))
     run = next((tmp_path / "dis").iterdir())
-    assert [r["epoch"] for r in rows(run)] == ["2"]                  # --val_every 2: validated at epoch 2 only
+    assert [r["epoch"] for r in rows(run)] == ["0", "2"]             # --val_every 2: epochs 0 and 2 only
     assert (run / "best.ckpt").exists() and torch.load(run / "last.ckpt", weights_only=True)["epoch"] == 2
 
 

@@ -72,7 +72,7 @@ def test_signalled_mid_training_requeues_and_resumes_to_the_same_weights(slurm_c
     jobs, target = {}, {}
     for name in ("plain", "signalled"):
         jobs[name], target[name] = submit_layout(layout, tmp_path, name, field, epochs=8)
-    wait_rows(tmp_path / "signalled", 2)
+    wait_rows(tmp_path / "signalled", 3)                          # epoch 0 (the untrained network), 1, 2
     flag = ["--batch"] if layout == "exec" else []
     sig = subprocess.run(["scancel", *flag, "--signal=USR1", target["signalled"]], capture_output=True, text=True)
     assert sig.returncode == 0, sig.stderr
@@ -87,7 +87,7 @@ def test_signalled_mid_training_requeues_and_resumes_to_the_same_weights(slurm_c
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=1e-6, rtol=0)
     ra, rb = rows(run["plain"]), rows(run["signalled"])
-    assert [r["epoch"] for r in rb] == [str(e) for e in range(1, 9)]                    # each epoch once
+    assert [r["epoch"] for r in rb] == [str(e) for e in range(0, 9)]                    # each epoch once
     np.testing.assert_allclose([float(r["valid_rmse"]) for r in ra], [float(r["valid_rmse"]) for r in rb], atol=1e-6)
 
 
@@ -121,7 +121,7 @@ def test_two_task_srun_ddp_matches_one_task_with_the_same_global_batch(slurm_clu
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("train_*.out"))
     assert {s["JobState"] for s in states.values()} == {"COMPLETED"}, logs[-3000:]
     run = {name: next((tmp_path / name).iterdir()) for name in jobs}
-    assert [r["epoch"] for r in rows(run["ddp"])] == ["1", "2", "3"]                   # rank 0 alone logs
+    assert [r["epoch"] for r in rows(run["ddp"])] == ["0", "1", "2", "3"]              # rank 0 alone logs
     assert json.loads((run["ddp"] / "config.json").read_text())["finished"]
     best = {name: json.loads((run[name] / "config.json").read_text())["best_valid"] for name in jobs}
     assert best["ddp"] == pytest.approx(best["one"], rel=0.005), best                 # measured: 0.03% apart

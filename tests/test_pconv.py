@@ -154,7 +154,7 @@ def test_training_data_holds_no_hidden_validation_cell_and_an_image_trains_only_
     args = vars(train_pconv.parse_args(["--data_path", str(tmp_path / "f.nc"), "--num_frames_train", "16",
                                         "--num_frames_valid", "4"]))
     problem = build_problem(args)
-    data = Data(args, problem.for_model())                                  # what the train script gets
+    data = Data(args, problem.for_model(), kind="anomaly_interpolation")   # what the train script gets
     vs, hidden = problem.splits["valid"], problem.scored("valid")
     assert hidden.sum() > 0 and not data.truth_known[vs][hidden].any()      # no hidden validation cell known
     assert np.all(data.values[vs][hidden] == 0)                             # nor any of their values
@@ -163,7 +163,7 @@ def test_training_data_holds_no_hidden_validation_cell_and_an_image_trains_only_
     convert_image("astronaut", 32).to_netcdf(tmp_path / "a.nc")
     args = vars(train_pconv.parse_args(["--data_path", str(tmp_path / "a.nc"), "--prob_masking", "0.4"]))
     problem = build_problem(args)
-    data = Data(args, problem.for_model())
+    data = Data(args, problem.for_model(), kind="anomaly_interpolation")
     batch = Patches(data, 4, 1, {"kind": "shapes", "mode": "dynamic", "prob_masking": 0.2}, 3, 0)[0][1]
     known = batch[..., 6:9].astype(bool)                                     # (N, P, P, 3): where the loss looks
     assert data.patch == 32 and np.array_equal(known[0, ..., 0], problem.observed[0])   # the whole image
