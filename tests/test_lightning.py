@@ -132,3 +132,42 @@ def test_a_crafted_checkpoint_is_refused_without_running_code(field, tmp_path):
     (tmp_path / "ck" / "r" / "last.ckpt").write_bytes(pickle.dumps({"state_dict": Payload()}))
     assert runs.run_cli(ref.main, argv(field, tmp_path / "ck", "--max_epochs", "1", "--run_name", "r")) == 2
     assert not marker.exists()
+
+
+def test_patience_ends_a_run_at_its_best_validation_plus_patience(field, tmp_path):
+    assert ref.main(argv(field, tmp_path, "--max_epochs", "80", "--patience", "2", "--lr", "0.3")) == 0
+    run = next(tmp_path.iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    scores = [float(r["valid_rmse"]) for r in rows(run)]
+    assert cfg["stop_reason"] == "patience" and len(scores) < 81
+    best = int(np.argmin(scores))
+    assert len(scores) - 1 - best == 2                                   # two validations without a better one
+    assert cfg["best_valid"] == pytest.approx(scores[best], rel=1e-9) and cfg["best_step"] == int(rows(run)[best]["step"])
+
+
+def test_max_time_stops_a_run_and_a_requeued_run_goes_on_counting(field, tmp_path, monkeypatch):
+    """A run cut by SIGTERM after epoch 2 has its training time in config.json; with that time set to just
+    under --max_time, the requeued run stops after one more step, for max_time."""
+    real = lightning._Validate.on_train_epoch_end
+
+    def stop_after_two(self, trainer, pl_module):
+        real(self, trainer, pl_module)
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", stop_after_two)
+    opts = argv(field, tmp_path, "--run_name", "r", "--max_time", "5", "--max_epochs", "40")
+    assert runs.run_cli(ref.main, opts) == runs.EXIT_RESUME
+    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", real)
+    run = tmp_path / "r"
+    cfg = json.loads((run / "config.json").read_text())
+    cut = torch.load(run / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < cfg["train_seconds"] < 60
+    cfg["train_seconds"] = 5 * 60 - 1e-3                                   # as if the first attempt took 5 minutes
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert ref.main(opts) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["finished"] and cfg["stop_reason"] == "max_time" and cfg["steps"] == cut + 1
+    assert [r["epoch"] for r in rows(run)] == ["0", "1", "2", "3"]        # the stopped epoch is validated
+    # without a time limit the same run would have gone on (patience or 40 epochs)
+    assert ref.main(argv(field, tmp_path / "free", "--max_epochs", "4")) == 0
+    assert json.loads((next((tmp_path / "free").iterdir()) / "config.json").read_text())["stop_reason"] == "max_epochs"
