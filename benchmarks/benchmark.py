@@ -5,6 +5,7 @@ leaderboard and one PDF.
     python -m benchmarks.benchmark --only ginr --datasets sst synthetic --masks clouds
     python -m benchmarks.benchmark --list                # the cases and whether each is done
     python -m benchmarks.benchmark --budget large --only gpvae --datasets sst      # a larger budget, rows marked
+    python -m benchmarks.benchmark --budget converge --case sst/random80_dynamic --case_minutes 20   # to convergence
     python -m benchmarks.benchmark --stage cases --method ginr --case sst/clouds    # one job-array task
     python -m benchmarks.benchmark --stage report        # the leaderboard and the PDF from what is done
 
@@ -35,7 +36,8 @@ from gapfill.sweep import entries, load, to_argv
 
 log = logging.getLogger("benchmarks.benchmark")
 SWEEP = system.REPO_ROOT / "benchmarks" / "sweep_benchmark.toml"
-BUDGETS = ("smoke", "default", "large")
+BUDGETS = ("smoke", "default", "large", "converge")
+TIMED = ("pconv", "gpvae", "ginr", "gan")      # methods that take --max_time: the converge budget caps them
 
 # dataset -> (file name, command that makes it from packages or generators, no network; {out}: its path)
 _REAL = ["-m", "data_generation.prepare_real_datasets", "--out_dir", "{dir}", "--only"]
@@ -57,42 +59,54 @@ MASKS["clouds"] = {"mask_kind": "clouds", "mask_type": "dynamic", "cloud_range":
 MASKS["circle"] = {"mask_kind": "circle", "mask_type": "dynamic", "prob_masking": 0.2}    # one disc, 20% of a frame
 
 # method -> (package, script stem, options per budget). smoke: the tests; default: `make benchmark` on 2 CPU
-# cores (88 min in all); large: 5 to 13 times the steps, the runs the README quotes where a learned method loses.
+# cores (88 min in all); large: 5 to 13 times the steps, the runs the README quotes where a learned method loses;
+# converge: the neural methods train until validation stops improving (--patience) or --case_minutes run out
+# (their --max_time), with epochs high enough that one of the two ends the run.
 METHODS = {
     "baselines": ("baselines", "baselines", {
         "smoke": {"method": "dineof", "max_rank": 4, "max_iters": 20},
         "default": {"method": "dineof", "max_rank": 12, "max_iters": 30},     # DINEOF; the floor comes with every test
-        "large": {"method": "dineof", "max_rank": 100}}),
+        "large": {"method": "dineof", "max_rank": 100},
+        "converge": {"method": "dineof", "max_rank": 12, "max_iters": 30}}),
     "exact_gp": ("exact_gp_related", "exact_gp", {
         "smoke": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 6, "eval_every": 3, "lr": 0.1},
         "default": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 60, "eval_every": 20, "lr": 0.1,
                     "max_valid_frames": 4, "dynamic": {"inference": "dense"}},   # CG: 13 s a step on 365x64x64
-        "large": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 300, "eval_every": 20, "lr": 0.1}}),
+        "large": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 300, "eval_every": 20, "lr": 0.1},
+        "converge": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 300, "eval_every": 20, "lr": 0.1}}),
     "variational_gp": ("variational_gp_related", "variational_gp", {
         "smoke": {"spacekernel": "matern", "num_inducing_points": 32, "max_iters": 20, "eval_every": 10},
         "default": {"timekernel": "matern", "spacekernel": "matern", "num_inducing_points": 256, "batch_size": 1024,
                     "max_iters": 300, "eval_every": 100, "max_valid_frames": 4, "max_context_points": 2000},
         "large": {"timekernel": "matern", "spacekernel": "matern", "num_inducing_points": 512, "batch_size": 1024,
-                  "max_iters": 1500, "eval_every": 100}}),
+                  "max_iters": 1500, "eval_every": 100},
+        "converge": {"timekernel": "matern", "spacekernel": "matern", "num_inducing_points": 512, "batch_size": 1024,
+                     "max_iters": 1500, "eval_every": 100}}),
     "pconv": ("pconv_inpainting", "pconv", {
         "smoke": {"patch_size": 16, "base_filters": 4, "batch_size": 4, "steps_per_epoch": 2, "max_iters": 4,
                   "lr": 1e-3},
         "default": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 50, "max_iters": 300,
                     "lr": 1e-3},
         "large": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 50, "max_iters": 1500,
-                  "lr": 1e-3}}),
+                  "lr": 1e-3},
+        "converge": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 25, "max_iters": 10**6,
+                     "lr": 1e-3, "patience": 12}}),
     "gpvae": ("gpvae", "gpvae", {
         "smoke": {"max_epochs": 1, "max_iters": 4, "window": 8, "latent_dim": 4, "filters": 8},
         "default": {"max_epochs": 2},                              # 65 s an epoch on the synthetic field
-        "large": {"max_epochs": 20, "patience": 5}}),
+        "large": {"max_epochs": 20, "patience": 5},
+        "converge": {"max_epochs": 10**6, "patience": 10, "val_every_steps": 25}}),
     "ginr": ("ginr", "ginr", {
         "smoke": {"max_epochs": 1, "max_iters": 4, "n_fourier": 8, "hidden_dim": 16, "n_layers": 2},
         "default": {"max_epochs": 3},
-        "large": {"max_epochs": 40, "patience": 10}}),
+        "large": {"max_epochs": 40, "patience": 10},
+        "converge": {"max_epochs": 10**6, "patience": 10, "val_every_steps": 25}}),
     "gan": ("gan_gapfill", "gan", {
         "smoke": {"epochs": 1, "max_iters": 4, "model_cap": 8, "batch_size": 2, "generator": "unet"},
         "default": {"epochs": 3, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200},
-        "large": {"epochs": 20, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200}}),
+        "large": {"epochs": 20, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200},
+        "converge": {"epochs": 10**6, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200,
+                     "patience": 10, "val_every_steps": 25}}),
 }
 NOT_APPLICABLE = {   # (method, dataset kind) -> why it cannot run there
     ("gpvae", "photo"): "needs a time series: its GP prior is over the frames, and a photograph is one frame",
@@ -170,17 +184,20 @@ def run_case(method: str, dataset: str, mask: str, args, stop: Preemption) -> di
     per_mode = budget.pop("dynamic", {})          # options for dynamic masks only
     if MASKS[mask]["mask_type"] == "dynamic":
         budget.update(per_mode)
+    if args.budget == "converge" and method in TIMED:
+        budget["max_time"] = args.case_minutes
     options = {"data_path": str(data_path(dataset, Path(args.data_dir))), **MASKS[mask], **budget,
                "seed": args.seed, "checkpoint_dir": str(ckpt), "device": args.device}
     train = [sys.executable, "-m", f"{package}.train_{stem}", *to_argv(options)]
     folder.mkdir(parents=True, exist_ok=True)
     log_file = folder / "case.log"
-    code, train_wall, train_mb = _run(train, log_file, args.case_timeout, stop)
+    timeout = max(args.case_timeout, 60 * args.case_minutes + 900) if args.budget == "converge" else args.case_timeout
+    code, train_wall, train_mb = _run(train, log_file, timeout, stop)
     runs = sorted(p.parent for p in ckpt.glob("*/config.json"))
     if code == 0 and len(runs) == 1:
         test = [sys.executable, "-m", f"{package}.test_{stem}", "--checkpoints", str(runs[0]),
                 "--results_folder", str(folder / "results"), "--device", args.device]
-        code, test_wall, test_mb = _run(test, log_file, args.case_timeout, stop)
+        code, test_wall, test_mb = _run(test, log_file, timeout, stop)
         record.update(train_wall_seconds=train_wall, test_wall_seconds=test_wall, peak_memory_mb=max(train_mb, test_mb))
     metrics = sorted((folder / "results").glob("*/metrics.json"))
     if code == 0 and len(runs) == 1 and len(metrics) == 1:
@@ -237,6 +254,8 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint_root", default="checkpoints/benchmark")
     p.add_argument("--data_dir", default="data/benchmark", help="the datasets, made here when missing")
     p.add_argument("--case_timeout", type=float, default=1800.0, help="seconds a train or test step may take")
+    p.add_argument("--case_minutes", type=float, default=20.0,
+                   help="converge budget: minutes of training per neural case (its --max_time)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (passed to every script)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", action="store_true", help="print the README's results table")
@@ -262,7 +281,7 @@ def main(argv=None) -> int:
     if args.stage in ("all", "report"):
         rows = leaderboard.write(Path(args.out))
         if args.markdown:
-            print(leaderboard.markdown(rows))
+            print(leaderboard.markdown(rows, args.budget))
     if failed:
         log.error("%d case(s) failed: %s", len(failed), "; ".join(f"{r['method']} {r['dataset']}/{r['mask']}: "
                                                                   f"{r['reason']}" for r in failed))

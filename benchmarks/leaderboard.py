@@ -18,7 +18,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from gapfill.files import read_json, write_csv
-from gapfill.floor import FLOOR
+from gapfill.floor import FLOOR, GUESS_TAG
 from gapfill.report import image_origin
 
 matplotlib.use("Agg")
@@ -26,7 +26,7 @@ log = logging.getLogger("benchmarks.leaderboard")
 SCORES = ("rmse", "mae", "r2", "ssim", "crps", "coverage95", "nll", "n_scored")
 COLUMNS = ("budget", "dataset", "mask", "method", "status", "reason", *SCORES, "units", "best_classical",
            "best_classical_rmse", "vs_best_classical", "rank", "train_seconds", "test_seconds", "peak_memory_mb",
-           "metrics")
+           "device", "steps", "stop_reason", "first_guess", "metrics")
 CLASSICAL = ("dineof", *FLOOR)
 ORDER = ("exact_gp", "variational_gp", "pconv", "gpvae", "ginr", "gan", *CLASSICAL)
 LABEL = {"baselines": "dineof"}            # the benchmark's baselines case is a DINEOF run
@@ -44,6 +44,9 @@ def _rows_of_case(case: dict, out: Path) -> list[dict]:
              **{k: ov.get(k) for k in SCORES}, "units": ";".join(m.get("units") or []),
              "train_seconds": cost.get("train_seconds"), "test_seconds": cost.get("test_seconds"),
              "peak_memory_mb": case.get("peak_memory_mb"), "metrics": case["metrics"],
+             "device": (m.get("training") or {}).get("device"), "steps": (m.get("training") or {}).get("steps"),
+             "stop_reason": (m.get("training") or {}).get("stop_reason"),
+             "first_guess": (m.get("training") or {}).get("first_guess_chosen") or "",
              "_floor": {k: b["overall"]["rmse"] for k, b in (m.get("baselines") or {}).items()}}]
     if case["method"] == "baselines":
         for name, b in m["baselines"].items():
@@ -121,7 +124,8 @@ def markdown(rows: list[dict], budget: str = "default") -> str:
                 cells.append("" if r is None else r["status"])
                 continue
             text = f"{r['rmse']:.3g}" + ("*" if m != "dineof" and r["vs_best_classical"] < 0 else "")
-            cells.append(f"**{text}**" if r["rank"] == 1 else text)
+            guess = f" ({GUESS_TAG.get(r['first_guess'], r['first_guess'])})" if r.get("first_guess") else ""
+            cells.append((f"**{text}**" if r["rank"] == 1 else text) + guess)
         ref = next(iter(group.values()))
         floor = f"{ref['best_classical']} {ref['best_classical_rmse']:.3g}" if ref["best_classical"] else ""
         lines.append(f"| {case[0]} | {case[1]} | " + " | ".join(cells) + f" | {floor} |")

@@ -205,7 +205,8 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
               "metrics": metrics, "baselines": reference_metrics(problem),
               "cost": {"train_seconds": cfg.get("train_seconds"), "test_seconds": test_seconds,
                        "peak_memory_mb": peak_memory_mb()},
-              "config": cfg["args"]}
+              "config": cfg["args"],
+              "training": {k: cfg.get(k) for k in ("device", "steps", "stop_reason", "best_step", "first_guess_chosen")}}
     pred = prediction_dataset(problem, mean, variance, {"method": record["method"], "run_name": name,
                                                         "dataset": f.name, "mask_label": record["mask"]["label"],
                                                         "partial": int(record["partial"])})

@@ -150,7 +150,8 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
     time from the other frames at most TIME_REACH away (the climatology where none sees the cell), and the
     frame's own seen departures from it interpolated in space (anomaly interpolation about that
     background); dineof: DINEOF of the seen cells of every frame (gapfill.dineof, capped rank
-    search). The interpolating kinds return a seen cell's value exactly. Every value is finite (cells out of reach take the climatology)."""
+    search). The interpolating kinds return a seen cell's value exactly. Every value is finite (cells
+    out of reach take the climatology)."""
     if kind not in FIRST_GUESS:
         raise ValueError(f"unknown first guess {kind!r}; choose one of {', '.join(FIRST_GUESS)}")
     frames = np.arange(visible.shape[0]) if frames is None else np.asarray(frames)

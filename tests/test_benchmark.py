@@ -163,3 +163,29 @@ def test_a_larger_budget_run_is_held_against_the_default_floor_on_the_same_cells
     _case(tmp_path, "large", "ginr", 0.3, {"interpolation": 0.35}, n=99)   # other cells: the floor of its own test
     last = leaderboard.collect(tmp_path)[-1]
     assert (last["best_classical"], last["best_classical_rmse"]) == ("interpolation", 0.35)
+
+
+def test_converge_budget_stops_on_case_minutes_or_patience_and_the_leaderboard_says_why(tmp_path):
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, "-m", "data_generation.make_synthetic_field", "--out",
+                    str(data / "synthetic_default.nc"), "--n_time", "40", "--ny", "16", "--nx", "16"], check=True,
+                   capture_output=True)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('script = "benchmarks/benchmark.py"\n[grid]\nmethod = ["baselines", "pconv", "ginr"]\n'
+                     'case = ["synthetic/random90_dynamic"]\n')
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.benchmark", "--sweep", str(sweep), "--budget", "converge",
+                          "--case_minutes", "0.1", "--out", str(out), "--checkpoint_root", str(tmp_path / "ck"),
+                          "--data_dir", str(data), "--device", "cpu", "--markdown"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["method"]: r for r in _rows(out / "leaderboard.csv") if r["budget"] == "converge"}
+    for m in ("pconv", "ginr"):
+        r = rows[m]
+        assert r["status"] == "ok" and r["device"] == "cpu" and int(r["steps"]) > 0, r
+        assert r["stop_reason"] in ("max_time", "patience"), r               # never the epoch count
+        assert r["first_guess"] in ("climatology", "interpolation", "anomaly_interpolation", "time_interpolation",
+                                    "space_time", "dineof")
+        assert float(r["train_seconds"]) < 6 + 60                          # 0.1 min, then one last epoch and test
+        assert float(r["rmse"]) <= 1.02 * float(r["best_classical_rmse"])    # epoch 0 (the first guess) is a candidate
+    assert "| synthetic | random90_dynamic |" in res.stdout                 # the converge table, with the guess tags
