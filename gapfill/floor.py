@@ -149,9 +149,10 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
     of each cell's anomaly, between the nearest frames that see it; space_time: a background interpolated in
     time from the other frames at most TIME_REACH away (the climatology where none sees the cell), and the
     frame's own seen departures from it interpolated in space (anomaly interpolation about that
-    background); dineof: DINEOF of the seen cells of every frame (gapfill.dineof, capped rank
-    search). The interpolating kinds return a seen cell's value exactly. Every value is finite (cells
-    out of reach take the climatology)."""
+    background); dineof: DINEOF (gapfill.dineof, capped rank search) of the seen cells of every
+    frame, and for frames outside training of the complete training frames too. The interpolating
+    kinds return a seen cell's value exactly. Every value is finite (cells out of reach take the
+    climatology)."""
     if kind not in FIRST_GUESS:
         raise ValueError(f"unknown first guess {kind!r}; choose one of {', '.join(FIRST_GUESS)}")
     frames = np.arange(visible.shape[0]) if frames is None else np.asarray(frames)
@@ -169,13 +170,7 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
         near = time_interpolation(shown[sub] - clim, TIME_REACH, own=False)[frames - sub[0]]
         background = clim + np.nan_to_num(near)
     if kind == "dineof":
-        from gapfill.dineof import dineof  # gapfill.dineof builds on this module
-        if not np.isfinite(shown).any():
-            return np.broadcast_to(clim, (len(frames),) + clim.shape).copy()
-        with logging_level("gapfill.dineof", "WARNING"):
-            whole = dineof(shown, slice(0, visible.shape[0]), clim, max_rank=DINEOF_GUESS_RANK,
-                           max_iter=DINEOF_GUESS_ITERS)[0]
-        out = whole[frames]
+        out = _dineof_guess(visible, shown, outside, clim, frames)
     else:
         out = np.empty((len(frames),) + visible.shape[1:], dtype=np.float64)
     slow = kind in ("interpolation", "anomaly_interpolation", "space_time") and len(frames) > 50
@@ -200,6 +195,27 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
     out = np.where(np.isfinite(out), out, clim)
     if kind in INTERPOLATING:                                                 # a seen cell: its value, exactly
         out = np.where(np.isfinite(shown[frames]), shown[frames], out)
+    return out
+
+
+def _dineof_guess(visible, shown, outside, clim, frames) -> np.ndarray:
+    """(n, B, Y, X) DINEOF guesses of `frames`: a training frame's from every frame's shown cells only (its own
+    hidden cells unread); the other frames' from the complete training frames (ground truth, as the DINEOF
+    baseline reads them) and the other frames' shown cells. One fit for each kind of frame asked for."""
+    from gapfill.dineof import dineof  # gapfill.dineof builds on this module
+    out = np.empty((len(frames),) + visible.shape[1:])
+    for in_train in (True, False):
+        pick = outside[frames] != in_train
+        if not pick.any():
+            continue
+        data = shown if in_train else np.where(outside[:, None, None, None], shown, visible)
+        if not np.isfinite(data).any():
+            out[pick] = clim
+            continue
+        with logging_level("gapfill.dineof", "WARNING"):
+            whole = dineof(data, slice(0, visible.shape[0]), clim, max_rank=DINEOF_GUESS_RANK,
+                           max_iter=DINEOF_GUESS_ITERS)[0]
+        out[pick] = whole[frames[pick]]
     return out
 
 

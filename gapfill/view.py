@@ -55,8 +55,11 @@ class ModelView:
         cache = self._cache.setdefault(key, {})
         todo = [t for t in dict.fromkeys(frames) if t not in cache]
         if todo:
-            whole = self.kind == "dineof"                    # one fit over every frame: keep them all
-            ask = list(range(self.T)) if whole else todo
+            ask = todo
+            if self.kind == "dineof":                        # one fit per kind of frame: keep all of that kind
+                train = set(range(self.T)[self.train])
+                kinds = {t in train for t in todo}
+                ask = [t for t in range(self.T) if (t in train) in kinds]
             out = first_guess(self.kind, self.visible, seen, self.train, ask, self.x_periodic)
             cache.update(zip(ask, out, strict=True))
         if not frames:
