@@ -5,17 +5,17 @@
 from __future__ import annotations
 
 from gapfill import runs
-from gapfill.dineof import method_options, reconstruct
 from gapfill.evaluate import test_main
+from gapfill.floor import baseline_options, reconstruct_baseline
 
 
 def predict(problem, cfg, run_dir, device):
     """(mean, variance or None), each (T_test, B, Y, X), from the visible cells only."""
     args = cfg["args"]
     state = runs.load_checkpoint(run_dir, "best")
-    mean, var, _ = reconstruct(args["method"], problem.visible(), problem.splits["train"], problem.splits["test"],
-                               x_periodic=problem.field.x_periodic,
-                               **method_options(args, rank=int(state["rank"])))
+    mean, var, _ = reconstruct_baseline(args["method"], problem.visible(), problem.splits["train"],
+                                        problem.splits["test"], x_periodic=problem.field.x_periodic,
+                                        **baseline_options(args, rank=int(state["rank"])))
     return mean, var
 
 

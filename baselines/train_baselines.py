@@ -15,8 +15,7 @@ import numpy as np
 
 from gapfill import cli, runs
 from gapfill.data import Normalizer
-from gapfill.dineof import METHODS, method_options, reconstruct
-from gapfill.floor import climatology
+from gapfill.floor import BASELINES, baseline_options, climatology, reconstruct_baseline
 
 log = logging.getLogger("baselines.train")
 METHOD = "baselines"
@@ -25,7 +24,7 @@ METHOD = "baselines"
 def parse_args(argv=None):
     p = cli.train_parser(__doc__.splitlines()[0])
     g = p.add_argument_group("baseline")
-    g.add_argument("--method", choices=METHODS, default="dineof")
+    g.add_argument("--method", choices=BASELINES, default="dineof")
     g.add_argument("--max_rank", type=cli.positive_int, default=100, help="DINEOF: largest rank tried by cross-validation")
     return p.parse_args(argv)
 
@@ -52,8 +51,9 @@ def main(argv=None) -> int:
     if splits["valid"].stop > splits["valid"].start:
         upto = visible[: splits["valid"].stop]          # the test frames play no part in training
         extra = {"resume": resume, "after_rank": after_rank} if args.method == "dineof" else {}
-        mean, var, info = reconstruct(args.method, upto, train, splits["valid"], x_periodic=run.problem.field.x_periodic,
-                                      **method_options(vars(args)), **extra)
+        mean, var, info = reconstruct_baseline(args.method, upto, train, splits["valid"],
+                                               x_periodic=run.problem.field.x_periodic,
+                                               **baseline_options(vars(args)), **extra)
         state["rank"] = info.get("rank", 0)
         val = run.score_valid(mean, var)
         log.info("%s: validation RMSE %.4g %s", args.method, val["valid_rmse"], problem.field.units[0])

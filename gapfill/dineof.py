@@ -1,7 +1,6 @@
-"""DINEOF (Beckers & Rixen 2003) and the dispatch of the baseline scripts over the classical methods.
-
-The floor itself (climatology, persistence, interpolation, anomaly interpolation) lives in `gapfill.floor`;
-every function here takes `visible` (T, B, Y, X) as described there.
+"""DINEOF (Beckers & Rixen 2003): the strongest classical baseline on many fields, and a first guess
+(`gapfill.floor.first_guess`). `visible` (T, B, Y, X) is as described in `gapfill.floor`, which also holds
+the dispatch of the baseline scripts over every classical method (`reconstruct_baseline`).
 """
 from __future__ import annotations
 
@@ -10,10 +9,7 @@ import logging
 import numpy as np
 from tqdm import tqdm
 
-from gapfill.floor import FLOOR, climatology, reconstruct_floor
-
 log = logging.getLogger(__name__)
-METHODS = (*FLOOR, "dineof")
 
 
 def _dineof_fit(X: np.ndarray, miss: np.ndarray, ranks, tol: float, max_iter: int, cv: np.ndarray | None,
@@ -166,19 +162,3 @@ def dineof(visible: np.ndarray, target: slice, clim: np.ndarray, rank: int | Non
     var = np.broadcast_to(band_var[None, :, None, None], mean.shape).copy()
     log.info("DINEOF: rank %d (cv mse by rank %s)", best, {k: round(v, 4) for k, v in curve.items()})
     return mean, var, {"rank": int(best), "cv_mse": {int(k): float(v) for k, v in curve.items()}}
-
-
-def method_options(args: dict, rank: int | None = None) -> dict:
-    """Keyword options of `reconstruct` from a run's options (train_baselines' argparse names)."""
-    if args["method"] != "dineof":
-        return {}
-    return {"rank": rank or None, "max_rank": args["max_rank"], "seed": args["seed"], "max_iter": args["max_iters"]}
-
-
-def reconstruct(method: str, visible: np.ndarray, train: slice, target: slice, x_periodic: bool = False, **kw):
-    """Run one classical method; returns (mean, variance or None, info) for the `target` frames."""
-    if method in FLOOR:
-        return reconstruct_floor(method, visible, train, target, x_periodic=x_periodic), None, {}
-    if method == "dineof":
-        return dineof(visible, target, climatology(visible, train), **kw)
-    raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")

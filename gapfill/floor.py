@@ -17,7 +17,10 @@ import numpy as np
 from scipy.interpolate import griddata
 from tqdm import tqdm
 
+from gapfill.dineof import dineof
+
 FLOOR = ("climatology", "persistence", "interpolation", "anomaly_interpolation")   # shown next to every run
+BASELINES = (*FLOOR, "dineof")                   # what the baseline scripts run
 
 
 def climatology(visible: np.ndarray, train: slice) -> np.ndarray:
@@ -93,6 +96,22 @@ def reconstruct_floor(method: str, visible: np.ndarray, train: slice, target: sl
     if method in ("interpolation", "anomaly_interpolation"):
         return interpolation(visible, target, clim, anomaly=method == "anomaly_interpolation", x_periodic=x_periodic)
     raise ValueError(f"unknown floor method {method!r}; choose one of {', '.join(FLOOR)}")
+
+
+def baseline_options(args: dict, rank: int | None = None) -> dict:
+    """Keyword options of `reconstruct_baseline` from a run's options (train_baselines' argparse names)."""
+    if args["method"] != "dineof":
+        return {}
+    return {"rank": rank or None, "max_rank": args["max_rank"], "seed": args["seed"], "max_iter": args["max_iters"]}
+
+
+def reconstruct_baseline(method: str, visible: np.ndarray, train: slice, target: slice, x_periodic: bool = False, **kw):
+    """Run one classical method; returns (mean, variance or None, info) for the `target` frames."""
+    if method in FLOOR:
+        return reconstruct_floor(method, visible, train, target, x_periodic=x_periodic), None, {}
+    if method == "dineof":
+        return dineof(visible, target, climatology(visible, train), **kw)
+    raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(BASELINES)}")
 
 
 # ------------------------------------------------------------------------------ first guess
@@ -202,7 +221,6 @@ def _dineof_guess(visible, shown, outside, clim, frames) -> np.ndarray:
     """(n, B, Y, X) DINEOF guesses of `frames`: a training frame's from every frame's shown cells only (its own
     hidden cells unread); the other frames' from the complete training frames (ground truth, as the DINEOF
     baseline reads them) and the other frames' shown cells. One fit for each kind of frame asked for."""
-    from gapfill.dineof import dineof  # gapfill.dineof builds on this module
     out = np.empty((len(frames),) + visible.shape[1:])
     for in_train in (True, False):
         pick = outside[frames] != in_train

@@ -13,9 +13,9 @@ from data_generation.make_synthetic_field import make_field
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
 from gapfill import runs
-from gapfill.dineof import reconstruct
 from gapfill.errors import RunError
 from gapfill.evaluate import build_problem
+from gapfill.floor import reconstruct_baseline as reconstruct
 from gapfill.metrics import rmse
 from gapfill.sweep import entries, load
 

