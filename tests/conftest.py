@@ -5,6 +5,7 @@ Where the cluster cannot start (not root, no Debian packages) those tests skip, 
 (`CI=true` or `GAPFILL_REQUIRE_SLURM=1`, set by .ci/run), where they fail.
 """
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,22 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 def _required() -> bool:
     return (os.environ.get("CI", "").lower() in ("1", "true", "yes")
             or os.environ.get("GAPFILL_REQUIRE_SLURM") == "1")
+
+
+@pytest.fixture
+def sigterm_after_epoch(monkeypatch):
+    """`sigterm_after_epoch(n)`: the Lightning engine sends its process a real SIGTERM (as scancel does) at
+    the end of epoch n; `sigterm_after_epoch(None)` takes it back."""
+    from gapfill import lightning
+    real = lightning._Validate.on_train_epoch_end
+
+    def arm(epoch):
+        def stop(self, trainer, pl_module):
+            real(self, trainer, pl_module)
+            if trainer.current_epoch + 1 == epoch:
+                os.kill(os.getpid(), signal.SIGTERM)
+        monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", real if epoch is None else stop)
+    return arm
 
 
 @pytest.fixture(scope="session")

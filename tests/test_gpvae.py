@@ -3,8 +3,6 @@
 missing (random, dynamic) that beats climatology and per-cell interpolation in time."""
 import json
 import math
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import torch
 from sweep_checks import pdf_pages
 
 from data_generation.make_synthetic_field import make_field
-from gapfill import lightning, runs
+from gapfill import runs
 from gapfill.evaluate import build_problem
 from gpvae import generate, test_gpvae, train_gpvae
 from gpvae import gpvae_prior as gp
@@ -216,22 +214,16 @@ def test_short_cpu_training_beats_climatology_and_interpolation_in_time(crop, tm
 
 # slow: the engine's resume is in the fast suite (tests/test_lightning.py)
 @pytest.mark.slow
-def test_a_signalled_run_resumes_to_the_weights_of_an_uninterrupted_one(crop, tmp_path, monkeypatch):
+def test_a_signalled_run_resumes_to_the_weights_of_an_uninterrupted_one(crop, tmp_path, sigterm_after_epoch):
     """SIGTERM at the end of epoch 2 of 3, then the same command: the weights match an uninterrupted run's
     (the sampling noise is drawn from (seed, step), the crops from (seed, index))."""
     argv = lambda d: ["--data_path", str(crop), "--checkpoint_dir", str(d), "--run_name", "r", "--max_epochs", "3",  # noqa: E731
                       "--window", "6", "--filters", "4", "--latent_dim", "2", "--n_samples", "2", "--patch_size", "16",
                       "--num_frames_train", "30", "--num_frames_valid", "6"]
     assert runs.run_cli(train_gpvae.main, argv(tmp_path / "plain")) == 0
-    real = lightning._Validate.on_train_epoch_end
-
-    def stop_after_two(self, trainer, pl_module):
-        real(self, trainer, pl_module)
-        if trainer.current_epoch == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", stop_after_two)
+    sigterm_after_epoch(2)
     assert runs.run_cli(train_gpvae.main, argv(tmp_path / "cut")) == runs.EXIT_RESUME
-    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", real)
+    sigterm_after_epoch(None)
     assert runs.run_cli(train_gpvae.main, argv(tmp_path / "cut")) == 0
     a, b = (torch.load(tmp_path / d / "r" / "last.ckpt", weights_only=True) for d in ("plain", "cut"))
     assert a["global_step"] == b["global_step"] > 0

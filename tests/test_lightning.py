@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import pickle
-import signal
 import sys
 import time
 from pathlib import Path
@@ -62,18 +61,12 @@ def test_checkpoints_log_skip_and_loading_best(field, tmp_path):
     assert rmse(problem.field.values[vs], mean, problem.scored("valid")) == pytest.approx(cfg["best_valid"], rel=1e-6)
 
 
-def test_a_stopped_run_resumes_from_last_to_the_same_weights(field, tmp_path, monkeypatch):
+def test_a_stopped_run_resumes_from_last_to_the_same_weights(field, tmp_path, sigterm_after_epoch):
     assert ref.main(argv(field, tmp_path / "plain", "--run_name", "r")) == 0
-    real = lightning._Validate.on_train_epoch_end
-
-    def stop_after_two(self, trainer, pl_module):
-        real(self, trainer, pl_module)
-        if trainer.current_epoch == 1:
-            os.kill(os.getpid(), signal.SIGTERM)                 # a real SIGTERM (scancel), at the end of epoch 2
-    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", stop_after_two)
+    sigterm_after_epoch(2)                                       # a real SIGTERM (scancel), at the end of epoch 2
     assert runs.run_cli(ref.main, argv(field, tmp_path / "cut", "--run_name", "r")) == runs.EXIT_RESUME
     assert [r["epoch"] for r in rows(tmp_path / "cut" / "r")] == ["0", "1", "2"]
-    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", real)
+    sigterm_after_epoch(None)
     assert ref.main(argv(field, tmp_path / "cut", "--run_name", "r")) == 0       # the requeued run
     a, b = (torch.load(tmp_path / d / "r" / "last.ckpt", weights_only=True) for d in ("plain", "cut"))
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
@@ -145,19 +138,13 @@ def test_patience_ends_a_run_at_its_best_validation_plus_patience(field, tmp_pat
     assert cfg["best_valid"] == pytest.approx(scores[best], rel=1e-9) and cfg["best_step"] == int(rows(run)[best]["step"])
 
 
-def test_max_time_stops_a_run_and_a_requeued_run_goes_on_counting(field, tmp_path, monkeypatch):
+def test_max_time_stops_a_run_and_a_requeued_run_goes_on_counting(field, tmp_path, sigterm_after_epoch):
     """A run cut by SIGTERM after epoch 2 has its training time in config.json; with that time set to just
     under --max_time, the requeued run stops after one more step, for max_time."""
-    real = lightning._Validate.on_train_epoch_end
-
-    def stop_after_two(self, trainer, pl_module):
-        real(self, trainer, pl_module)
-        if trainer.current_epoch == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", stop_after_two)
+    sigterm_after_epoch(2)
     opts = argv(field, tmp_path, "--run_name", "r", "--max_time", "5", "--max_epochs", "40")
     assert runs.run_cli(ref.main, opts) == runs.EXIT_RESUME
-    monkeypatch.setattr(lightning._Validate, "on_train_epoch_end", real)
+    sigterm_after_epoch(None)
     run = tmp_path / "r"
     cfg = json.loads((run / "config.json").read_text())
     cut = torch.load(run / "last.ckpt", weights_only=True)["global_step"]
