@@ -103,6 +103,19 @@ class Discriminator(nn.Module):
         return out
 
 
+def settle_spectral_norm(net: nn.Module, iterations: int = 30) -> None:
+    """Power iterations of every spectral-normed layer of `net`, so that its sigma is the weight's largest
+    singular value from the start: eval mode runs none, and with the random initial vectors an untrained
+    network in eval mode (epoch 0 of the validation) can divide by a sigma near 0."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    with torch.no_grad():
+        for m in net.modules():
+            for hook in list(m._forward_pre_hooks.values()):
+                if isinstance(hook, SpectralNorm):
+                    for _ in range(iterations):
+                        setattr(m, hook.name, hook.compute_weight(m, do_power_iteration=True))
+
+
 def cloud_patches(cloud: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     """cloud (N, 1, H, W) float -> (N, 1, h, w) 1 where a patch of the score map `score` holds a cloud cell
     (the mask max-pooled to the patch grid)."""
@@ -145,6 +158,7 @@ class GAN(lightning.FieldModule):
         c_in = 2 * c + (time_steps if mask_input else 0)                  # chip, first guess (, masks)
         self.G = Generator(c_in, c, model_cap, n_res_blocks, skip=generator == "unet")
         self.Dnet = Discriminator(c_in + c, disc_cap, n_scales)
+        settle_spectral_norm(self.G)
         self.automatic_optimization = False
         self.data = None
 

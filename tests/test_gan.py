@@ -15,7 +15,7 @@ from data_generation.make_multispectral import make_multispectral
 from gan_gapfill import create_stats, plot_stats, plot_training, test_gan, train_gan, visualize_gan
 from gan_gapfill.gan_data import positions
 from gan_gapfill.gan_eval import load_trained
-from gan_gapfill.gan_model import Discriminator, Generator, hinge_d, hinge_g
+from gan_gapfill.gan_model import GAN, Discriminator, Generator, hinge_d, hinge_g
 from gan_gapfill.visualize_gan import rgb_bands
 from gapfill import lightning, runs
 from gapfill.evaluate import build_problem, load_run
@@ -43,6 +43,8 @@ def test_networks_shapes_and_zero_start(kind):
     G = Generator(2 * 18 + 3, 18, cap=4, n_res_blocks=2, skip=kind == "unet")
     x = torch.randn(2, 39, 32, 48)
     assert torch.equal(G(x), torch.zeros(2, 18, 32, 48))          # starts at the first guess
+    gan = GAN(bands=6, model_cap=16, n_res_blocks=2, generator=kind).eval()   # epoch 0 is validated in eval mode:
+    assert torch.equal(gan.G(torch.randn(2, 36, 32, 48)), torch.zeros(2, 18, 32, 48))   # spectral norm settled
     D = Discriminator(39 + 18, cap=8, n_scales=2)
     outs = D(torch.randn(2, 57, 32, 48))
     assert [o.shape[-2:] for o in outs] == [(4, 6), (2, 3)]
