@@ -165,6 +165,7 @@ def test_a_larger_budget_run_is_held_against_the_default_floor_on_the_same_cells
     assert (last["best_classical"], last["best_classical_rmse"]) == ("interpolation", 0.35)
 
 
+@pytest.mark.slow     # about 60 s: the engine's max_time and patience are in the fast suite (test_lightning)
 def test_converge_budget_stops_on_case_minutes_or_patience_and_the_leaderboard_says_why(tmp_path):
     data = tmp_path / "data"
     subprocess.run([sys.executable, "-m", "data_generation.make_synthetic_field", "--out",
