@@ -91,7 +91,7 @@ class _Validate(pl.Callback):
         self.best: float | None = None
         self.best_step, self.wait, self.validations = 0, 0, 0
         self.stop_reason: str | None = None
-        self.t0, self.step0 = time.time(), 0
+        self.t0, self.step0, self.validated_at = time.time(), 0, -1
 
     def state_dict(self):
         return {"best": self.best, "best_step": self.best_step, "wait": self.wait, "validations": self.validations}
@@ -117,7 +117,7 @@ class _Validate(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = self.steps(trainer, pl_module)
-        if self.every_steps and step % self.every_steps == 0:
+        if self.every_steps and step % self.every_steps == 0 and step != self.validated_at:   # once a step
             self.validate(trainer, pl_module, epoch=trainer.current_epoch + 1)
         if self.max_seconds is not None and self.run.seconds() >= self.max_seconds:
             self._stop(trainer, "max_time")
@@ -134,6 +134,7 @@ class _Validate(pl.Callback):
         """Score the validation frames, keep best.ckpt on a better score, count patience, log a row."""
         vs = self.run.problem.splits["valid"]
         step = self.steps(trainer, pl_module)
+        self.validated_at = step
         row: dict = {"epoch": epoch}
         for k, v in trainer.callback_metrics.items():          # train_loss and any other epoch metric logged
             if k in self.run.log_fields and not k.startswith("valid_"):

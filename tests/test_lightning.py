@@ -158,3 +158,12 @@ def test_max_time_stops_a_run_and_a_requeued_run_goes_on_counting(field, tmp_pat
     # without a time limit the same run would have gone on (patience or 40 epochs)
     assert ref.main(argv(field, tmp_path / "free", "--max_epochs", "4")) == 0
     assert json.loads((next((tmp_path / "free").iterdir()) / "config.json").read_text())["stop_reason"] == "max_epochs"
+
+
+def test_val_every_steps_validates_by_optimizer_steps(field, tmp_path):
+    assert ref.main(argv(field, tmp_path, "--max_epochs", "2", "--val_every_steps", "20",
+                         "--accumulate_grad_batches", "2")) == 0
+    run = next(tmp_path.iterdir())
+    steps = [int(r["step"]) for r in rows(run)]
+    total = json.loads((run / "config.json").read_text())["steps"]
+    assert steps == list(range(0, total + 1, 20)) and total >= 40          # step 0, then every 20 steps, once each
