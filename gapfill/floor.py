@@ -9,15 +9,13 @@ interpolation wrap across the seam: the last column neighbours the first.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
 
 import numpy as np
 from scipy.interpolate import griddata
 from tqdm import tqdm
 
-from gapfill.dineof import dineof
+from gapfill.dineof import dineof, dineof_rank_mean
 
 FLOOR = ("climatology", "persistence", "interpolation", "anomaly_interpolation")   # shown next to every run
 BASELINES = (*FLOOR, "dineof")                   # what the baseline scripts run
@@ -126,7 +124,7 @@ GUESS_TAG = {"none": "none", "frame_mean": "mean", "climatology": "clim", "inter
              "anomaly_interpolation": "anom", "time_interpolation": "time", "space_time": "st", "dineof": "dineof",
              "auto": "auto"}                                        # the first guess in run names
 TIME_REACH = 2            # space_time: its background in time comes from frames at most this far away
-DINEOF_GUESS_RANK, DINEOF_GUESS_ITERS = 20, 30     # DINEOF as a first guess: a capped rank search
+DINEOF_GUESS_RANK, DINEOF_GUESS_ITERS = 20, 30     # DINEOF as a first guess: averaged over ranks
 
 
 def time_interpolation(anom: np.ndarray, reach: int | None = None, own: bool = True) -> np.ndarray:
@@ -168,8 +166,8 @@ def first_guess(kind: str, visible: np.ndarray, seen: np.ndarray, train: slice, 
     of each cell's anomaly, between the nearest frames that see it; space_time: a background interpolated in
     time from the other frames at most TIME_REACH away (the climatology where none sees the cell), and the
     frame's own seen departures from it interpolated in space (anomaly interpolation about that
-    background); dineof: DINEOF (gapfill.dineof, capped rank search) of the seen cells of every
-    frame, and for frames outside training of the complete training frames too. The interpolating
+    background); dineof: DINEOF (gapfill.dineof.dineof_rank_mean, averaged over ranks up to DINEOF_GUESS_RANK) of
+    the seen cells of every frame, and for frames outside training of the complete training frames too. The interpolating
     kinds return a seen cell's value exactly. Every value is finite (cells out of reach take the
     climatology)."""
     if kind not in FIRST_GUESS:
@@ -230,23 +228,9 @@ def _dineof_guess(visible, shown, outside, clim, frames) -> np.ndarray:
         if not np.isfinite(data).any():
             out[pick] = clim
             continue
-        with logging_level("gapfill.dineof", "WARNING"):
-            whole = dineof(data, slice(0, visible.shape[0]), clim, max_rank=DINEOF_GUESS_RANK,
-                           max_iter=DINEOF_GUESS_ITERS)[0]
+        whole = dineof_rank_mean(data, clim, DINEOF_GUESS_RANK, DINEOF_GUESS_ITERS)
         out[pick] = whole[frames[pick]]
     return out
-
-
-@contextlib.contextmanager
-def logging_level(name: str, level: str):
-    """Raise logger `name` to `level` for a block (DINEOF's per-rank lines when it is only a first guess)."""
-    logger = logging.getLogger(name)
-    old = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
 
 
 def distance_to_seen(seen: np.ndarray) -> np.ndarray:

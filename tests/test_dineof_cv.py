@@ -5,8 +5,9 @@ import pytest
 
 from data_generation.make_synthetic_field import make_field
 from data_generation.prepare_real_datasets import convert_climate
-from gapfill.dineof import cv_cells, dineof, fixed_pattern
+from gapfill.dineof import cv_cells, dineof, dineof_rank_mean, fixed_pattern
 from gapfill.evaluate import build_problem
+from gapfill.floor import climatology
 from gapfill.floor import reconstruct_baseline as reconstruct
 from gapfill.metrics import coverage, rmse
 
@@ -110,3 +111,25 @@ def test_fixed_mask_full_default_field(tmp_path):
     make_field().to_netcdf(tmp_path / "default.nc")
     err, clim_err, cov, rank = _scores(tmp_path / "default.nc", max_rank=100)
     assert err < 0.3 * clim_err and 0.85 < cov < 0.99 and rank > 20
+
+
+@pytest.mark.parametrize("mask", [{"mask_kind": "circle", "prob_masking": 0.2},
+                                  {"mask_kind": "random", "prob_masking": 0.8}])
+def test_rank_mean_beats_the_cross_validated_rank_on_eofs_sst(tmp_path, mask):
+    """The DINEOF first guess (averaged over ranks 1..20) against DINEOF at its cross-validated rank, same
+    input and cap, on the hidden cells of the real eofs SST's validation and test frames (50 winters, a
+    moving mask): measured 0.278 / 0.347 (circle) and 0.259 / 0.345 (random 80%); one or two hundred held-back
+    cells choose the rank, so its pick is noisy."""
+    convert_climate("sst_ndjfm_anom").to_netcdf(tmp_path / "sst.nc")
+    p = build_problem({"data_path": str(tmp_path / "sst.nc"), "mask_type": "dynamic", "seed": 0, **mask})
+    vis, truth, T = p.visible(), p.field.values, p.field.shape[0]
+    clim = climatology(vis, p.splits["train"])
+    ours = dineof_rank_mean(vis, clim, max_rank=20, max_iter=30)
+    single = dineof(vis, slice(0, T), clim, max_rank=20, max_iter=30)[0]
+    hidden = np.concatenate([p.scored(s) for s in ("valid", "test")])
+    rows = slice(p.splits["valid"].start, p.splits["test"].stop)
+
+    def err(mean):
+        return float(np.sqrt(np.mean((mean[rows] - truth[rows])[hidden] ** 2)))
+    assert err(ours) < 0.85 * err(single)
+    assert np.isfinite(ours).all()
