@@ -26,7 +26,7 @@ log = logging.getLogger("benchmarks.leaderboard")
 SCORES = ("rmse", "mae", "r2", "ssim", "crps", "coverage95", "nll", "n_scored")
 COLUMNS = ("budget", "dataset", "mask", "method", "status", "reason", *SCORES, "units", "best_classical",
            "best_classical_rmse", "vs_best_classical", "rank", "train_seconds", "test_seconds", "peak_memory_mb",
-           "device", "steps", "stop_reason", "first_guess", "metrics")
+           "device", "steps", "stop_reason", "first_guess", "first_guess_rmse", "metrics")
 CLASSICAL = ("dineof", *FLOOR)
 ORDER = ("exact_gp", "variational_gp", "pconv", "gpvae", "ginr", "gan", *CLASSICAL)
 LABEL = {"baselines": "dineof"}            # the benchmark's baselines case is a DINEOF run
@@ -47,6 +47,7 @@ def _rows_of_case(case: dict, out: Path) -> list[dict]:
              "device": (m.get("training") or {}).get("device"), "steps": (m.get("training") or {}).get("steps"),
              "stop_reason": (m.get("training") or {}).get("stop_reason"),
              "first_guess": (m.get("training") or {}).get("first_guess_chosen") or "",
+             "first_guess_rmse": (m.get("training") or {}).get("first_guess_rmse"),
              "_floor": {k: b["overall"]["rmse"] for k, b in (m.get("baselines") or {}).items()}}]
     if case["method"] == "baselines":
         for name, b in m["baselines"].items():
@@ -124,7 +125,10 @@ def markdown(rows: list[dict], budget: str = "default") -> str:
                 cells.append("" if r is None else r["status"])
                 continue
             text = f"{r['rmse']:.3g}" + ("*" if m != "dineof" and r["vs_best_classical"] < 0 else "")
-            guess = f" ({GUESS_TAG.get(r['first_guess'], r['first_guess'])})" if r.get("first_guess") else ""
+            guess = f" ({GUESS_TAG.get(r['first_guess'], r['first_guess'])}" if r.get("first_guess") else ""
+            if guess and r.get("first_guess_rmse") is not None:          # the guess alone, on the same cells
+                guess += f" {float(r['first_guess_rmse']):.3g}"
+            guess += ")" if guess else ""
             cells.append((f"**{text}**" if r["rank"] == 1 else text) + guess)
         ref = next(iter(group.values()))
         floor = f"{ref['best_classical']} {ref['best_classical_rmse']:.3g}" if ref["best_classical"] else ""

@@ -178,6 +178,14 @@ def results_name(cfg: dict, test_args: dict) -> str:
     return name
 
 
+def first_guess_rmse(problem: Problem, kind: str) -> float:
+    """RMSE of the first guess `kind` alone (gapfill.view.ModelView, whole frames) on the test's hidden cells."""
+    from gapfill.view import ModelView
+    sl, f = problem.splits["test"], problem.field
+    guess = ModelView(problem.for_model(), kind).guess_physical(range(sl.start, sl.stop))
+    return float(compute_metrics(f.values[sl], guess, problem.observed[sl], f.valid[sl], None, f.bands)["overall"]["rmse"])
+
+
 def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, results_folder,
                  analyses: Callable | None = None) -> dict:
     """Predict the test frames of one run, score them, write prediction.nc, metrics.json and the PDF.
@@ -207,6 +215,8 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
                        "peak_memory_mb": peak_memory_mb()},
               "config": cfg["args"],
               "training": {k: cfg.get(k) for k in ("device", "steps", "stop_reason", "best_step", "first_guess_chosen")}}
+    if cfg.get("first_guess_chosen"):                   # what training added: the first guess alone, same cells
+        record["training"]["first_guess_rmse"] = first_guess_rmse(problem, cfg["first_guess_chosen"])
     pred = prediction_dataset(problem, mean, variance, {"method": record["method"], "run_name": name,
                                                         "dataset": f.name, "mask_label": record["mask"]["label"],
                                                         "partial": int(record["partial"])})

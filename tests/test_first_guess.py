@@ -103,3 +103,14 @@ def test_training_patches_hold_the_residual_over_their_own_first_guess(problem):
     # the target is the field: residual + first guess = the normalised value on known cells
     field = data.values[data.train_frames]
     assert np.isin(np.round((truth + guess)[known.astype(bool)], 4), np.round(field, 4)).all()
+
+
+def test_first_guess_rmse_is_the_guess_scored_on_the_test_cells_by_hand(problem):
+    """metrics.json's training.first_guess_rmse (what training added is its gap to the method's RMSE)."""
+    from gapfill.evaluate import first_guess_rmse
+    sl, truth = problem.splits["test"], problem.field.values
+    clim = climatology(problem.visible(), problem.splits["train"])               # (B, Y, X)
+    hidden = ~problem.observed[sl][:, None] & np.isfinite(truth[sl])
+    by_hand = np.sqrt(np.mean((clim[None] - truth[sl])[hidden] ** 2))
+    assert np.isclose(first_guess_rmse(problem, "climatology"), by_hand, rtol=1e-6)
+    assert first_guess_rmse(problem, "anomaly_interpolation") < 0.9 * by_hand
