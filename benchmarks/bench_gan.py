@@ -58,20 +58,23 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--caps", type=int, nargs="+", default=[16, 64])
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--size", type=int, default=224, help="chip size in cells (a multiple of 32)")
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default=None, help="CSV (default benchmarks/records/gan_throughput_<cpu|gpu>.csv)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)        # internal: cap:precision
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.one:
         cap, prec = args.one.split(":")
-        sys.stdout.write(json.dumps(one(int(cap), args.device, prec, args.steps)) + "\n")
+        sys.stdout.write(json.dumps(one(int(cap), args.device, prec, args.steps, args.size, args.batch)) + "\n")
         return 0
     gpu = args.device.startswith("cuda")
     rows = []
     for cap in args.caps:
         for prec in ("32", "bf16-mixed") if gpu else ("32",):
             res = subprocess.run([sys.executable, "-m", "benchmarks.bench_gan", "--one", f"{cap}:{prec}", "--device",
-                                  args.device, "--steps", str(args.steps)], capture_output=True, text=True, check=True)
+                                  args.device, "--steps", str(args.steps), "--size", str(args.size),
+                                  "--batch", str(args.batch)], capture_output=True, text=True, check=True)
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             log.info("%s", rows[-1])
     write_rows(Path(args.out or f"benchmarks/records/gan_throughput_{'gpu' if gpu else 'cpu'}.csv"), rows)

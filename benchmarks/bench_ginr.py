@@ -24,16 +24,16 @@ from benchmarks.common import time_steps, write_rows
 log = logging.getLogger("benchmarks.ginr")
 
 
-def embed_one(kind: str, k: int) -> dict:
+def embed_one(kind: str, k: int, degrees: float = 1.0) -> dict:
     import numpy as np
 
     from ginr import graphs
-    lat, lon = np.arange(-90.0, 90.5, 1.0), np.arange(0.0, 360.0, 1.0)
+    lat, lon = np.arange(-90.0, 90.0 + degrees / 2, degrees), np.arange(0.0, 360.0, degrees)
     t0 = time.perf_counter()
-    g = graphs.grid_graph(np.ones((181, 360), bool), lat, lon, 4, periodic_x=True)
+    g = graphs.grid_graph(np.ones((lat.size, lon.size), bool), lat, lon, 4, periodic_x=True)
     vals, vecs, _ = graphs.embed(g, k, kind)
     secs = time.perf_counter() - t0
-    return {"what": f"embed 1-degree sphere, {kind}", "cells": 181 * 360, "nodes": g.n, "k": k,
+    return {"what": f"embed {degrees:g}-degree sphere, {kind}", "cells": lat.size * lon.size, "nodes": g.n, "k": k,
             "seconds": round(secs, 2), "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "largest_eigenvalue": float(vals[-1]), "device": "cpu"}
 
@@ -72,20 +72,26 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--degrees", type=float, default=1.0, help="grid spacing of the embedded sphere")
+    p.add_argument("--nodes", type=int, default=64442, help="graph nodes of the training step")
+    p.add_argument("--frames", type=int, default=365, help="frames of the training step")
     p.add_argument("--out", default=None, help="CSV (default benchmarks/records/ginr_<cpu|gpu>.csv)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)         # internal: one measurement
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.one:
         kind, _, arg = args.one.partition(":")
-        row = embed_one(arg, args.k) if kind == "embed" else train_one(args.device, args.steps)
+        row = (embed_one(arg, args.k, args.degrees) if kind == "embed"
+               else train_one(args.device, args.steps, args.nodes, args.frames))
         sys.stdout.write(json.dumps(row) + "\n")
         return 0
     jobs = [] if args.device.startswith("cuda") else ["embed:combinatorial", "embed:cotangent"]
     rows = []
     for job in jobs + ["train:"]:
         res = subprocess.run([sys.executable, "-m", "benchmarks.bench_ginr", "--one", job, "--device", args.device,
-                              "--k", str(args.k), "--steps", str(args.steps)], capture_output=True, text=True, check=True)
+                              "--k", str(args.k), "--steps", str(args.steps), "--degrees", str(args.degrees),
+                              "--nodes", str(args.nodes), "--frames", str(args.frames)],
+                             capture_output=True, text=True, check=True)
         row = json.loads(res.stdout.strip().splitlines()[-1])
         rows.append(row)
         log.info("%s", row)
