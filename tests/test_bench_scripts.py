@@ -55,7 +55,7 @@ def test_bench_gp_smallest(tmp_path):
 
 
 def test_bench_gp_grids_smallest(tmp_path):
-    (row,) = _run(tmp_path, "bench_gp", "--grids", "8", "--grid_models", "kron_stations")
+    (row,) = _run(tmp_path, "bench_gp", "--grids", "8", "--grid_models", "kron_multiply")
     assert row["grid"] == "365x8x8" and int(row["cells"]) == 365 * 64 and float(row["train_step_s"]) > 0
 
 
