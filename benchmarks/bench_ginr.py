@@ -27,7 +27,7 @@ log = logging.getLogger("benchmarks.ginr")
 def embed_one(kind: str, k: int, degrees: float = 1.0) -> dict:
     import numpy as np
 
-    from ginr import graphs
+    from gapfill import graphs
     lat, lon = np.arange(-90.0, 90.0 + degrees / 2, degrees), np.arange(0.0, 360.0, degrees)
     t0 = time.perf_counter()
     g = graphs.grid_graph(np.ones((lat.size, lon.size), bool), lat, lon, 4, periodic_x=True)

@@ -29,11 +29,10 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import factorized
 from scipy.special import logsumexp
 
-from gapfill import cli
+from gapfill import cli, graphs
 from gapfill.entry import run_cli
+from gapfill.graphs import sbm_graph
 from gapfill.system import setup_logging
-from ginr import graphs
-from ginr.graph_signals import sbm_graph
 
 log = logging.getLogger(__name__)
 

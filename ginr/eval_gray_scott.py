@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from gapfill import cli
+from gapfill import cli, graphs
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
 from gapfill.files import write_csv
 from gapfill.system import setup_logging
-from ginr import graphs
 from ginr.graph_signals import GraphSignals, SignalINR
 
 log = logging.getLogger(__name__)

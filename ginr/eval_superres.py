@@ -20,14 +20,13 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from scipy.interpolate import RegularGridInterpolator
 
-from gapfill import cli
+from gapfill import cli, graphs
 from gapfill.data import open_field
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
 from gapfill.evaluate import build_problem, load_run
 from gapfill.files import write_csv
 from gapfill.system import resolve_device, setup_logging
-from ginr import graphs
 from ginr.ginr_model import load_trained
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from gapfill import lightning
+from gapfill import graphs, lightning
 from gapfill.data import Normalizer
 from gapfill.view import ModelView
-from ginr import graphs
 
 log = logging.getLogger(__name__)
 

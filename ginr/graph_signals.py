@@ -1,7 +1,7 @@
 """GINR on graph signals (Grattarola & Vandergheynst 2022): a signal given on the nodes of one graph, one
 sample per time (Gray-Scott snapshots on a mesh) or a single sample (SBM communities).
 
-- `GraphSignals`: the LightningDataModule over a GINR dataset folder (`ginr.graphs.read_dataset`). Training
+- `GraphSignals`: the LightningDataModule over a GINR dataset folder (`gapfill.graphs.read_dataset`). Training
   batches hold `batch_size` samples of `n_nodes_in_sample` random nodes each; an epoch covers each training
   sample's training nodes once, in an order fixed by (seed, epoch). Splits: `train_every`/`eval_every` pick
   samples by time (train on t % 10 == 0, evaluate on t % 5 == 0 and t % 10 != 0); `valid_fraction` and
@@ -20,35 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from gapfill import graphs
 from gapfill.errors import DataError
 from gapfill.lightning import EpochShuffle
-from ginr import graphs
 from ginr.ginr_model import MLP, time_features
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- graphs and scores
-def sbm_graph(sizes, p_in: float, p_out: float, n_fourier: int, seed: int = 0):
-    """A stochastic block model graph: (fourier (n, k) combinatorial eigenvectors times their scale, points
-    (n, 2) spectral layout, labels (n,) int community)."""
-    import networkx as nx
-    probs = np.full((len(sizes), len(sizes)), p_out)
-    np.fill_diagonal(probs, p_in)
-    G = nx.stochastic_block_model(list(sizes), probs.tolist(), seed=int(seed))
-    labels = np.array([G.nodes[i]["block"] for i in range(G.number_of_nodes())])
-    adj = sp.csr_matrix(nx.to_scipy_sparse_array(G, nodelist=range(len(labels)), format="csr", dtype=np.float64))
-    _, vecs, scale = graphs.embed(graphs.Graph(np.zeros((len(labels), 2)), adj, kind="sbm"), n_fourier,
-                                  "combinatorial")
-    points = vecs[:, 1:3] * scale if n_fourier >= 3 else np.zeros((len(labels), 2))
-    return vecs * scale, points, labels
-
-
 def nmi(a, b) -> float:
     """Normalised mutual information of two labelings (n,), arithmetic-mean normalisation (sklearn's default)."""
     _, ia = np.unique(a, return_inverse=True)

@@ -22,10 +22,10 @@ import pytorch_lightning as pl
 from gapfill import cli, lightning, runs
 from gapfill.data import DataError
 from gapfill.floor import GUESS_TAG
+from gapfill.graphs import LAPLACIANS
 from gapfill.view import resolve_first_guess
 from ginr.ginr_data import FitData, GraphFrames, seen_digest
 from ginr.ginr_model import GINR, add_mlp_args
-from ginr.graphs import LAPLACIANS
 
 METHOD = "ginr"
 log = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.files import write_csv
+from gapfill.graphs import sbm_graph
 from gapfill.system import setup_logging
-from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, sbm_graph
+from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import torch
 from sweep_checks import pdf_pages
 
 from data_generation import make_synthetic_field
-from gapfill import runs
+from gapfill import graphs, runs
 from gapfill.evaluate import build_problem
-from ginr import eval_superres, graphs, test_ginr, train_ginr
+from ginr import eval_superres, test_ginr, train_ginr
 from ginr.ginr_model import MLP, load_trained
 
 LAT1 = np.arange(-90.0, 90.5, 1.0)          # 181 rows, both poles

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from data_generation import make_graph_data as mgd
-from ginr import eval_gray_scott, graphs, train_graph_signals, train_sbm
-from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, nmi, sbm_graph, select_times
+from gapfill import graphs
+from gapfill.graphs import sbm_graph
+from ginr import eval_gray_scott, train_graph_signals, train_sbm
+from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, nmi, select_times
 
 SMALL_GS = dict(n_frames=21, steps_per_frame=20, burn_in=200, pattern_scale=1.0)   # the growth phase: v changes
 

@@ -307,13 +307,13 @@ def write_dataset(folder, fourier: np.ndarray, points: np.ndarray, targets, time
     np.save(Path(folder) / "points.npy", points.astype(np.float32))
     paths = []
     for i, tgt in enumerate(targets):
-        kw = {"target": np.asarray(tgt, np.float32).reshape(len(fourier), -1)}
+        kw: dict[str, np.ndarray] = {"target": np.asarray(tgt, np.float32).reshape(len(fourier), -1)}
         if per_sample:
             kw.update(fourier=fourier.astype(np.float32), points=points.astype(np.float32))
         if times is not None:
-            kw["time"] = np.float32(times[i])
+            kw["time"] = np.asarray(times[i], np.float32)
         p = out / f"data_{i}.npz"
-        np.savez(p, **kw)
+        np.savez(p, **kw)  # type: ignore[arg-type]
         paths.append(p)
     return paths
 
@@ -338,7 +338,22 @@ def read_dataset(folder) -> dict:
                 raise KeyError(f"{f}: no {key!r} and no {folder / (key + '.npy')}")
         out["target"].append(z["target"].reshape(len(out["fourier"][-1]), -1))
         out["time"].append(float(z["time"]) if "time" in z else np.nan)
-    res = {k: np.stack(v) for k, v in out.items() if k != "time"}
+    res: dict[str, np.ndarray | None] = {k: np.stack(v) for k, v in out.items() if k != "time"}
     t = np.array(out["time"])
     res["time"] = None if np.isnan(t).all() else t
     return res
+
+
+def sbm_graph(sizes, p_in: float, p_out: float, n_fourier: int, seed: int = 0):
+    """A stochastic block model graph: (fourier (n, k) combinatorial eigenvectors times their scale, points
+    (n, 2) spectral layout, labels (n,) int community)."""
+    import networkx as nx
+    probs = np.full((len(sizes), len(sizes)), p_out)
+    np.fill_diagonal(probs, p_in)
+    G = nx.stochastic_block_model(list(sizes), probs.tolist(), seed=int(seed))
+    labels = np.array([G.nodes[i]["block"] for i in range(G.number_of_nodes())])
+    adj = sp.csr_matrix(nx.to_scipy_sparse_array(G, nodelist=range(len(labels)), format="csr", dtype=np.float64))
+    _, vecs, scale = embed(Graph(np.zeros((len(labels), 2)), adj, kind="sbm"), n_fourier,
+                       "combinatorial")
+    points = vecs[:, 1:3] * scale if n_fourier >= 3 else np.zeros((len(labels), 2))
+    return vecs * scale, points, labels
