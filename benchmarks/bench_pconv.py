@@ -6,6 +6,12 @@ to the reference.
 
     python -m benchmarks.bench_pconv                                  # all three, CPU
     python -m benchmarks.bench_pconv --backends reference torch --steps 20   # a machine with a GPU uses it
+    python -m benchmarks.bench_pconv --backends reference torch --profile    # + operator counts of one step
+
+`--profile` records one training step under torch.profiler for the torch runs: the operators Python
+dispatches, the leaf operators (on a GPU, roughly one kernel launch each), the layout copies and the
+operators that take the most time. On a GPU a UNet of small patches is bound by launches, not by flops, so
+the leaf-operator ratio is what predicts the GPU ratio where no GPU is at hand.
 """
 from __future__ import annotations
 
@@ -24,7 +30,25 @@ from benchmarks.common import write_rows
 log = logging.getLogger("benchmarks.pconv")
 
 
-def one(steps: int, batch: int, patch: int, base_filters: int) -> dict:
+def profile_step(step) -> dict:
+    """Operator counts of one call of `step` (a torch training step) under torch.profiler, CPU side."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    aten = [e for e in prof.events() if e.name.startswith("aten::")]
+    top = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
+    leaf = [e for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children)]
+    copies = [e for e in leaf if e.name in ("aten::copy_", "aten::clone", "aten::contiguous")]
+    by_op: dict[str, float] = {}
+    for e in top:
+        by_op[e.name] = by_op.get(e.name, 0.0) + e.cpu_time_total / 1e3
+    worst = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
+    convs = sum(e.name == "aten::convolution" for e in aten)
+    return {"ops_dispatched": len(top), "ops_leaf": len(leaf), "layout_copies": len(copies), "convolutions": convs,
+            "top_ops_ms": "; ".join(f"{k} {v:.0f}" for k, v in worst)}
+
+
+def one(steps: int, batch: int, patch: int, base_filters: int, profiled: bool = False) -> dict:
     """The project's UNet (pconv_inpainting.pconv_model), one Keras train_on_batch per step."""
     import numpy as np
 
@@ -44,20 +68,22 @@ def one(steps: int, batch: int, patch: int, base_filters: int) -> dict:
     for _ in range(steps):
         loss = model.train_on_batch([x * m, m], y)
     seconds = time.perf_counter() - t0
-    device = "cpu"
+    device, prof = "cpu", {}
     if keras.backend.backend() == "torch":
         import torch
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        if profiled:
+            prof = profile_step(lambda: model.train_on_batch([x * m, m], y))
     elif keras.backend.backend() == "tensorflow":
         import tensorflow as tf
         device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
     return {"backend": keras.backend.backend(), "device": device, "patch": patch, "batch": batch, "steps": steps,
             "step_s": round(seconds / steps, 4), "patches_per_s": round(steps * batch / seconds, 2),
             "params": model.count_params(), "peak_memory_mb": round(peak_memory_mb(), 1),
-            "loss_finite": bool(np.isfinite(float(np.asarray(loss).ravel()[0])))}
+            "loss_finite": bool(np.isfinite(float(np.asarray(loss).ravel()[0])))} | prof
 
 
-def reference(steps: int, batch: int, patch: int, base_filters: int) -> dict:
+def reference(steps: int, batch: int, patch: int, base_filters: int, profiled: bool = False) -> dict:
     """The yardstick: a plain PyTorch UNet of the same partial convolutions, kernels, filters, batch and Adam,
     channels first. Its PartialConv2d is NVIDIA's (Liu et al.) with the faults of the public ports left out:
     the mask window sum has one output channel (not C_out copies), the bias is neither rescaled nor added in
@@ -133,10 +159,11 @@ def reference(steps: int, batch: int, patch: int, base_filters: int) -> dict:
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    prof = profile_step(step) if profiled else {}
     return {"backend": "reference (plain torch)", "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
             "patch": patch, "batch": batch, "steps": steps, "step_s": round(seconds / steps, 4),
             "patches_per_s": round(steps * batch / seconds, 2), "params": sum(p.numel() for p in net.parameters()),
-            "peak_memory_mb": round(peak_memory_mb(), 1), "loss_finite": bool(torch.isfinite(loss).item())}
+            "peak_memory_mb": round(peak_memory_mb(), 1), "loss_finite": bool(torch.isfinite(loss).item())} | prof
 
 
 def main(argv=None) -> int:
@@ -147,6 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--base_filters", type=int, default=64, help="64: the paper's network")
+    p.add_argument("--profile", action="store_true", help="operator counts of one step of the torch runs")
     p.add_argument("--out", default="benchmarks/records")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -154,7 +182,7 @@ def main(argv=None) -> int:
     size = (args.steps, args.batch, args.patch, args.base_filters)
     if args.one:
         ref = os.environ.get("BENCH_PCONV_REFERENCE") == "1"
-        sys.stdout.write(json.dumps(reference(*size) if ref else one(*size)) + "\n")
+        sys.stdout.write(json.dumps(reference(*size, args.profile) if ref else one(*size, args.profile)) + "\n")
         return 0
     rows = []
     for backend in args.backends:
@@ -162,7 +190,8 @@ def main(argv=None) -> int:
                    BENCH_PCONV_REFERENCE=str(int(backend == "reference")))
         res = subprocess.run([sys.executable, "-m", "benchmarks.bench_pconv", "--one", "--steps", str(args.steps),
                               "--batch", str(args.batch), "--patch", str(args.patch), "--base_filters",
-                              str(args.base_filters)], env=env, capture_output=True, text=True)
+                              str(args.base_filters), *["--profile"] * args.profile], env=env, capture_output=True,
+                             text=True)
         if res.returncode != 0:
             log.error("%s failed: %s", backend, (res.stderr.strip().splitlines() or [""])[-1])
             continue
@@ -170,6 +199,10 @@ def main(argv=None) -> int:
         log.info("%-24s %-8s %7.2f patches/s (%.3f s per batch of %d at %d x %d), peak %.0f MB", rows[-1]["backend"],
                  rows[-1]["device"], rows[-1]["patches_per_s"], rows[-1]["step_s"], args.batch, args.patch,
                  args.patch, rows[-1]["peak_memory_mb"])
+        if "ops_leaf" in rows[-1]:
+            log.info("%-24s one step: %d operators dispatched, %d leaf operators, %d layout copies; slowest: %s",
+                     rows[-1]["backend"], rows[-1]["ops_dispatched"], rows[-1]["ops_leaf"],
+                     rows[-1]["layout_copies"], rows[-1]["top_ops_ms"])
     if not rows:
         return 1
     ref = next((r["patches_per_s"] for r in rows if r["backend"].startswith("reference")), None)

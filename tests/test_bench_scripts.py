@@ -23,7 +23,7 @@ def _run(tmp_path, script, *args, out=None) -> list[dict]:
 
 def test_bench_pconv_times_the_unet_on_both_backends_against_a_reference_of_the_same_size(tmp_path):
     rows = {r["backend"]: r for r in _run(tmp_path, "bench_pconv", "--steps", "1", "--batch", "2", "--patch", "16",
-                                          "--base_filters", "4")}
+                                          "--base_filters", "4", "--profile")}
     assert set(rows) == {"reference (plain torch)", "torch", "tensorflow"}
     assert all(r["loss_finite"] == "True" and float(r["patches_per_s"]) > 0 for r in rows.values())
     assert float(rows["reference (plain torch)"]["vs_reference"]) == 1.0
@@ -33,6 +33,11 @@ def test_bench_pconv_times_the_unet_on_both_backends_against_a_reference_of_the_
     # (depth 4 at 16 x 16, filters 4, 8, 16, 32: encoder BN 8 + 16 + 32, decoder BN 4 + 8 + 16)
     assert int(rows["torch"]["params"]) == int(rows["reference (plain torch)"]["params"]) + 2 * 84
     assert rows["torch"]["params"] == rows["tensorflow"]["params"]
+    # --profile (torch runs): two forward convolutions (values, mask window sums) in each of 2 x 4 layers
+    for name in ("torch", "reference (plain torch)"):
+        assert int(rows[name]["convolutions"]) == 2 * 2 * 4
+        assert 0 < int(rows[name]["layout_copies"]) < int(rows[name]["ops_leaf"])
+    assert rows["tensorflow"]["convolutions"] == ""
 
 
 def test_bench_gan_smallest(tmp_path):
