@@ -17,6 +17,7 @@ from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
 EXIT_RESUME = 75   # EX_TEMPFAIL: stopped early after saving `last`; the same command resumes
+ACTIVE_RUNS: list = []    # training runs open in this process (gapfill.runs.Run): run_cli calls .fail(reason) on a RunError
 
 
 class Parser(argparse.ArgumentParser):
@@ -92,11 +93,13 @@ def _one_line(err: BaseException) -> None:
 
 def run_cli(main, argv=None) -> int:
     """Run a script's main; bad input or a refused run (DataError) ends with one clear log line and exit
-    code 2, a run that cannot go on (RunError) with one line and exit code 3.
+    code 2, a run that cannot go on (RunError) with one line and exit code 3, the training run it stopped
+    marked failed with that line (`failed` in its config.json).
 
     A run stopped by `Run.check` has saved `last`: on SLURM's warning signal (USR1) it requeues its
     own job (exit 0; the job restarts and resumes); otherwise it exits with EXIT_RESUME.
     """
+    ACTIVE_RUNS.clear()                                # runs left open by an earlier main in this process
     try:
         code = main(argv)
         return code if type(code) is int else 0       # mains may return what they wrote (a path, records)
@@ -105,6 +108,8 @@ def run_cli(main, argv=None) -> int:
         return 2
     except RunError as err:
         _one_line(err)
+        for run in list(ACTIVE_RUNS):
+            run.fail(" ".join(str(err).split()))
         return 3
     except Preempted as stop:
         if stop.signal == "SIGUSR1" and Preemption.requeue():

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from gapfill.entry import EXIT_RESUME, Preempted, Preemption, run_cli  # noqa: F401  (scripts use runs.run_cli)
-from gapfill.errors import DataError
+from gapfill.entry import ACTIVE_RUNS, EXIT_RESUME, Preempted, Preemption, run_cli  # noqa: F401  (scripts use runs.run_cli)
+from gapfill.errors import DataError, RunError
 from gapfill.evaluate import Problem, build_problem, grid_signature
 from gapfill.files import atomic_path, check_writable, read_json, write_json
 from gapfill.metrics import coverage, crps_gaussian, gaussian_nll, rmse
@@ -64,10 +64,14 @@ def make_run_name(method: str, dataset: str, parts: dict) -> str:
     return "_".join([method, ds] + items)
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def check_run_name(name: str) -> str:
-    """A --run_name must be one path component: no '/', no '..', not empty."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise DataError(f"--run_name {name!r}: a run name is one folder name (no '/', not '.' or '..')")
+    """A --run_name is one plain folder name: letters, digits and `._-`, not starting with '-' or '.'."""
+    if not RUN_NAME.fullmatch(name) or len(name) > 200:
+        raise DataError(f"--run_name {name!r}: a run name is one folder name of letters, digits and '._-', "
+                        "not starting with '-' or '.', at most 200 characters (no '/', no spaces)")
     return name
 
 
@@ -276,7 +280,7 @@ class Run:
                     self.record(identity=self.identity)
                 cfg["identity"] = self.identity
         if cfg is not None and cfg["identity"]["hash"] != self.identity["hash"]:
-            verb = "finished" if cfg.get("finished") else "unfinished"
+            verb = "finished" if cfg.get("finished") else "failed" if cfg.get("failed") else "unfinished"
             raise DataError(f"{d} holds a {verb} run with other options: {diff}. Pass --overwrite to train it "
                             "anew or a new --run_name")
         if cfg is not None and cfg.get("finished"):
@@ -293,7 +297,7 @@ class Run:
             self._t0 -= float(cfg.get("train_seconds", 0.0))
             log.info("resuming %s from its last checkpoint", d)
             if self.writer:
-                self.record(restarts=cfg.get("restarts", 0) + 1)
+                self.record(restarts=cfg.get("restarts", 0) + 1, **({"failed": None} if cfg.get("failed") else {}))
                 self._csv().truncate(int(cfg.get("log_rows", 0)))
             return
         if self.writer:
@@ -380,6 +384,11 @@ class Run:
         scored = p.scored("valid")[idx - sl.start][:, bidx]
         if mean.shape != truth.shape:
             raise ValueError(f"score_valid: mean has shape {mean.shape}, expected {truth.shape}")
+        for what, a in (("mean", mean), ("variance", variance)):
+            bad = 0 if a is None or not scored.any() else int((~np.isfinite(np.broadcast_to(a, scored.shape)[scored])).sum())
+            if bad:
+                raise RunError(f"{self.method}: training diverged: the predicted {what} of the validation frames has "
+                               f"{bad} non-finite values on hidden cells; try a smaller learning rate")
         out = {"valid_rmse": rmse(truth, mean, scored)}
         if variance is not None:
             out["valid_nll"] = gaussian_nll(truth, mean, variance, scored)
@@ -440,12 +449,20 @@ class Run:
             log.info("wrote %s", self.dir)
         self.close()
 
+    def fail(self, reason: str) -> None:
+        """Mark the run failed (`failed`: the reason, in config.json) and close it: a RunError ended it."""
+        if self.writer and (self.dir / "config.json").exists():
+            self.record(failed=reason)
+        self.close()
+
     @property
     def log_fields(self) -> list[str]:
         """The columns of train_log.csv besides step and seconds."""
         return self._fields[1:-1]
 
     def close(self) -> None:
+        if self in ACTIVE_RUNS:
+            ACTIVE_RUNS.remove(self)
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
@@ -465,10 +482,12 @@ def open_training(args, method: str, name_parts: dict, log_fields: tuple | list 
     args = vars(args) if not isinstance(args, dict) else args
     setup_logging(args.get("log_level", "INFO"))
     seed_everything(args.get("seed", 0))
+    given = args.get("run_name")
+    if given is not None:
+        check_run_name(given)                   # before any work: "" or "-x" is refused, never replaced
     check_writable(args.get("checkpoint_dir") or f"checkpoints/{method}", "--checkpoint_dir")
     full = build_problem(args)
-    name = check_run_name(args["run_name"]) if args.get("run_name") else make_run_name(method, full.field.name,
-                                                                                         name_parts)
+    name = given if given is not None else make_run_name(method, full.field.name, name_parts)
     run = Run(args, method, full, name, Path(args.get("checkpoint_dir") or f"checkpoints/{method}") / name,
               list(log_fields))
     existed = run.dir.exists()
@@ -481,6 +500,8 @@ def open_training(args, method: str, name_parts: dict, log_fields: tuple | list 
         raise
     if run.status == "finished":
         run.close()
-    elif run.status == "new" and config:
+        return run
+    ACTIVE_RUNS.append(run)
+    if run.status == "new" and config:
         run.record(**config)
     return run

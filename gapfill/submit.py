@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -171,6 +172,11 @@ def submit(args) -> int:
     short = train_sh.stem.removeprefix("submit_train_")
     sweep = Path(args.sweep or system.REPO_ROOT / args.method / f"sweep_{short}.toml")
     n = len(entries(load(sweep)))
+    missing = [c for c in ("sbatch", "scontrol")[: 1 + args.wait] if shutil.which(c) is None]
+    if missing:
+        local = f"SWEEP_FILE={sweep} " * bool(args.sweep) + f"bash {train_sh.relative_to(system.REPO_ROOT)}"
+        raise DataError(f"{' and '.join(missing)} not found on the PATH: no SLURM here; run the sweep on this machine "
+                        f"with `{local}`")
     common = list(args.sbatch_options)
     common += [f"--account={args.account}"] * bool(args.account) + [f"--partition={args.partition}"] * bool(args.partition)
     env = dict(os.environ, SWEEP_FILE=str(sweep))

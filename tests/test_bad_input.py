@@ -390,3 +390,64 @@ def test_real_process_prints_one_line_and_exits_2(argv, words, tmp_path):
     res = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
     err = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(err) == 1 and words in err[0], res.stdout[-1000:] + res.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ runs that cannot go on, run names, local sweeps
+# method -> the option that makes it diverge at `inf`, after options that keep it short
+FG = ["--first_guess", "climatology"]                          # not auto: no DINEOF fits first
+DIVERGE = {"exact_gp": ["--lr"], "variational_gp": ["--lr"],
+           "pconv": [*FG, "--steps_per_epoch", "1", "--base_filters", "4", "--lr"], "gpvae": [*FG, "--lr"],
+           "gan": [*FG, "--generator_lr"], "ginr": [*FG, "--lr"]}
+
+
+@pytest.mark.parametrize("method", DIVERGE)
+def test_diverged_run_ends_in_one_line_exit_3_and_is_marked_failed(method, field, tmp_path, capsys):
+    train, _, extra, _ = METHODS[method]
+    argv = ["--data_path", str(field), *SPLIT, *extra, "--checkpoint_dir", str(tmp_path), "--run_name", "r"]
+    rc, err = call(train.main, [*argv, *DIVERGE[method], "inf"], capsys)
+    assert rc == 3 and len(err) == 1 and "Traceback" not in err[0] and "try a smaller" in err[0], (rc, err)
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["finished"] is False and cfg["failed"] and cfg["failed"] in err[0]
+    if method == "exact_gp":                     # the corrected command under that name: told what failed
+        rc, err = call(train.main, [*argv, "--lr", "0.01"], capsys)
+        assert_one_line(rc, err, "holds a failed run", "--lr inf (now 0.01)")
+
+
+def test_diverged_run_in_a_real_process_prints_one_line_and_exits_3(field, tmp_path):
+    argv = ["exact_gp_related/train_exact_gp.py", "--data_path", str(field), *SPLIT, "--max_iters", "2", "--lr", "inf",
+            "--checkpoint_dir", str(tmp_path), "--run_name", "r"]
+    res = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                         env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    err = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 3 and len(err) == 1 and "training diverged" in err[0], res.stdout[-1000:] + res.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["failed"] in err[0]
+
+
+@pytest.mark.parametrize("name", ["", "-x", ".hidden", "a\nb", "a b", "a/b", "..", "temp\u00e9", "x" * 201])
+def test_run_name_must_be_plain_and_is_refused_before_any_folder(name, field, tmp_path, capsys):
+    rc, err = call(train_baselines.main, ["--data_path", str(field), *SPLIT, "--method", "climatology",
+                                          "--checkpoint_dir", str(tmp_path / "ck"), f"--run_name={name}"], capsys)
+    assert_one_line(rc, err, "--run_name", "letters, digits and '._-'")
+    assert not (tmp_path / "ck").exists()
+
+
+def test_local_sweep_runs_every_entry_lists_the_failed_and_exits_1(field, tmp_path):
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text('script = "baselines/train_baselines.py"\n[fixed]\nnum_frames_train = 20\n'
+                          'num_frames_valid = 4\n[grid]\nmethod = ["climatology", "nope", "persistence"]\n')
+    env = dict(os.environ, PYTHON=sys.executable, GAPFILL_ROOT=str(ROOT), SWEEP_FILE=str(sweep_file),
+               SWEEP_ARGS=f"--data_path {field} --checkpoint_dir {tmp_path / 'ck'}", PYTHONWARNINGS="ignore")
+    env.pop("SLURM_ARRAY_TASK_ID", None)
+    res = subprocess.run(["bash", "baselines/submit_train_baselines.sh"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.stderr.splitlines()[-1] == "1 of 3 sweep entries failed: entry 1 (exit code 2); the others ran"
+    done = sorted(p.name.split("_")[2] for p in (tmp_path / "ck").iterdir()
+                  if json.loads((p / "config.json").read_text())["finished"])
+    assert done == ["climatology", "persistence"]
+
+
+def test_submit_without_sbatch_on_the_path_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))                 # a machine without SLURM
+    rc, err = call(submit.main, ["baselines"], capsys)
+    assert_one_line(rc, err, "sbatch not found on the PATH", "bash baselines/submit_train_baselines.sh")

@@ -1,6 +1,6 @@
 """Partial-convolution UNet: the layer against a brute-force loop and a short training on both Keras
-backends, a stored short-training number, the UNet's shape rules, the VGG loss terms from a local weights file, stage 2, the quality
-bar on the default field, the analyses pages and an RGB photograph."""
+backends, a stored short-training number, the UNet's shape rules, the VGG loss terms from a local weights
+file, stage 2, the quality bar on the default field, the analyses pages and an RGB photograph."""
 import csv
 import json
 import os
