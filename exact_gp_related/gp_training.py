@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 
 import numpy as np
@@ -19,7 +18,6 @@ from tqdm import tqdm
 from exact_gp_related.exact_gp_utils import band_targets, cell_inputs, context_width, grid_inputs, inpaint, kernel_label
 from gapfill import cli, runs
 from gapfill.data import DataError, Normalizer
-from gapfill.errors import RunError
 from gapfill.floor import climatology
 
 log = logging.getLogger(__name__)
@@ -139,10 +137,8 @@ class BandLoop:
     def end_step(self, step: int, loss: torch.Tensor, lik, **row) -> bool:
         """Log step `step` (0-based), validate when due; True when the band is done."""
         args, cur, run, model = self.setup.args, self.cur, self.run, self.model
-        weights = [n for n, p in [*model.named_parameters(), *lik.named_parameters()] if not torch.isfinite(p).all()]
-        if not math.isfinite(loss.item()) or weights:              # exit code 3, the run marked failed
-            what = f"loss {loss.item()}" if not math.isfinite(loss.item()) else f"{weights[0]} is not finite"
-            raise RunError(f"{self.what}: training diverged at step {step + 1} ({what}); try a smaller --lr")
+        runs.check_diverged(self.what, step + 1, {"loss": loss.item()},
+                            [*model.named_parameters(), *lik.named_parameters()])
         self.bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}",
                              **{k: f"{v:.1f}" for k, v in row.items()})
         cur["step"] = step + 1

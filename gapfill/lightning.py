@@ -29,8 +29,8 @@ import pytorch_lightning as pl
 import torch
 
 from gapfill.cli import nonnegative_int, positive_float, positive_int
-from gapfill.errors import DataError, RunError
-from gapfill.runs import read_torch
+from gapfill.errors import DataError
+from gapfill.runs import check_diverged, read_torch
 
 log = logging.getLogger(__name__)
 for _name in ("pytorch_lightning", "lightning_fabric"):          # its start-up tips and device lines: warnings only
@@ -140,7 +140,8 @@ class _Validate(pl.Callback):
             if k in self.run.log_fields and not k.startswith("valid_"):
                 row[k] = float(v)
         self.validations += 1
-        self._check_finite(pl_module, row, step)
+        check_diverged(self.run.method, step, {k: v for k, v in row.items() if k.endswith("loss")},
+                       pl_module.named_parameters())
         if vs.stop > vs.start:
             was_training = pl_module.training
             pl_module.eval()
@@ -170,14 +171,6 @@ class _Validate(pl.Callback):
                  ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)),
                  " (best)" if better else f" (best {self.best:.4g} at step {self.best_step}; {self.wait} of "
                  f"{self.patience} without improvement)" if self.best is not None else "", left)
-
-    def _check_finite(self, pl_module, row: dict, step: int) -> None:
-        """RunError (exit code 3, the run marked failed) once a loss or a weight is no longer finite."""
-        losses = [f"{k} {v}" for k, v in row.items() if k.endswith("loss") and not np.isfinite(v)]
-        weights = [n for n, p in pl_module.named_parameters() if not torch.isfinite(p).all()]
-        if losses or weights:
-            what = ", ".join(losses) if losses else f"{len(weights)} weight tensors are not finite ({weights[0]}...)"
-            raise RunError(f"{self.run.method}: training diverged by step {step} ({what}); try a smaller learning rate")
 
     def _save_best(self, trainer) -> None:
         """best.ckpt, atomically (every rank takes part; rank 0 writes)."""

@@ -147,6 +147,16 @@ def load_keras(path: Path):
         raise _unreadable(Path(path), err) from None
 
 
+def check_diverged(what: str, step: int, losses: dict, named_parameters) -> None:
+    """RunError (exit code 3, the run marked failed) when a loss (name -> float) or a parameter (an iterable
+    of (name, torch tensor)) is no longer finite: the one divergence check of every training loop."""
+    import torch
+    bad = [f"{k} {v}" for k, v in losses.items() if not np.isfinite(v)]
+    bad += [f"{n} is not finite" for n, p in named_parameters if not torch.isfinite(p).all()][:1]
+    if bad:
+        raise RunError(f"{what}: training diverged by step {step} ({bad[0]}); try a smaller learning rate")
+
+
 def read_torch(path):
     """A torch checkpoint (.pt, Lightning's .ckpt) as tensors and plain containers (`weights_only=True`):
     nothing is unpickled; a corrupt, truncated or crafted file is a DataError naming it."""
