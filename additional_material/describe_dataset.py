@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from gapfill.data import Field, decode_times, open_field  # noqa: E402
 from gapfill.entry import Parser, run_cli  # noqa: E402
-from gapfill.files import check_writable  # noqa: E402
+from gapfill.files import check_figure_path  # noqa: E402
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     setup_logging()
     out_path = Path(args.out or f"{Path(args.file).stem}_description.png")
-    check_writable(out_path.parent, "--out")
+    check_figure_path(out_path, "--out")
     field = open_field(args.file, args.variable)
     d = describe(field)
     log_description(d)

@@ -33,6 +33,9 @@ from gapfill.view import ModelView
 log = logging.getLogger(__name__)
 
 
+MAX_ALL_COMBINATIONS = 10          # --time_steps up to which every clouded-date combination is trained (1022)
+
+
 def positions(mask_position, time_steps: int) -> list[tuple[int, ...]]:
     """The masked-date combinations (0-based): the one given, or every combination of the dates but all."""
     if mask_position:
@@ -40,6 +43,10 @@ def positions(mask_position, time_steps: int) -> list[tuple[int, ...]]:
         if pos[0] < 0 or pos[-1] >= time_steps:
             raise DataError(f"--mask_position {' '.join(map(str, mask_position))}: dates are 1 to {time_steps}")
         return [pos]
+    if time_steps > MAX_ALL_COMBINATIONS:
+        raise DataError(f"--time_steps {time_steps} without --mask_position would train on all {2 ** time_steps - 2} "
+                        f"combinations of clouded dates; give --mask_position, or at most {MAX_ALL_COMBINATIONS} "
+                        "--time_steps")
     n = max(time_steps - 1, 1)
     return [c for k in range(1, n + 1) for c in itertools.combinations(range(time_steps), k)]
 

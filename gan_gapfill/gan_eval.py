@@ -36,7 +36,7 @@ def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GAN:
 def run_chips(run_dir, mask_position=None, cloud_range=None, batch_size: int = 8, device: str = "auto"):
     """(config, problem, evaluate_chips' result) of one run folder; masked dates default to the run's (the
     middle date for a run trained on every combination)."""
-    cfg = load_run(run_dir)
+    cfg = load_run(run_dir, "gan", "this GAN script (create_stats, visualize_gan)")
     problem = build_problem(cfg["args"])
     module = load_trained(problem.for_model(), cfg, run_dir, resolve_device(device))
     mp = mask_position or cfg["args"]["mask_position"] or [(cfg["args"]["time_steps"] + 1) // 2]

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
+from gapfill.files import check_figure_path
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_logging(args.log_level)
     d = Path(args.stats_dir)
+    out = check_figure_path(args.out or d / "stats.pdf", "--out", ("pdf",))
     img, band = read(d / "stats_per_image.csv"), read(d / "stats_per_band.csv")
     col = lambda rows, k: np.array([float(r[k]) for r in rows])             # noqa: E731
     pages = []
@@ -73,7 +75,6 @@ def main(argv=None) -> int:
     a2.set_xticks(range(1, len(names) + 1), names)
     a2.set(title="per-band cloud-cell RMSE over chips", ylabel="RMSE")
     pages.append(fig)
-    out = Path(args.out or d / "stats.pdf")
     with PdfPages(out) as pdf:
         for f in pages:
             pdf.savefig(f)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
+from gapfill.files import check_figure_path
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--log_level", default="INFO")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
+    out = check_figure_path(args.out, "--out", ("pdf",))
     logs = {Path(d).name: read_log(d) for d in args.checkpoint_dir}
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
     axes = fig.subplots(2, 3).ravel()
@@ -52,7 +54,6 @@ def main(argv=None) -> int:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
     axes[-1].axis("off")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with PdfPages(out) as pdf:
         pdf.savefig(fig)

@@ -88,9 +88,11 @@ def main(argv=None) -> int:
     if args.n_bands is not None and args.n_bands != B:
         raise DataError(f"--n_bands {args.n_bands}, but {problem.field.path} has {B} bands: "
                         f"{', '.join(problem.field.bands)}")
-    combos = positions(args.mask_position, args.time_steps)
     mask_kwargs = {k: v for k, v in cli.mask_options(vars(args)).items() if v is not None}
     mask_kwargs["mode"] = "dynamic"
+    if args.time_steps > problem.field.shape[0]:
+        raise DataError(f"--time_steps {args.time_steps} is more than the field's {problem.field.shape[0]} frames")
+    combos = positions(args.mask_position, args.time_steps)
     data = FieldChips(problem, None, args.time_steps, resolve_first_guess(run, args.first_guess), mask_kwargs,
                       args.mask_variants, args.seed)
     normalizer = data.normalizer

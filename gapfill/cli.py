@@ -19,6 +19,8 @@ def _number(kind, low=None, high=None, low_open=False, high_open=False, what="")
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if v != v:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
         if (low is not None and (v < low or (low_open and v == low))) or \
                 (high is not None and (v > high or (high_open and v == high))):
             lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
@@ -36,6 +38,15 @@ nonnegative_int = _number(int, 0)
 positive_float = _number(float, 0, low_open=True)
 nonnegative_float = _number(float, 0)
 at_least_two = _number(int, 2)
+
+
+def power_of_two(text: str) -> int:
+    """An argparse type: an integer power of two, at least 4 (a UNet patch halves at every level)."""
+    v = positive_int(text)
+    if v < 4 or v & (v - 1):
+        raise argparse.ArgumentTypeError(f"{text} is not a power of two of at least 4 (4, 8, 16, ..., 512): "
+                                         "each UNet level halves the patch")
+    return v
 
 
 def boolean(text: str) -> bool:

@@ -202,7 +202,18 @@ def _axis_roles(da: xr.DataArray) -> dict[str, str]:
         for d in da.dims:
             if str(d).lower() in names:
                 claim(role, d)
+    if "T" not in roles and "Y" in roles and "X" in roles and da.ndim >= 3 and _increasing(da, da.dims[0]):
+        claim("T", da.dims[0])        # NCL's Tstorm.cdf: t(timestep, lat, lon), `timestep` without attributes
+        roles["T_guessed"] = str(da.dims[0])
     return roles
+
+
+def _increasing(da: xr.DataArray, dim) -> bool:
+    """True when `dim` has no coordinate or a 1-D numeric one that strictly increases (it can be time)."""
+    if dim not in da.coords:
+        return True
+    v = da.coords[dim].values
+    return v.ndim == 1 and np.issubdtype(v.dtype, np.number) and bool(np.all(np.diff(v.astype(np.float64)) > 0))
 
 
 def _field_dims(da: xr.DataArray) -> tuple[tuple | None, str]:
@@ -212,6 +223,9 @@ def _field_dims(da: xr.DataArray) -> tuple[tuple | None, str]:
     t, y, x, z = (roles.get(r) for r in "TYXZ")
     if not (t and y and x):
         return None, "no time and two spatial axes"
+    if "T_guessed" in roles:
+        log.warning("variable %r %s: no axis is marked as time (no units 'since', axis T or time name); taking its "
+                    "leading axis %r, which increases, as time", da.name, da.dims, t)
     if z is not None and da.sizes[z] == 1:
         z = None
     extra = [d for d in da.dims if d not in (t, y, x, z) and da.sizes[d] != 1]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gapfill.errors import DataError, RunError
-from gapfill.system import setup_logging
+from gapfill.system import limit_threads, setup_logging
 
 log = logging.getLogger(__name__)
 EXIT_RESUME = 75   # EX_TEMPFAIL: stopped early after saving `last`; the same command resumes
@@ -85,26 +85,34 @@ class Preemption:
 
 
 def _one_line(err: BaseException) -> None:
-    if not logging.getLogger().handlers:
-        setup_logging()
-    text = " ".join(str(err).split()) if not isinstance(err, OSError) else f"{err.filename}: {err.strerror}"
+    root = logging.getLogger()
+    if not any(getattr(h, "stream", None) is sys.stderr for h in root.handlers):
+        setup_logging(logging.getLevelName(min(root.level, logging.INFO)))   # the error before any setup_logging
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = " ".join(str(err).split())
     log.error("%s", text)
 
 
 def run_cli(main, argv=None) -> int:
-    """Run a script's main; bad input or a refused run (DataError) ends with one clear log line and exit
-    code 2, a run that cannot go on (RunError) with one line and exit code 3, the training run it stopped
+    """Run a script's main; bad input, a refused run (DataError) or a file that cannot be read or written
+    (OSError) ends with one clear log line and exit code 2 (a run it refused before its first checkpoint
+    is removed again), a run that cannot go on (RunError) with one line and exit code 3, the training run it stopped
     marked failed with that line (`failed` in its config.json).
 
     A run stopped by `Run.check` has saved `last`: on SLURM's warning signal (USR1) it requeues its
     own job (exit 0; the job restarts and resumes); otherwise it exits with EXIT_RESUME.
     """
     ACTIVE_RUNS.clear()                                # runs left open by an earlier main in this process
+    limit_threads()                                    # no more threads than the cores the job was given
     try:
         code = main(argv)
         return code if type(code) is int else 0       # mains may return what they wrote (a path, records)
-    except (DataError, PermissionError) as err:
+    except (DataError, OSError) as err:              # bad input, a refused run, a path that cannot be written
         _one_line(err)
+        for run in list(ACTIVE_RUNS):
+            run.discard()                              # a refusal leaves no run folder behind
         return 2
     except RunError as err:
         _one_line(err)

@@ -21,7 +21,7 @@ import xarray as xr
 from gapfill import cli
 from gapfill.data import Field, check_training_frames, open_field, split_frames
 from gapfill.errors import DataError, RunError
-from gapfill.files import atomic_path, check_writable, read_json, write_json
+from gapfill.files import atomic_path, check_writable, file_digest, read_json, write_json
 from gapfill.floor import FLOOR, reconstruct_floor
 from gapfill.masks import describe_mask, make_mask
 from gapfill.metrics import compute_metrics, scored_cells
@@ -117,8 +117,16 @@ def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Data
     return f.file_order(xr.Dataset(data, coords=f.coords(sl), attrs={**attrs, "units": ";".join(f.units)}))
 
 
-def load_run(run_dir) -> dict:
-    """config.json of a run folder, with a clear error when the folder is not a run."""
+# the script that tests each method's runs (named in the error for another method's run folder)
+TEST_SCRIPTS = {"baselines": "baselines/test_baselines.py", "exact_gp": "exact_gp_related/test_exact_gp.py",
+                "variational_gp": "variational_gp_related/test_variational_gp.py",
+                "pconv": "pconv_inpainting/test_pconv.py", "gpvae": "gpvae/test_gpvae.py", "gan": "gan_gapfill/test_gan.py",
+                "ginr": "ginr/test_ginr.py"}
+
+
+def load_run(run_dir, method: str | None = None, script: str | None = None) -> dict:
+    """config.json of a run folder, with a clear error when the folder is not a run, or (given `method`,
+    the method the calling `script` reads) a run of another method."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise DataError(f"{run_dir}: no such run folder")
@@ -132,6 +140,12 @@ def load_run(run_dir) -> dict:
     if missing or not isinstance(cfg["args"], dict) or "data_path" not in cfg["args"]:
         raise DataError(f"{cfg_path}: not a run config of ours (no {', '.join(missing) or 'args.data_path'}); "
                         "train the run again with --overwrite")
+    if method is not None and cfg.get("method") != method:
+        wrote = cfg.get("method") or "unknown"
+        reader = TEST_SCRIPTS.get(wrote, "the test script of the method that wrote it")
+        script = script or TEST_SCRIPTS.get(method, method)
+        raise DataError(f"{run_dir}: written by the {wrote} method, not by {method}: {script} reads {method} runs only; "
+                        f"test this one with {reader}")
     if not cfg.get("finished"):
         log.warning("%s: training did not finish; testing its best checkpoint so far (results marked partial)", run_dir)
     return cfg
@@ -158,6 +172,18 @@ def check_grid(cfg: dict, field: Field) -> None:
     if diffs:
         raise DataError(f"--data_path {field.path} is not on the training grid of {cfg['run_name']}: "
                         f"{'; '.join(diffs)}")
+
+
+def check_same_data(cfg: dict, path) -> None:
+    """Refuse to test on the training file when its content changed since training (its fingerprint in the
+    run's identity): its hidden cells would be scored as if they were the ones the run was trained around."""
+    old = cfg.get("identity", {}).get("data", {})
+    if "sha256" not in old or Path(path).resolve() != Path(old.get("path", "")).resolve():
+        return
+    if (now := file_digest(path)) != old["sha256"]:
+        raise DataError(f"{path} changed since {cfg['run_name']} was trained on it (content fingerprint {now}, "
+                        f"training {old['sha256']}): train the run again with --overwrite, or test on the new values "
+                        "from a copy under another name with --data_path")
 
 
 def results_name(cfg: dict, test_args: dict) -> str:
@@ -193,10 +219,11 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     experiments on the test frames with masks of their own (it gets the whole problem and the prediction
     `mean` (T_test, B, Y, X) just made; the scores above never use it)."""
     from gapfill.report import run_report
-    cfg = load_run(run_dir)
+    cfg = load_run(run_dir, method)
     problem = build_problem(cfg["args"], test_args)
     if test_args.get("data_path"):
         check_grid(cfg, problem.field)
+    check_same_data(cfg, problem.field.path)
     device = resolve_device(test_args.get("device", "auto"), test_args.get("local_rank"))
     t0 = time.time()
     mean, variance = predict(problem.for_model(), cfg, Path(run_dir), device)
@@ -207,7 +234,9 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     metrics = compute_metrics(f.values[sl], mean, problem.observed[sl], f.valid[sl], variance, f.bands)
     name = results_name(cfg, test_args)
     out_dir = Path(results_folder) / name
+    check_results_owner(out_dir, run_dir)
     record = {"method": cfg.get("display_name", method), "run_name": name, "trained_run": cfg["run_name"],
+              "checkpoint": str(Path(run_dir).resolve()),
               "partial": not cfg.get("finished"), "dataset": f.name, "data_path": f.path,
               "mask": {k: v for k, v in problem.masks["test"].items()}, "bands": f.bands, "units": f.units,
               "metrics": metrics, "baselines": reference_metrics(problem),
@@ -230,6 +259,20 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     log.info("%s: RMSE %.4g %s (best classical floor %.4g) on %d hidden cells; wrote %s",
              name, metrics["overall"]["rmse"], f.units[0], floor, metrics["overall"]["n_scored"], pdf)
     return record
+
+
+def check_results_owner(out_dir: Path, run_dir) -> None:
+    """Refuse to write the results of `run_dir` over those of another run folder with the same run name
+    (two checkpoint folders tested into one results folder): its metrics.json names the run it scored."""
+    if not (out_dir / "metrics.json").exists():
+        return
+    try:
+        owner = read_json(out_dir / "metrics.json", "metrics file").get("checkpoint")
+    except DataError:
+        return                                      # a damaged metrics file of ours: replaced
+    if owner and Path(owner) != Path(run_dir).resolve():
+        raise DataError(f"{out_dir} holds the results of another run with the same name ({owner}); test {run_dir} "
+                        "into another --results_folder, or rename one of the runs")
 
 
 def _try_load(run_dir: Path) -> dict | None:
@@ -267,7 +310,7 @@ def test_main(method: str, predict: Callable, argv=None, description: str | None
     setup_logging(args.log_level)
     folders = _run_folders(args.checkpoints)
     if len(folders) == 1:                          # bad input fails before the results folder is touched
-        load_run(folders[0])
+        load_run(folders[0], method)
     if args.data_path:                             # the override is checked once, on the first readable run
         first = next((cfg for cfg in map(_try_load, folders) if cfg is not None), None)
         if first is not None:

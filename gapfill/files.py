@@ -7,6 +7,7 @@ file would be unreadable to a project group on a shared cluster, so every file i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -47,6 +48,15 @@ def atomic_path(final):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_digest(path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's content (first 16 hex digits): the data fingerprint of a run's identity."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _json_default(o):
@@ -102,3 +112,18 @@ def check_writable(folder, option: str = "output folder") -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise DataError(f"{option} {folder}: {probe} is not writable by this user; choose another folder")
     return folder
+
+
+def check_figure_path(path, option: str = "--out", allowed: tuple[str, ...] | None = None) -> Path:
+    """Refuse, before any work, a figure path matplotlib cannot write (`x.xyz`, no suffix) or whose folder
+    could not be written; `allowed` narrows the formats (e.g. ("pdf",) for a multi-page report)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    formats = allowed or tuple(sorted(FigureCanvasBase.get_supported_filetypes()))
+    if path.is_dir():
+        raise DataError(f"{option} {path} is a folder; give a file name")
+    if ext not in formats:
+        raise DataError(f"{option} {path}: not a figure format that can be written (use .{' .'.join(formats)})")
+    check_writable(path.parent, option)
+    return path

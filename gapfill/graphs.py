@@ -251,20 +251,40 @@ def embed(g: Graph, k: int, kind: str = "combinatorial", cache_dir=None) -> tupl
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"embedding_{kind}_{_key(L, M, k)}.npz"
-        if path.exists():
-            z = np.load(path)
-            return z["values"], z["vectors"], float(z["scale"])
+        if path.exists() and (cached := _read_cache(path, L, M, k, g.n)) is not None:
+            return cached
     t0 = time.time()
     vals, vecs = eigenpairs(L, M, k)
     scale = float(np.sqrt(M.diagonal().sum() if M is not None else g.n))
     log.info("embedding: %d eigenvectors of a %d-node %s Laplacian in %.1f s", k, g.n, kind, time.time() - t0)
     if path is not None:
         from gapfill.files import atomic_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, values=vals, vectors=vecs, scale=scale)
+        except OSError as err:                  # a cache is a convenience: the run goes on without it
+            log.warning("embedding cache %s not written (%s); set --cache_dir or $GAPFILL_CACHE", path, err.strerror)
     return vals, vecs, scale
+
+
+def _read_cache(path: Path, L, M, k: int, n: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """A cached embedding, verified: readable (no pickles), the right shapes, finite, and eigenpairs of this
+    Laplacian (||L v - lambda M v|| small); None, with a warning, for any other file (it is then rebuilt)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            vals, vecs, scale = np.asarray(z["values"], np.float64), np.asarray(z["vectors"], np.float64), float(z["scale"])
+        if vals.shape != (k,) or vecs.shape != (n, k) or not (np.isfinite(vals).all() and np.isfinite(vecs).all()):
+            raise ValueError(f"shapes {vals.shape}, {vecs.shape} (want ({k},), ({n}, {k})) or non-finite values")
+        mv = vecs if M is None else M @ vecs
+        resid = np.abs(L @ vecs - mv * vals).max() / max(1.0, np.abs(vals).max())
+        if not resid < 1e-6:
+            raise ValueError(f"not eigenpairs of this graph's Laplacian (residual {resid:.2g})")
+        return vals, vecs, scale
+    except Exception as err:
+        log.warning("embedding cache %s is damaged or not ours (%s: %s): rebuilding it", path, type(err).__name__,
+                    str(err).splitlines()[0][:120] if str(err) else "")
+        return None
 
 
 def eigen_groups(values, rtol: float = 0.02) -> list[np.ndarray]:

@@ -37,6 +37,8 @@ for _name in ("pytorch_lightning", "lightning_fabric"):          # its start-up 
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")   # we decide where srun is used
 warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")      # the run folder holds config.json
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")  # Lightning vs torch 2.x
+warnings.filterwarnings("ignore", message=r".*ReduceLROnPlateau conditioned on.*not available.*")  # no validation frames
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 
 
@@ -149,6 +151,10 @@ class _Validate(pl.Callback):
                 mean, var = pl_module.reconstruct(range(vs.start, vs.stop))
             pl_module.train(was_training)
             row.update(self.run.score_valid(mean, var, ssim=self.name == "valid_ssim"))
+            if not np.isfinite(row[self.name]) and np.isfinite(row["valid_rmse"]) and self.best is None:
+                log.warning("%s cannot be computed on these validation frames (SSIM needs frames of at least 7 x 7): "
+                            "valid_rmse picks best.ckpt and stops early instead", self.name)
+                self.name, self.mode = "valid_rmse", "min"
             score = float(row[self.name])
             trainer.callback_metrics[self.name] = torch.tensor(score)   # for a plateau scheduler
             better = np.isfinite(score) and (self.best is None or (score < self.best if self.mode == "min"

@@ -6,8 +6,8 @@ A train script is: parse options, `run = open_training(args, method, name_parts)
 
 A run lives in `<checkpoint_dir>/<run_name>/` with `config.json`, `best.*`, `last.*` and `train_log.csv`.
 The run name is built from the options (no timestamp), so a requeued job finds its own run again; the
-run's identity is a hash of every option that changes the result and of the data file (path, size,
-modification time), kept in config.json: a finished run with the same hash is skipped, an unfinished one
+run's identity is a hash of every option that changes the result and of the data file (path and a
+fingerprint of its content), kept in config.json: a finished run with the same hash is skipped, an unfinished one
 resumes, a different hash under the same name is refused with the options that differ.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 from gapfill.entry import ACTIVE_RUNS, EXIT_RESUME, Preempted, Preemption, run_cli  # noqa: F401  (scripts use runs.run_cli)
 from gapfill.errors import DataError, RunError
 from gapfill.evaluate import Problem, build_problem, grid_signature
-from gapfill.files import atomic_path, check_writable, read_json, write_json
+from gapfill.files import atomic_path, check_writable, file_digest, read_json, write_json
 from gapfill.metrics import coverage, crps_gaussian, gaussian_nll, rmse
 from gapfill.system import git_commit, peak_memory_mb, resolve_device, seed_everything, setup_logging
 
@@ -40,9 +40,13 @@ log = logging.getLogger(__name__)
 
 # Options that never change a run's result: left out of its identity.
 NOT_IDENTITY = {"checkpoint_dir", "run_name", "overwrite", "device", "local_rank", "log_level", "wandb_mode",
-                "wandb_project", "data_path", "num_nodes", "devices"}
-# What a run writes into its folder (removed by --overwrite); anything else there is left alone.
-RUN_FILES = ("config.json", "train_log.csv", ".lock", "best.*", "last.*", ".*.tmp")
+                "wandb_project", "data_path", "num_nodes", "devices", "cache_dir"}
+# The manifest of what a run writes into its folder, the only files --overwrite removes: anything else
+# there (a user's `last.txt`, notes) is left alone. Checkpoints are `best`/`last` in the formats of
+# `save_object` and Lightning's; temporary files are atomic_path's `.<name>.<random>.tmp` of those.
+_CKPT = [f"{w}.{ext}" for w in ("best", "last") for ext in ("keras", "npz", "pt", "ckpt")]
+RUN_FILES = ("config.json", "train_log.csv", ".lock", *_CKPT, "best.ckpt.tmp", "hpc_ckpt_*.ckpt",
+             *[f".{n}.*.tmp" for n in ("config.json", "train_log.csv", *_CKPT)])
 RUN_DIRS = ("wandb",)
 
 
@@ -77,17 +81,18 @@ def check_run_name(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------- identity
 def data_identity(path) -> dict:
-    """The data file as far as a run's identity goes: absolute path, size and modification time."""
+    """The data file as far as a run's identity goes: absolute path, size, modification time and a
+    fingerprint of its content (`sha256`); path and content decide (a copy or `touch` is the same data)."""
     p = Path(path).resolve()
     st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime": round(st.st_mtime, 3)}
+    return {"path": str(p), "size": st.st_size, "mtime": round(st.st_mtime, 3), "sha256": file_digest(p)}
 
 
 def identity(args: dict) -> dict:
     """{'hash', 'options', 'data'}: every option that changes the result, and the data file."""
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(args.items()) if k not in NOT_IDENTITY}
     data = data_identity(args["data_path"])
-    blob = json.dumps({"options": options, "data": data}, sort_keys=True, default=str)
+    blob = json.dumps({"options": options, "data": {k: data[k] for k in ("path", "sha256")}}, sort_keys=True, default=str)
     return {"hash": hashlib.sha256(blob.encode()).hexdigest()[:16], "options": options, "data": data}
 
 
@@ -101,9 +106,9 @@ def identity_diff(old: dict, new: dict) -> list[str]:
         if oo.get(k) != no.get(k):
             out.append(f"--{k} {oo.get(k)!r} (now {no.get(k)!r})")
     od, nd = old.get("data", {}), new["data"]
-    for k in ("path", "size", "mtime"):
-        if od.get(k) != nd[k]:
-            out.append(f"data file {k} {od.get(k)!r} (now {nd[k]!r})")
+    for k in ("path", "size", "sha256"):
+        if k in od and od[k] != nd[k]:     # (a run recorded before fingerprints has no sha256: not compared)
+            out.append(f"data file {'content (sha256)' if k == 'sha256' else k} {od[k]!r} (now {nd[k]!r})")
     return out
 
 
@@ -258,6 +263,8 @@ class Run:
         self._wandb: Any = None
         self._preempt = Preemption()                    # signal handlers from the start
         self._t0 = time.time()
+        made = [q for q in (run_dir, *run_dir.parents) if not q.exists()]
+        self._made_root = made[-1] if made else None    # the top folder this run creates: a refusal removes it
 
     # ---- opening
     def _open(self, overwrite: bool) -> None:
@@ -265,16 +272,17 @@ class Run:
         if d.exists() and not cfg_path.exists() and any(not _ours(p) for p in d.iterdir()):
             raise DataError(f"{d} exists and is not a run folder (no config.json) but holds other files; "
                             "choose another --run_name or --checkpoint_dir")
+        self._refuse_foreign(cfg_path)          # before the lock file: a folder not ours gets nothing
         if self.writer:
             d.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
         try:
             cfg = read_json(cfg_path, "run config") if cfg_path.exists() else None
         except DataError:
-            if not overwrite:
-                raise
-            cfg = {"method": None}                      # a damaged config.json: --overwrite starts anew
-        if cfg is not None and "identity" not in cfg and not (overwrite and "method" in cfg):
+            if not overwrite or any(not _ours(p) for p in d.iterdir()):
+                raise                                   # a damaged config.json next to files not ours: hands off
+            cfg = {"method": None}                      # a damaged config.json of a run of ours: --overwrite starts anew
+        if cfg is not None and "identity" not in cfg and not overwrite:
             raise DataError(f"{d}: config.json has no run identity (written by an older version or not by us); "
                             "pass --overwrite to train it anew or choose another --run_name")
         if cfg is not None and overwrite:
@@ -297,7 +305,7 @@ class Run:
             self.status = "finished"
             log.info("run %s is already finished; pass --overwrite to train it again", d)
             return
-        last = [p for p in d.glob("last.*") if not p.name.endswith(".tmp")] if d.exists() else []
+        last = [p for p in map(d.joinpath, _CKPT) if p.name.startswith("last.") and p.exists()]
         last += list(d.glob("hpc_ckpt_*.ckpt")) if d.exists() else []        # Lightning's, on SLURM's signal
         if cfg is not None and last:
             self.status = "resume"
@@ -317,6 +325,16 @@ class Run:
                                   "identity": self.identity, "git_commit": git_commit(),
                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False,
                                   "bands": f.bands, "units": f.units, "grid": grid_signature(f), "device": self.device})
+
+    def _refuse_foreign(self, cfg_path: Path) -> None:
+        """DataError for a folder whose config.json (valid JSON) was not written by a train script of ours."""
+        try:
+            cfg = read_json(cfg_path, "run config") if cfg_path.exists() else None
+        except DataError:
+            return                              # damaged: judged in _open, under the lock
+        if cfg is not None and not {"method", "run_name", "args"} <= set(cfg):
+            raise DataError(f"{self.dir}: its config.json was not written by a train script of ours; the folder is "
+                            "left alone: choose another --run_name or --checkpoint_dir")
 
     def _acquire_lock(self) -> None:
         key = str(self.dir.resolve())
@@ -410,7 +428,8 @@ class Run:
             recon = np.where(scored, mean, truth)
             vals = [ssim_frame(truth[t, b], recon[t, b], scored[t, b]) for t in range(len(truth))
                     for b in range(truth.shape[1]) if scored[t, b].any()]
-            out["valid_ssim"] = float(np.nanmean(vals)) if vals else float("nan")
+            finite = [v for v in vals if np.isfinite(v)]         # nan: frames too small for SSIM's window
+            out["valid_ssim"] = float(np.mean(finite)) if finite else float("nan")
         return out
 
     def variance_scale(self, mean: np.ndarray, variance: np.ndarray, frames=None, bands=None) -> float:
@@ -451,13 +470,35 @@ class Run:
         return self._preempt.requested is not None
 
     def finish(self, **results) -> None:
-        """Mark the run finished: train time, peak memory and `results` (validation score...) in config.json."""
+        """Mark the run finished: train time, peak memory and `results` (validation score...) in config.json.
+        A run without a best checkpoint cannot be tested, so it is not finished: RunError (marked failed)."""
+        if self.writer and not any(p.name.startswith("best.") for p in self._checkpoints()):
+            raise RunError(f"{self.method}: training ended without a best checkpoint (no validation ever ran), so "
+                           "there is nothing to test; give it more steps or validation frames")
         if self.writer:
             self.record(finished=True, train_seconds=self.seconds(), peak_memory_mb=peak_memory_mb(), **results)
             if self._wandb is not None:
                 self._wandb.summary.update({k: v for k, v in results.items() if v is not None})
             log.info("wrote %s", self.dir)
         self.close()
+
+    def discard(self) -> None:
+        """Undo a run refused before its first checkpoint (bad options found once the data is loaded): the
+        folder goes if this run made it, else the files it wrote at the start; then close it."""
+        if self.writer and self.status == "new" and not self._checkpoints():
+            if self._made_root is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                for q in self.dir.parents:          # the empty folders above it that this run made
+                    if q == self._made_root.parent or not q.is_dir() or any(q.iterdir()):
+                        break
+                    q.rmdir()
+            else:
+                for name in ("config.json", "train_log.csv"):
+                    (self.dir / name).unlink(missing_ok=True)
+        self.close()
+
+    def _checkpoints(self) -> list[Path]:
+        return [p for p in map(self.dir.joinpath, _CKPT) if p.exists()]
 
     def fail(self, reason: str) -> None:
         """Mark the run failed (`failed`: the reason, in config.json) and close it: a RunError ended it."""

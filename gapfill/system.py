@@ -16,6 +16,40 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def job_cores() -> int:
+    """The cores this job was given: SLURM's --cpus-per-task, else the CPUs this process may run on."""
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                     # not Linux
+        return os.cpu_count() or 1
+
+
+def limit_threads() -> int:
+    """Cap BLAS, OpenMP and torch threads at `job_cores()`: OpenBLAS sizes its pool by the node and its threads
+    spin, so two jobs sharing a node would slow each other down many times over. Returns the cap."""
+    from threadpoolctl import threadpool_limits
+    n = job_cores()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))     # for the processes this one starts
+    threadpool_limits(n)
+    if "torch" in sys.modules:
+        import torch
+        if torch.get_num_threads() > n:
+            torch.set_num_threads(n)
+    return n
+
+
+def cache_root() -> Path:
+    """Our cache folder: $GAPFILL_CACHE, else $XDG_CACHE_HOME/gapfill, else ~/.cache/gapfill (never the data
+    file's folder, which on a cluster is often shared or read-only)."""
+    if os.environ.get("GAPFILL_CACHE"):
+        return Path(os.environ["GAPFILL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gapfill"
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Timestamped one-line records that read well in SLURM log files (job and array ids prefixed)."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")

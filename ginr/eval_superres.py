@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--log_level", default="INFO")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
-    cfg = load_run(args.checkpoint)
+    cfg = load_run(args.checkpoint, "ginr", "ginr/eval_superres.py")
     problem = build_problem(cfg["args"])
     f = problem.field
     module = load_trained(problem.for_model(), cfg, args.checkpoint, resolve_device(args.device))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +17,16 @@ import torch
 
 from gapfill import graphs, lightning
 from gapfill.data import Normalizer
+from gapfill.system import cache_root
 from gapfill.view import ModelView
 
 log = logging.getLogger(__name__)
 
 
-def cache_dir(field) -> Path | None:
-    """Where embeddings are cached: `ginr_cache/` next to the data file (None where it is not writable)."""
-    folder = Path(field.path).resolve().parent if field.path else None
-    if folder is None or not os.access(folder, os.W_OK):
-        return None
-    return folder / "ginr_cache"
+def cache_dir(option: str | None = None) -> Path:
+    """Where embeddings are cached: --cache_dir, else `ginr/` under our cache folder (gapfill.system.cache_root);
+    entries are keyed by the graph's Laplacian, so every data file and run can share one folder."""
+    return Path(option) if option else cache_root() / "ginr"
 
 
 def node_cells(problem) -> np.ndarray:
@@ -62,14 +60,14 @@ class GraphFrames:
     guess, NaN outside `fit`."""
 
     def __init__(self, problem, normalizer: Normalizer | None, kind: str, n_fourier: int,
-                 laplacian: str = "combinatorial", neighbours: int = 4):
+                 laplacian: str = "combinatorial", neighbours: int = 4, cache: str | None = None):
         self.view = view = ModelView(problem, kind, normalizer)
         self.problem, self.normalizer = problem, view.normalizer
         self.laplacian, self.neighbours = laplacian, neighbours
         f = problem.field
         self.graph = graphs.grid_graph(node_cells(problem), f.y, f.x, neighbours, periodic_x=bool(f.x_periodic),
                                        lonlat=graphs.is_lonlat(f))
-        self.eigenvalues, vecs, self.scale = graphs.embed(self.graph, n_fourier, laplacian, cache_dir(f))
+        self.eigenvalues, vecs, self.scale = graphs.embed(self.graph, n_fourier, laplacian, cache_dir(cache))
         self.features = (vecs * self.scale).astype(np.float32)
         self.cell_node = self.graph.cell_node
         self.times = time_axis(f).astype(np.float32)

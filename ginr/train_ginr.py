@@ -52,6 +52,8 @@ def add_model_args(p) -> None:
     g.add_argument("--batch_size", type=cli.positive_int, default=4, help="chunks of cells per step")
     g.add_argument("--n_nodes_in_sample", type=cli.positive_int, default=1000, help="cells per chunk")
     cli.add_first_guess_arg(g)
+    g.add_argument("--cache_dir", default=None,
+                   help="embedding cache (default: $GAPFILL_CACHE, else $XDG_CACHE_HOME/gapfill/ginr)")
 
 
 def parse_args(argv=None):
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
     problem = run.problem
     check_args(args, problem)
     data = GraphFrames(problem, None, resolve_first_guess(run, args.first_guess), args.n_fourier, args.laplacian,
-                       args.neighbours)
+                       args.neighbours, args.cache_dir)
     normalizer = data.normalizer
     if run.status == "new":
         run.record(display_name="GINR", normalization=normalizer.to_dict(), nodes=int(data.graph.n),

@@ -21,7 +21,7 @@ from gapfill.cli import positive_int
 from gapfill.data import Normalizer
 from gapfill.entry import Parser, run_cli
 from gapfill.evaluate import build_problem, load_run
-from gapfill.files import check_writable
+from gapfill.files import check_figure_path
 from gapfill.floor import climatology
 from gapfill.system import setup_logging
 from gpvae.gpvae_model import GPVAE
@@ -58,9 +58,9 @@ def main(argv=None) -> int:
     p.add_argument("--log_level", default="INFO")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
-    cfg = load_run(args.checkpoint)
+    cfg = load_run(args.checkpoint, "gpvae", "gpvae/generate.py")
     out = Path(args.out) if args.out else Path(args.checkpoint) / "generated.pdf"
-    check_writable(out.parent, "--out")
+    check_figure_path(out, "--out", ("pdf",))
     problem = build_problem(cfg["args"])
     norm = Normalizer.from_dict(cfg["normalization"])
     clim = norm.normalize(climatology(problem.visible(), problem.splits["train"])[None])[0]

@@ -55,6 +55,9 @@ def check_window(problem, window: int) -> None:
     """Clear errors for a window the splits cannot hold."""
     tr = problem.splits["train"]
     n_train, T = tr.stop - tr.start, problem.field.shape[0]
+    if n_train < 2:
+        raise DataError(f"--window needs at least 2 training frames and the split has {n_train}; give more "
+                        "--num_frames_train")
     if window > n_train:
         raise DataError(f"--window {window} is longer than the {n_train} training frames; use --window {n_train} "
                         "or fewer, or more --num_frames_train")

@@ -55,10 +55,15 @@ def analyses(problem, cfg, run_dir, device, mean) -> list:
         hole = (yy - (Y - 1) / 2) ** 2 + (xx - (X - 1) / 2) ** 2 <= r * r
         seen = data.truth_known.copy()
         seen[frames] &= ~hole[None, None]
-        disc, _ = inpaint(model, data, seen, frames)
         scored = np.isfinite(truth) & hole[None, None]
-        errs.append(rmse(truth, disc, scored) if scored.any() else np.nan)
-        floor.append(rmse(truth, np.broadcast_to(clim, truth.shape), scored) if scored.any() else np.nan)
+        if not scored.any() or not seen[frames].any(axis=(1, 2, 3)).all():     # nothing hidden, or nothing seen
+            errs.append(np.nan)
+            floor.append(np.nan)
+            continue
+        disc, _ = inpaint(model, data, seen, frames)
+        errs.append(rmse(truth, disc, scored))
+        known = scored & np.isfinite(clim)[None]                  # no climatology without training frames
+        floor.append(rmse(truth, np.broadcast_to(clim, truth.shape), known) if known.any() else np.nan)
     figs = []
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
     ax = fig.subplots()

@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p = cli.train_parser(__doc__.splitlines()[0])
     p.set_defaults(mask_kind="shapes", prob_masking=0.3, mask_type="dynamic", max_iters=200)
     g = p.add_argument_group("partial-convolution UNet")
-    g.add_argument("--patch_size", type=cli.positive_int, default=128, help="training patch (reduced to the field's size)")
+    g.add_argument("--patch_size", type=cli.power_of_two, default=128, help="training patch (reduced to the field's size)")
     g.add_argument("--batch_size", type=cli.positive_int, default=8)
     g.add_argument("--steps_per_epoch", type=cli.positive_int, default=50, help="steps between validations")
     g.add_argument("--patience", type=cli.positive_int, default=10,
@@ -161,8 +161,20 @@ def calibrate_variance(run: runs.Run, data: Data) -> float:
                                        range(vs.start, vs.stop)))
 
 
+def init_source(init_from: str) -> Path:
+    """The stage-1 model file --init_from names (a .keras file, or a run folder holding best.keras)."""
+    src = Path(init_from)
+    src = src / "best.keras" if src.is_dir() else src
+    if not src.is_file():
+        raise DataError(f"--init_from: {src} does not exist (stage 2 starts from a stage-1 model: a .keras file or "
+                        "a PConv run folder)")
+    return src
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.init_from:
+        init_source(args.init_from)                       # before any folder is made
     run = runs.open_training(args, METHOD, name_parts(args), ["phase", "loss", "valid_rmse", "valid_nll"])
     if run.status == "finished":
         return 0
@@ -198,11 +210,13 @@ def train_phases(run: runs.Run, args) -> None:
         model = build_unet(data.bands, data.patch, args.context_frames, args.predict_variance, args.base_filters)
         lr = args.lr or STAGE_LR[phase]
         if state["epoch"] == 0 and (phase == 2 or args.init_from):
-            src = run.dir / "best.keras" if phase == 2 and not args.init_from else Path(args.init_from)
-            src = src / "best.keras" if src.is_dir() else src
-            if not src.exists():
-                raise DataError(f"--init_from: {src} does not exist (stage 2 starts from a stage-1 model)")
-            model.set_weights(runs.load_keras(src).get_weights())
+            src = run.dir / "best.keras" if phase == 2 and not args.init_from else init_source(args.init_from)
+            try:
+                model.set_weights(runs.load_keras(src).get_weights())
+            except ValueError as err:                     # another architecture (--base_filters, bands, ...)
+                raise DataError(f"--init_from {src}: its model does not match this one (--base_filters "
+                                f"{args.base_filters}, {data.bands} band(s), --context_frames {args.context_frames}, "
+                                f"--predict_variance {args.predict_variance}): {str(err).splitlines()[0][:150]}") from None
             log.info("stage %d starts from %s", phase, src)
         if phase == 2:
             log.info("stage 2: lr %g, %d encoder BatchNorm layers frozen", lr, freeze_encoder_bn(model))

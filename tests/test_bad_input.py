@@ -451,3 +451,236 @@ def test_submit_without_sbatch_on_the_path_is_one_line(tmp_path, monkeypatch, ca
     monkeypatch.setenv("PATH", str(tmp_path))                 # a machine without SLURM
     rc, err = call(submit.main, ["baselines"], capsys)
     assert_one_line(rc, err, "sbatch not found on the PATH", "bash baselines/submit_train_baselines.sh")
+
+
+# ------------------------------------------------------------------ issue 29: kinds 2-9, 11, 13-15
+def folders(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir()}
+
+
+def test_outputs_that_cannot_be_written_are_one_line_and_leave_nothing(field, trained, tmp_path, capsys):
+    long = "x" * 300                                # the folder check passes; the file system refuses the name
+    assert call(test_baselines.main, ["--checkpoints", str(trained / "climatology"), "--results_folder",
+                                      str(tmp_path / "res")], capsys)[0] == 0
+    before = folders(tmp_path)
+    rc, err = call(train_baselines.main, ["--data_path", str(field), *SPLIT, "--method", "climatology",
+                                          "--checkpoint_dir", str(tmp_path / long)], capsys)
+    assert_one_line(rc, err, "File name too long")
+    rc, err = call(test_baselines.main, ["--checkpoints", str(trained / "climatology"), "--results_folder",
+                                         str(tmp_path / long)], capsys)
+    assert rc == 2 and "Traceback" not in "".join(err) and "File name too long" in err[0], err
+    rc, err = call(report.main, ["compare", "--results", str(tmp_path / "res"), "--out", str(tmp_path / long)], capsys)
+    assert_one_line(rc, err, "File name too long")
+    for out, words in ((tmp_path / f"{long}.png", "File name too long"), (tmp_path / "d.xyz", "not a figure format"),
+                       (tmp_path, "is a folder")):
+        rc, err = call(describe_dataset.main, [str(field), "--out", str(out)], capsys)
+        assert_one_line(rc, err, words)
+    assert folders(tmp_path) == before
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "baselines"])
+def test_another_methods_run_folder_names_the_method_and_its_script(method, trained, tmp_path, capsys):
+    _, test, _, _ = METHODS[method]
+    rc, err = call(test.main, ["--checkpoints", str(trained / "climatology"), "--results_folder", str(tmp_path / "r")],
+                   capsys)
+    assert_one_line(rc, err, "written by the baselines method", f"not by {method}", "baselines/test_baselines.py")
+    assert not (tmp_path / "r").exists()
+
+
+def test_gan_and_gpvae_tools_refuse_another_methods_run(trained, tmp_path, capsys):
+    from gan_gapfill import create_stats
+    from gpvae import generate
+    rc, err = call(create_stats.main, ["--checkpoint_dir", str(trained / "climatology"), "--out_dir", str(tmp_path)],
+                   capsys)
+    assert_one_line(rc, err, "written by the baselines method", "create_stats")
+    rc, err = call(generate.main, ["--checkpoint", str(trained / "climatology")], capsys)
+    assert_one_line(rc, err, "written by the baselines method", "gpvae/generate.py")
+
+
+def test_a_damaged_or_foreign_embedding_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+    from gapfill import graphs
+    g = graphs.grid_graph(np.ones((6, 7), bool), np.arange(6.0), np.arange(7.0))
+    fresh = graphs.embed(g, 8, "combinatorial", tmp_path)
+    (cache,) = tmp_path.glob("embedding_*.npz")
+    other = graphs.embed(graphs.grid_graph(np.ones((7, 6), bool), np.arange(7.0), np.arange(6.0)), 8)
+    for damage in (cache.read_bytes()[:200],                         # truncated: BadZipFile
+                   lambda fh: np.savez(fh, values=fresh[0], vectors=fresh[1][:, ::-1], scale=fresh[2]),  # not eigenpairs
+                   lambda fh: np.savez(fh, values=other[0], vectors=other[1][:5], scale=1.0)):             # wrong shapes
+        if isinstance(damage, bytes):
+            cache.write_bytes(damage)
+        else:
+            with open(cache, "wb") as fh:
+                damage(fh)
+        caplog.clear()
+        vals, vecs, scale = graphs.embed(g, 8, "combinatorial", tmp_path)
+        assert "rebuilding it" in caplog.text
+        np.testing.assert_allclose(vecs, fresh[1], atol=1e-10)
+        assert scale == fresh[2]
+        with np.load(cache) as z:                                    # rewritten good
+            np.testing.assert_allclose(z["vectors"], fresh[1], atol=1e-10)
+
+
+def test_ginr_caches_in_its_cache_folder_and_survives_a_truncated_cache(field, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GAPFILL_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.nc").write_bytes(field.read_bytes())
+    _, _, extra, _ = METHODS["ginr"]
+    argv = ["--data_path", str(data / "f.nc"), *SPLIT, *extra, *FG, "--checkpoint_dir", str(tmp_path / "ck")]
+    assert call(train_ginr.main, argv, capsys)[0] == 0
+    assert sorted(p.name for p in data.iterdir()) == ["f.nc"]              # nothing next to the data file
+    (cache,) = (tmp_path / "cache" / "ginr").glob("embedding_*.npz")
+    cache.write_bytes(cache.read_bytes()[:100])
+    rc, err = call(test_ginr.main, ["--checkpoints", *map(str, (tmp_path / "ck").iterdir()), "--results_folder",
+                                    str(tmp_path / "res")], capsys)
+    assert rc == 0 and not err, err
+    with np.load(cache) as z:
+        assert z["vectors"].shape == (64, 8)
+
+
+def test_pconv_patch_that_is_not_a_power_of_two_is_refused_by_the_parser(field, tmp_path, capsys):
+    for value in ("3", "2", "12"):
+        rc, err = call(train_pconv.main, ["--data_path", str(field), "--patch_size", value,
+                                          "--checkpoint_dir", str(tmp_path)], capsys)
+        assert rc == 2 and len(err) == 1 and "power of two" in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
+# method -> (options refused once the data is loaded, the words of the refusal)
+REFUSED_LATE = {"gpvae": (["--window", "30"], "use --window 20 or fewer"),
+                "ginr": (["--n_fourier", "64"], "--n_fourier 64"),
+                "gan": (["--time_steps", "31"], "--time_steps 31"),
+                "pconv": (["--stage", "2", "--init_from", "missing.keras"], "--init_from")}
+
+
+@pytest.mark.parametrize("method", REFUSED_LATE)
+def test_a_refusal_leaves_no_folder_and_the_corrected_command_runs(method, field, tmp_path, capsys):
+    train, _, extra, _ = METHODS[method]
+    argv = ["--data_path", str(field), *SPLIT, *extra, *FG, "--checkpoint_dir", str(tmp_path / "ck" / "sub"),
+            "--run_name", "r"]
+    bad, words = REFUSED_LATE[method]
+    rc, err = call(train.main, [*argv, *bad], capsys)
+    assert_one_line(rc, err, words)
+    assert not (tmp_path / "ck").exists()
+    if method in ("gpvae", "gan"):                           # the corrected command is not blocked by a leftover
+        assert call(train.main, argv, capsys)[0] == 0
+
+
+def test_overwrite_removes_only_the_runs_own_files_and_never_a_foreign_folder(field, tmp_path, capsys):
+    argv = ["--data_path", str(field), *SPLIT, "--method", "climatology", "--checkpoint_dir", str(tmp_path)]
+    assert call(train_baselines.main, [*argv, "--run_name", "r"], capsys)[0] == 0
+    mine = {"last.txt": "my notes", ".notes.tmp": "draft", "best.csv": "table", "train_log.csv.bak": "old"}
+    for name, text in mine.items():
+        (tmp_path / "r" / name).write_text(text)
+    assert call(train_baselines.main, [*argv, "--run_name", "r", "--overwrite"], capsys)[0] == 0
+    assert all((tmp_path / "r" / n).read_text() == t for n, t in mine.items())
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["finished"]
+    for foreign in ({"lr": 0.1}, {"method": "another tool", "epochs": 3}):
+        d = tmp_path / f"other{len(foreign)}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(foreign))
+        (d / "best.pt").write_bytes(b"their weights")
+        rc, err = call(train_baselines.main, [*argv, "--run_name", d.name, "--overwrite"], capsys)
+        assert_one_line(rc, err, "not written by a train script of ours", "left alone")
+        assert sorted(p.name for p in d.iterdir()) == ["best.pt", "config.json"]
+        assert (d / "best.pt").read_bytes() == b"their weights"
+
+
+def test_two_runs_with_one_name_tested_into_one_folder_keep_the_first(field, trained, tmp_path, capsys):
+    other = tmp_path / "ck2"
+    assert call(train_baselines.main, ["--data_path", str(field), *SPLIT, "--method", "persistence",
+                                       "--checkpoint_dir", str(other), "--run_name", "climatology"], capsys)[0] == 0
+    res = tmp_path / "res"
+    rc, err = call(test_baselines.main, ["--checkpoints", str(trained / "climatology"), str(other / "climatology"),
+                                         "--results_folder", str(res)], capsys)
+    assert rc == 2 and "holds the results of another run with the same name" in err[0], err
+    record = json.loads((res / "climatology" / "metrics.json").read_text())
+    assert record["checkpoint"] == str((trained / "climatology").resolve())
+    rows = list(csv.DictReader(open(res / "summary.csv")))
+    assert sorted(r.get("status", "") for r in rows) == ["failed", "ok"], rows
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_frame_field_is_refused_at_the_start_or_trained_and_testable(method, tmp_path, capsys):
+    path = tmp_path / "image.nc"
+    xr.Dataset({"t": (("time", "lat", "lon"), np.random.default_rng(0).normal(size=(1, 8, 8)).astype("f4"))},
+               coords={"time": [0.0], "lat": np.arange(8.0), "lon": np.arange(8.0)}).to_netcdf(path)
+    train, test, extra, _ = METHODS[method]
+    rc, err = call(train.main, ["--data_path", str(path), *extra, "--checkpoint_dir", str(tmp_path / "ck")], capsys)
+    if rc == 2:                                       # refused: one line, nothing left
+        assert len(err) == 1 and not (tmp_path / "ck").exists(), err
+        return
+    assert rc == 0, err
+    (run,) = (tmp_path / "ck").iterdir()
+    assert json.loads((run / "config.json").read_text())["finished"]
+    rc, err = call(test.main, ["--checkpoints", str(run), "--results_folder", str(tmp_path / "res")], capsys)
+    assert rc == 0, err                               # finished means testable
+
+
+def test_data_changed_since_training_is_refused_at_test_and_named_at_training(field, tmp_path, capsys):
+    path = tmp_path / "f.nc"
+    path.write_bytes(field.read_bytes())
+    argv = ["--data_path", str(path), *SPLIT, "--method", "climatology", "--checkpoint_dir", str(tmp_path / "ck"),
+            "--run_name", "r"]
+    assert call(train_baselines.main, argv, capsys)[0] == 0
+    stat = path.stat()
+    with xr.open_dataset(path) as ds:
+        changed = ds.load()
+    changed[next(iter(changed.data_vars))] += 1.0                   # same path, grid and size; other values
+    changed.to_netcdf(tmp_path / "g.nc")
+    (tmp_path / "g.nc").replace(path)
+    os.utime(path, (stat.st_atime, stat.st_mtime))                  # even with the old modification time
+    rc, err = call(test_baselines.main, ["--checkpoints", str(tmp_path / "ck" / "r"), "--results_folder",
+                                         str(tmp_path / "res")], capsys)
+    assert rc == 2 and "changed since r was trained" in err[0], err
+    assert not (tmp_path / "res" / "r").exists()
+    rc, err = call(train_baselines.main, argv, capsys)
+    assert_one_line(rc, err, "data file content (sha256)")
+
+
+def test_errors_after_heavy_imports_are_the_only_line_in_a_real_process(field, tmp_path):
+    path = tmp_path / "image.nc"
+    xr.Dataset({"t": (("time", "lat", "lon"), np.ones((1, 8, 8), "f4"))},
+               coords={"time": [0.0], "lat": np.arange(8.0), "lon": np.arange(8.0)}).to_netcdf(path)
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a model")
+    for argv, words in ((["gan_gapfill/train_gan.py", "--data_path", str(path)], "--time_steps"),
+                        (["pconv_inpainting/train_pconv.py", "--data_path", str(field), *SPLIT, "--stage", "2",
+                          "--patch_size", "8", "--base_filters", "4", *FG, "--init_from", str(bad)],
+                         "bad.keras")):
+        res = subprocess.run([sys.executable, *argv, "--checkpoint_dir", str(tmp_path / "ck")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)   # no PYTHONWARNINGS: warnings count
+        err = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and len(err) == 1 and words in err[0], res.stderr[-3000:]
+        assert not (tmp_path / "ck").exists()
+
+
+def test_a_leading_axis_without_attributes_is_taken_as_time(tmp_path, capsys):
+    path = tmp_path / "Tstorm.cdf"                    # built like NCL's: t(timestep, lat, lon), timestep bare
+    ds = xr.Dataset({"t": (("timestep", "lat", "lon"), np.random.default_rng(0).normal(size=(30, 8, 8)).astype("f4"),
+                           {"units": "K"})},
+                    coords={"timestep": np.arange(30, dtype="i4"),
+                            "lat": ("lat", np.linspace(20, 50, 8), {"units": "degrees_north"}),
+                            "lon": ("lon", np.linspace(250, 290, 8), {"units": "degrees_east"})})
+    ds.to_netcdf(path)
+    with xr.open_dataset(path) as check:
+        assert check["timestep"].attrs == {}
+    capsys.readouterr()
+    rc = run_cli(train_baselines.main, ["--data_path", str(path), *SPLIT, "--method", "climatology",
+                                        "--checkpoint_dir", str(tmp_path / "ck")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and not err.strip(), err
+    assert "WARNING" in out and "taking its leading axis 'timestep', which increases, as time" in out
+    ds.assign_coords(timestep=np.arange(30)[::-1]).to_netcdf(tmp_path / "backwards.nc")  # not a time axis: refused
+    rc, err = call(train_baselines.main, ["--data_path", str(tmp_path / "backwards.nc"), "--method", "climatology",
+                                          "--checkpoint_dir", str(tmp_path / "ck2")], capsys)
+    assert_one_line(rc, err, "no variable with a time dimension")
+
+
+def test_blas_and_torch_threads_are_capped_at_the_jobs_cores():
+    code = ("from gapfill.entry import run_cli; import torch; from threadpoolctl import threadpool_info; "
+            "run_cli(lambda a: 0); print([i['num_threads'] for i in threadpool_info()], torch.get_num_threads())")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, SLURM_CPUS_PER_TASK="1"))
+    pools, torch_threads = eval(res.stdout.strip().splitlines()[-1].replace("] ", "], "))
+    assert pools and set(pools) == {1} and torch_threads == 1, res.stdout + res.stderr

@@ -50,11 +50,14 @@ def test_changed_options_or_data_under_the_same_name_are_refused_with_what_diffe
     shutil.copy(field, other)
     capsys.readouterr()
     assert gp(other, ck) == 2 and "data file path" in capsys.readouterr().err
-    os.utime(field, (1e9, 1e9))                                              # the same file, rewritten
+    os.utime(field, (1e9, 1e9))                                              # touched, or copied: the same data
+    assert gp(field, ck) == 0 and "already finished" in capsys.readouterr().out
+    make_field(n_time=30, ny=10, nx=10, length_scale=3.0, seed=3).to_netcdf(field)   # rewritten: other values
     capsys.readouterr()
-    assert gp(field, ck) == 2 and "data file mtime" in capsys.readouterr().err
+    assert gp(field, ck) == 2 and "data file content (sha256)" in capsys.readouterr().err
     assert gp(field, ck, "--overwrite") == 0                                 # asked for: trained anew
-    assert json.loads((ck / "r" / "config.json").read_text())["identity"]["data"]["mtime"] == 1e9
+    data = json.loads((ck / "r" / "config.json").read_text())["identity"]["data"]
+    assert data["sha256"] == runs.file_digest(field) != "" and data["size"] == field.stat().st_size
 
 
 def test_an_interrupted_run_resumes_only_with_its_own_options(field, tmp_path, monkeypatch, capsys):
