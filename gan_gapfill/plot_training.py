@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
+from gapfill.evaluate import load_run
 from gapfill.files import check_figure_path
 from gapfill.system import setup_logging
 
@@ -27,12 +28,16 @@ PANELS = (("g_loss", "generator loss"), ("d_loss", "discriminator loss (hinge)")
 
 def read_log(run_dir) -> dict:
     """{column: (n,) float array} of a run's train_log.csv (NaN where empty)."""
+    load_run(run_dir, "gan", "gan_gapfill/plot_training.py")           # a GAN run, or one line saying whose
     path = Path(run_dir) / "train_log.csv"
     if not path.exists():
-        raise DataError(f"{run_dir}: no train_log.csv (not a run folder, or no epoch finished yet)")
+        raise DataError(f"{run_dir}: no train_log.csv (no epoch finished yet)")
     rows = list(csv.DictReader(open(path)))
-    num = lambda v: float(v) if v not in ("", "None") else np.nan          # noqa: E731
-    return {k: np.array([num(r[k]) for r in rows]) for k in rows[0]} if rows else {}
+    num = lambda v: float(v) if v not in ("", "None", None) else np.nan    # noqa: E731
+    try:
+        return {k: np.array([num(r[k]) for r in rows]) for k in rows[0]} if rows else {}
+    except ValueError as err:
+        raise DataError(f"{path}: not a training log of ours ({err})") from None
 
 
 def main(argv=None) -> int:

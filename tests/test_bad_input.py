@@ -495,6 +495,15 @@ def test_gan_and_gpvae_tools_refuse_another_methods_run(trained, tmp_path, capsy
     assert_one_line(rc, err, "written by the baselines method", "create_stats")
     rc, err = call(generate.main, ["--checkpoint", str(trained / "climatology")], capsys)
     assert_one_line(rc, err, "written by the baselines method", "gpvae/generate.py")
+    from gan_gapfill import plot_stats, plot_training
+    rc, err = call(plot_training.main, ["--checkpoint_dir", str(trained / "climatology"), "--out",
+                                        str(tmp_path / "t.pdf")], capsys)
+    assert_one_line(rc, err, "written by the baselines method", "plot_training.py")
+    (tmp_path / "stats_per_image.csv").write_text("a,b\n1,2\n")              # someone else's table
+    (tmp_path / "stats_per_band.csv").write_text("chip,band,rmse\n0,red,x\n")
+    rc, err = call(plot_stats.main, ["--stats_dir", str(tmp_path)], capsys)
+    assert_one_line(rc, err, "stats_per_image.csv", "not written by create_stats.py")
+    assert not (tmp_path / "t.pdf").exists() and not (tmp_path / "stats.pdf").exists()
 
 
 def test_a_damaged_or_foreign_embedding_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
