@@ -375,7 +375,7 @@ SLOW = pytest.mark.slow          # the same path as a case kept in `make test`; 
 
 @pytest.mark.parametrize("argv, words", [
     *[pytest.param([train, "--data_path", "missing.nc"], "missing.nc: file does not exist",
-                   marks=() if "baselines" in train or "pconv" in train else SLOW) for train, _ in SCRIPTS],
+                   marks=() if "baselines" in train else SLOW) for train, _ in SCRIPTS],  # pconv: below
     *[pytest.param([test, "--checkpoints", "tests"], "no run folder", marks=() if "exact_gp" in test else SLOW)
       for _, test in SCRIPTS],
     (["additional_material/describe_dataset.py", "missing.nc"], "missing.nc: file does not exist"),

@@ -24,7 +24,7 @@ SMALL = ["--max_iters", "4", "--steps_per_epoch", "2", "--batch_size", "2", "--b
          "--log_level", "WARNING"]
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("tensorflow", marks=pytest.mark.slow)])  # TF: bench_pconv in CI
 def test_layer_matches_brute_force_and_a_short_training_runs(backend, tmp_path):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     res = subprocess.run([sys.executable, str(ROOT / "tests" / "helpers" / "pconv_backend_check.py"), str(tmp_path)],
