@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 MAX_ALL_COMBINATIONS = 10          # --time_steps up to which every clouded-date combination is trained (1022)
 
 
+def check_time_steps(time_steps: int, n_frames: int) -> None:
+    """DataError for a sequence longer than the field."""
+    if time_steps > n_frames:
+        raise DataError(f"--time_steps {time_steps} is more than the field's {n_frames} frames")
+
+
 def positions(mask_position, time_steps: int) -> list[tuple[int, ...]]:
     """The masked-date combinations (0-based): the one given, or every combination of the dates but all."""
     if mask_position:
@@ -58,9 +64,7 @@ class FieldChips:
 
     def __init__(self, problem, normalizer: Normalizer | None, time_steps: int, guess: str,
                  mask_kwargs: dict | None = None, variants: int = 1, seed: int = 0):
-        T = problem.field.shape[0]
-        if time_steps > T:
-            raise DataError(f"--time_steps {time_steps} is more than the field's {T} frames")
+        check_time_steps(time_steps, problem.field.shape[0])
         self.view = view = ModelView(problem, guess, normalizer)
         self.problem, self.normalizer, self.D, self.kind = problem, view.normalizer, time_steps, guess
         self.seen, self.values = view.seen, view.values                              # (T, B, Y, X)

@@ -23,17 +23,17 @@ from gapfill.system import setup_logging
 log = logging.getLogger(__name__)
 
 
-def read(path: Path, columns: tuple[str, ...]) -> list[dict]:
-    """The rows of a CSV written by create_stats.py, which must hold `columns` and numbers in them."""
+def read(path: Path, numbers: tuple[str, ...], names: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of a CSV written by create_stats.py, with the columns `numbers` (numbers in every row) and
+    `names`; anything else is one line naming the file."""
     if not path.exists():
         raise DataError(f"{path} does not exist: run create_stats.py first")
     rows = list(csv.DictReader(open(path)))
-    missing = [c for c in columns if not rows or c not in rows[0]]
+    missing = [c for c in (*numbers, *names) if not rows or c not in rows[0]]
     if missing:
         raise DataError(f"{path}: not written by create_stats.py (no rows, or no column {missing[0]!r})")
     try:
-        for r in rows:
-            [float(r[c]) for c in columns]
+        np.array([[float(r[c]) for c in numbers] for r in rows])
     except (TypeError, ValueError) as err:
         raise DataError(f"{path}: a value is not a number ({err}); run create_stats.py again") from None
     return rows
@@ -49,9 +49,7 @@ def main(argv=None) -> int:
     d = Path(args.stats_dir)
     out = check_figure_path(args.out or d / "stats.pdf", "--out", ("pdf",))
     img = read(d / "stats_per_image.csv", ("rmse", "rmse_time_interpolation", "ssim", "cloud_fraction"))
-    band = read(d / "stats_per_band.csv", ("chip", "rmse"))
-    if "band" not in band[0]:
-        raise DataError(f"{d / 'stats_per_band.csv'}: not written by create_stats.py (no column 'band')")
+    band = read(d / "stats_per_band.csv", ("chip", "rmse"), ("band",))
     col = lambda rows, k: np.array([float(r[k]) for r in rows])             # noqa: E731
     pages = []
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")

@@ -21,7 +21,7 @@ import argparse
 
 import pytorch_lightning as pl
 
-from gan_gapfill.gan_data import ChipData, FieldChips, TrainChips, positions
+from gan_gapfill.gan_data import ChipData, FieldChips, TrainChips, check_time_steps, positions
 from gan_gapfill.gan_model import GAN
 from gapfill import cli, lightning, runs
 from gapfill.data import DataError
@@ -90,8 +90,7 @@ def main(argv=None) -> int:
                         f"{', '.join(problem.field.bands)}")
     mask_kwargs = {k: v for k, v in cli.mask_options(vars(args)).items() if v is not None}
     mask_kwargs["mode"] = "dynamic"
-    if args.time_steps > problem.field.shape[0]:
-        raise DataError(f"--time_steps {args.time_steps} is more than the field's {problem.field.shape[0]} frames")
+    check_time_steps(args.time_steps, problem.field.shape[0])      # before positions() counts combinations
     combos = positions(args.mask_position, args.time_steps)
     data = FieldChips(problem, None, args.time_steps, resolve_first_guess(run, args.first_guess), mask_kwargs,
                       args.mask_variants, args.seed)

@@ -305,7 +305,7 @@ class Run:
             self.status = "finished"
             log.info("run %s is already finished; pass --overwrite to train it again", d)
             return
-        last = [p for p in map(d.joinpath, _CKPT) if p.name.startswith("last.") and p.exists()]
+        last = [p for p in self._checkpoints() if p.name.startswith("last.")]
         last += list(d.glob("hpc_ckpt_*.ckpt")) if d.exists() else []        # Lightning's, on SLURM's signal
         if cfg is not None and last:
             self.status = "resume"
