@@ -24,7 +24,7 @@ import math
 import gpytorch
 import numpy as np
 import torch
-from linear_operator.utils.errors import NotPSDError
+from linear_operator.utils.errors import NanError, NotPSDError
 
 from gapfill import cli
 from gapfill.errors import RunError
@@ -284,7 +284,7 @@ def context_width(model, args: dict, n_train: int, dtype=torch.float64) -> int:
 def robust_step(step_fn, objs, cur: dict, what: str, step: int, dtype=torch.float64) -> torch.Tensor:
     """loss = step_fn(jitter): one optimiser step. A failed Cholesky or a non-finite loss restores `objs`
     (models, optimisers) as they were and retries with the next of JITTERS (kept in cur['jitter'] for the
-    rest of the run); past the last, RunError naming `what`."""
+    rest of the run); past the last, or on NaNs in a covariance, RunError naming `what`."""
     snapshot = [copy.deepcopy(o.state_dict()) for o in objs]
     while True:
         jitter = max(JITTERS[cur["jitter"]], 1e-8 if dtype == torch.float64 else 1e-6)
@@ -293,6 +293,9 @@ def robust_step(step_fn, objs, cur: dict, what: str, step: int, dtype=torch.floa
             if not torch.isfinite(loss):
                 raise FloatingPointError("loss is not finite")
             return loss
+        except NanError:                    # NaN parameters: no jitter helps
+            raise RunError(f"{what}: training diverged by step {step} (NaN in the covariance); "
+                           "try a smaller learning rate") from None
         except (NotPSDError, FloatingPointError, torch.linalg.LinAlgError) as err:
             for o, s in zip(objs, snapshot, strict=False):
                 o.load_state_dict(s)

@@ -201,10 +201,14 @@ def make_trainer(run, args: dict, extra_callbacks=(), monitor=("valid_rmse", "mi
                            enable_version_counter=False, auto_insert_metric_name=False, save_on_train_epoch_end=True)
     # ranks and nodes from SLURM under srun; the warning signal is the Run's (see fit), not Lightning's
     plugins: list = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    nodes = int(args.get("num_nodes") or 1)
+    if nodes > 1 and not (plugins or "WORLD_SIZE" in os.environ):      # else every rank waits for the others forever
+        raise DataError(f"--num_nodes {nodes} needs one process per device on each node: start it with srun "
+                        "(see gapfill/slurm/ddp_example.sh) or torchrun")
     devices = int(args.get("devices") or 1) if accelerator == "gpu" or args.get("strategy") == "ddp" else 1
     return pl.Trainer(
         default_root_dir=str(run.dir), accelerator=accelerator, devices=devices,
-        num_nodes=int(args.get("num_nodes") or 1),
+        num_nodes=nodes,
         strategy="ddp" if args.get("strategy") == "ddp" else "auto", precision=args.get("precision") or "32",
         max_epochs=int(args.get("max_epochs") or 20), max_steps=max_steps,
         accumulate_grad_batches=int(args.get("accumulate_grad_batches") or 1),

@@ -413,6 +413,24 @@ def test_diverged_run_ends_in_one_line_exit_3_and_is_marked_failed(method, field
         assert_one_line(rc, err, "holds a failed run", "--lr inf (now 0.01)")
 
 
+def test_a_finite_but_huge_learning_rate_is_divergence_too(field, tmp_path, capsys):
+    """--lr 1e10 in float32: the loss stays finite, the next Cholesky meets NaNs (linear_operator's NanError)."""
+    train, _, extra, _ = METHODS["variational_gp"]
+    rc, err = call(train.main, ["--data_path", str(field), *SPLIT, *extra, "--precision", "32", "--lr", "1e10",
+                                "--checkpoint_dir", str(tmp_path), "--run_name", "r"], capsys)
+    assert rc == 3 and len(err) == 1 and "training diverged" in err[0] and "Traceback" not in err[0], (rc, err)
+
+
+def test_several_nodes_without_srun_is_refused_instead_of_waiting_forever(field, tmp_path, capsys, monkeypatch):
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    train, _, extra, _ = METHODS["ginr"]
+    rc, err = call(train.main, ["--data_path", str(field), *SPLIT, *extra, *FG, "--num_nodes", "2",
+                                "--checkpoint_dir", str(tmp_path / "ck"), "--run_name", "r"], capsys)
+    assert_one_line(rc, err, "--num_nodes 2", "srun")
+    assert not (tmp_path / "ck" / "r").exists()
+
+
 def test_diverged_run_in_a_real_process_prints_one_line_and_exits_3(field, tmp_path):
     argv = ["exact_gp_related/train_exact_gp.py", "--data_path", str(field), *SPLIT, "--max_iters", "2", "--lr", "inf",
             "--checkpoint_dir", str(tmp_path), "--run_name", "r"]
