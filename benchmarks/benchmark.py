@@ -59,7 +59,7 @@ MASKS["clouds"] = {"mask_kind": "clouds", "mask_type": "dynamic", "cloud_range":
 MASKS["circle"] = {"mask_kind": "circle", "mask_type": "dynamic", "prob_masking": 0.2}    # one disc, 20% of a frame
 
 # method -> (package, script stem, options per budget). smoke: the tests; default: `make benchmark` on 2 CPU
-# cores (88 min in all); large: 5 to 13 times the steps, the runs the README quotes where a learned method loses;
+# cores (88 min in all); large: 5 to 13 times the steps, the runs benchmarks/README.md quotes where a learned method loses;
 # converge: the neural methods train until validation stops improving (--patience) or --case_minutes run out
 # (their --max_time), with epochs high enough that one of the two ends the run.
 METHODS = {
@@ -258,7 +258,7 @@ def parse_args(argv=None):
                    help="converge budget: minutes of training per neural case (its --max_time)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (passed to every script)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--markdown", action="store_true", help="print the README's results table")
+    p.add_argument("--markdown", action="store_true", help="print benchmarks/README.md's results table")
     p.add_argument("--log_level", default="INFO")
     return p.parse_args(argv)
 

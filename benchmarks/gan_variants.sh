@@ -4,7 +4,7 @@
 # Data: a 32 x 32 HLS-like multispectral field of 40 dates (6 bands, sensor noise 0.001), clouds at date 2
 # (20-60%), 8 epochs of 64 chips of 32 x 32, seed 0. Scored by create_stats on the test chips (the other dates
 # clear) and by test_gan on the common protocol (every test frame under 20-60% clouds).
-# Prints the README's table; results in results/bench_gan/.
+# Prints the table of gan_gapfill/README.md; results in results/bench_gan/.
 #   bash benchmarks/gan_variants.sh          # about 8 min on 2 CPU cores
 set -euo pipefail
 cd "$(dirname "$0")/.."

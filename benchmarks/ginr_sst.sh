@@ -2,7 +2,7 @@
 # GINR on a field nobody here made: the eofs SST anomalies (50 winters, 18 x 30 grid, land NaN), 80% clouds
 # moving every frame, scored on the same hidden cells as DINEOF, the exact GP, the variational GP and the
 # classical floor (default splits, seed 0). GINR with the climatology as first guess (its anomalies are the
-# field here) and with none, 32 eigenvectors, a 128 x 3 network. Prints the README's table; results in
+# field here) and with none, 32 eigenvectors, a 128 x 3 network. Prints the table of ginr/README.md; results in
 # results/bench_ginr_sst/.
 #   bash benchmarks/ginr_sst.sh          # about 5 min on 2 CPU cores
 set -euo pipefail

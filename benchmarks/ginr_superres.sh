@@ -3,7 +3,7 @@
 # node a coarse one; 120 frames), GINR trained on the coarse grid at 90% missing (random, dynamic mask, cotangent
 # Laplacian, 64 eigenvectors, sine first layer), then evaluated on the aligned embedding of the fine grid, next to
 # bicubic upsampling of its coarse reconstruction and of the coarse truth, on the 18 test frames' fine cells.
-# Prints the README's table; results in results/bench_ginr_superres/.
+# Prints the table of ginr/README.md; results in results/bench_ginr_superres/.
 #   bash benchmarks/ginr_superres.sh          # about 2 min on 2 CPU cores
 set -euo pipefail
 cd "$(dirname "$0")/.."

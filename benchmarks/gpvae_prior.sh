@@ -2,7 +2,7 @@
 # Does the GP prior matter? The GP-VAE with its default Matern-1/2 prior, a Cauchy and an RBF prior, and the
 # N(0, I) prior of a plain VAE (--kernel none), with the same data, budget (25 epochs) and seed, on a 32 x 32
 # synthetic field of 120 frames at 90% missing (random, dynamic mask), scored on the 18 test frames next to
-# the classical floor. Prints the README's table; results in results/bench_gpvae/.
+# the classical floor. Prints the table of gpvae/README.md; results in results/bench_gpvae/.
 #   bash benchmarks/gpvae_prior.sh          # about 15 min on 2 CPU cores
 set -euo pipefail
 cd "$(dirname "$0")/.."

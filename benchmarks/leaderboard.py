@@ -111,7 +111,7 @@ def write(out: Path) -> list[dict]:
 
 
 def markdown(rows: list[dict], budget: str = "default") -> str:
-    """The README's results table: one line per case, each method's RMSE (best in bold, a learned method that
+    """The results table of benchmarks/README.md: one line per case, each method's RMSE (best in bold, a learned method that
     beats the best classical one marked *), n/a or failed; then the best classical method and its RMSE."""
     rows = [r for r in rows if r["budget"] == budget]
     methods = [m for m in ORDER if m not in FLOOR and any(r["method"] == m for r in rows)]

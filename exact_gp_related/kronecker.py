@@ -13,7 +13,7 @@ the same cells, `StationSolver` does all of it exactly instead, from the eigende
 the space factor on the observed cells.) B's eigenvalues are at
 least 1, and its exact diagonal, 1 + lam (Q^2)^T S^T 1 / noise (one mode product of the mask with the
 squared eigenvectors), is the preconditioner of a batched conjugate-gradient solve (Jacobi in the
-eigenbasis; it cuts the iterations several-fold, see the README). Posterior variances come from pathwise
+eigenbasis; it cuts the iterations several-fold, see exact_gp_related/README.md). Posterior variances come from pathwise
 conditioning (Matheron's rule): prior samples Q lam^1/2 eps minus their own posterior means given noisy
 observations of themselves. The marginal likelihood's gradient uses Hutchinson probes z through the same
 solve: d(-log p)/dtheta = -a^T dA a / 2 + tr(A^-1 dA) / 2, with tr(A^-1 dA) ~ mean (A^-1 z)^T dA z, taken

@@ -1,7 +1,7 @@
 """Reports: per-run PDF, per-method summary (CSV + PDF), cross-method comparison (CSV + PDF).
 
 Inputs are the files a test script writes: `prediction.nc` (truth, mean, optional variance,
-observed, valid; (time, band, y, x), physical units) and `metrics.json` (see DESIGN.md). Plots use
+observed, valid; (time, band, y, x), physical units) and `metrics.json` (see docs/design.md). Plots use
 `matplotlib.figure.Figure` directly (no pyplot, no global state; Agg-rendered into PdfPages).
 
     python -m gapfill.report compare --results results --out results/comparison

@@ -70,6 +70,22 @@ class ModelView:
         """(n, B, Y, X) float32: the first guess of `frames`, normalised."""
         return self.normalizer.normalize(self.guess_physical(frames, seen)).astype(np.float32)
 
+    def guess_left_out(self, frames, folds: int, seed: int = 0) -> np.ndarray:
+        """(n, B, Y, X) float32 normalised first guess of `frames` in which every seen cell's value comes from
+        the frame's other seen cells: the seen cells are dealt into `folds` folds (by `seed`) and each fold's
+        guess reads the others. Elsewhere the usual guess. A residual fitted on seen cells over this guess
+        learns what the guess misses where it does not see the cell, as on hidden cells; over the usual guess
+        an interpolating kind leaves it nothing (a seen cell's guess is its value)."""
+        frames = np.asarray(list(frames), dtype=int)
+        out = self.guess(frames)
+        if folds < 2:
+            return out
+        fold = np.random.default_rng(seed).integers(0, folds, size=self.seen.shape)     # (T, B, Y, X)
+        for k in range(folds):
+            held = self.seen & (fold == k)
+            out = np.where(held[frames], self.guess(frames, self.seen & ~held), out)
+        return out
+
     def distance(self, frames, seen: np.ndarray | None = None) -> np.ndarray:
         """(n, Y, X) float32: cells to the nearest cell a frame shows in any band."""
         seen = self.seen if seen is None else seen

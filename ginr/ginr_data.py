@@ -57,10 +57,12 @@ class GraphFrames:
     float32: eigenvectors times their scale (unit mean square); `cell_node` (Y*X,); `guess` (T, B, Y, X)
     normalised; `fit` (T, B, Y, X) bool: the cells fitted (every valid cell of a training frame, which is
     ground truth; the seen cells of the other frames); `target` (T, B, Y, X) normalised residual over the
-    guess, NaN outside `fit`."""
+    guess, NaN outside `fit` (with `leave_out` folds a seen cell's over the guess of its frame's other folds:
+    `ModelView.guess_left_out`)."""
 
     def __init__(self, problem, normalizer: Normalizer | None, kind: str, n_fourier: int,
-                 laplacian: str = "combinatorial", neighbours: int = 4, cache: str | None = None):
+                 laplacian: str = "combinatorial", neighbours: int = 4, cache: str | None = None,
+                 leave_out: int = 0, seed: int = 0):
         self.view = view = ModelView(problem, kind, normalizer)
         self.problem, self.normalizer = problem, view.normalizer
         self.laplacian, self.neighbours = laplacian, neighbours
@@ -78,7 +80,8 @@ class GraphFrames:
         self.fit = self.seen.copy()
         self.fit[problem.splits["train"]] = view.known[problem.splits["train"]]
         self.values = np.where(self.seen, view.values, np.nan).astype(np.float32)
-        self.target = np.where(self.fit, view.values - self.guess, np.nan).astype(np.float32)
+        fit_guess = view.guess_left_out(range(self.T), leave_out, seed) if leave_out > 1 else self.guess
+        self.target = np.where(self.fit, view.values - fit_guess, np.nan).astype(np.float32)
 
     def fit_cells(self, frames=None) -> tuple[np.ndarray, np.ndarray]:
         """(frame, cell) index pairs of every cell with a fitted band in `frames` (default all), cell flat."""

@@ -213,7 +213,8 @@ def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GINR:
     are refitted on their observed cells when the test mask is not the one the run was fitted with."""
     args = cfg["args"]
     data = GraphFrames(problem, Normalizer.from_dict(cfg["normalization"]), chosen_guess(cfg), args["n_fourier"],
-                       args["laplacian"], args["neighbours"], args.get("cache_dir"))
+                       args["laplacian"], args["neighbours"], args.get("cache_dir"), args.get("leave_out_guess", 0),
+                       int(args["seed"]))
     module = lightning.load_module(GINR.from_args(args, data.bands, data.T), run_dir, "best", device).attach(data)
     module.to(device)
     if args["latents"] and seen_digest(problem) != cfg.get("seen_digest"):

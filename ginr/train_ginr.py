@@ -52,6 +52,8 @@ def add_model_args(p) -> None:
     g.add_argument("--batch_size", type=cli.positive_int, default=4, help="chunks of cells per step")
     g.add_argument("--n_nodes_in_sample", type=cli.positive_int, default=1000, help="cells per chunk")
     cli.add_first_guess_arg(g)
+    g.add_argument("--leave_out_guess", type=cli.nonnegative_int, default=5,
+                   help="fit the residual on seen cells over a guess that leaves them out (that many folds; 0: off)")
     g.add_argument("--cache_dir", default=None,
                    help="embedding cache (default: $GAPFILL_CACHE, else $XDG_CACHE_HOME/gapfill/ginr)")
 
@@ -68,7 +70,8 @@ def parse_args(argv=None):
 def name_parts(args) -> dict:
     return {"mask": cli.mask_tag(vars(args)), "fg": GUESS_TAG[args.first_guess], "k": args.n_fourier,
             "lap": args.laplacian[:3], "L": args.n_layers, "h": args.hidden_dim, "sine": int(args.sine or args.all_sine),
-            "z": args.latent_dim if args.latents else 0, "t": int(args.time), "seed": args.seed}
+            "z": args.latent_dim if args.latents else 0, "t": int(args.time),
+            **({"lo": args.leave_out_guess} if args.leave_out_guess else {}), "seed": args.seed}
 
 
 def check_args(args, problem) -> None:
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
     problem = run.problem
     check_args(args, problem)
     data = GraphFrames(problem, None, resolve_first_guess(run, args.first_guess), args.n_fourier, args.laplacian,
-                       args.neighbours, args.cache_dir)
+                       args.neighbours, args.cache_dir, args.leave_out_guess, args.seed)
     normalizer = data.normalizer
     if run.status == "new":
         run.record(display_name="GINR", normalization=normalizer.to_dict(), nodes=int(data.graph.n),

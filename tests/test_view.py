@@ -134,3 +134,23 @@ def test_auto_picks_the_candidate_with_the_lowest_validation_rmse_and_the_test_r
     assert runs.run_cli(test_pconv.main, ["--checkpoints", str(run), "--results_folder", str(res)]) == 0
     m = json.loads(next(res.glob("*/metrics.json")).read_text())
     assert m["metrics"]["overall"]["rmse"] <= 1.02 * min(b["overall"]["rmse"] for b in m["baselines"].values())
+
+
+def test_left_out_guess_reads_every_seen_cell_from_its_frames_other_folds(problem):
+    """A seen cell's left-out guess is the guess of its frame without its fold (brute force, one first_guess
+    per fold), never its own value; an unseen cell's is the usual guess."""
+    view = ModelView(problem, "anomaly_interpolation")
+    frames = np.arange(problem.field.shape[0])
+    out = view.guess_left_out(frames, folds=4, seed=1)
+    fold = np.random.default_rng(1).integers(0, 4, size=view.seen.shape)
+    want = view.guess(frames).astype(np.float64)
+    for k in range(4):
+        held = view.seen & (fold == k)
+        g = first_guess("anomaly_interpolation", view.visible, view.seen & ~held, view.train)
+        want = np.where(held, view.normalizer.normalize(g), want)
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    seen_err = np.abs(out - view.values)[view.seen]
+    assert seen_err.mean() > 0.05                                  # a real prediction, not the value itself
+    assert np.abs(view.guess(frames) - view.values)[view.seen].max() < 1e-5   # the usual guess: the value
+    np.testing.assert_array_equal(out[~view.seen], view.guess(frames)[~view.seen])
+    np.testing.assert_array_equal(view.guess_left_out(frames, folds=1), view.guess(frames))
