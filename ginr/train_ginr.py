@@ -52,7 +52,7 @@ def add_model_args(p) -> None:
     g.add_argument("--batch_size", type=cli.positive_int, default=4, help="chunks of cells per step")
     g.add_argument("--n_nodes_in_sample", type=cli.positive_int, default=1000, help="cells per chunk")
     cli.add_first_guess_arg(g)
-    g.add_argument("--leave_out_guess", type=cli.nonnegative_int, default=0,
+    g.add_argument("--leave_out_guess", type=cli.nonnegative_int, default=5,
                    help="fit the residual on seen cells over a guess that leaves them out (that many folds; 0: off)")
     g.add_argument("--cache_dir", default=None,
                    help="embedding cache (default: $GAPFILL_CACHE, else $XDG_CACHE_HOME/gapfill/ginr)")
