@@ -5,7 +5,8 @@
 # make benchmark: every method on every case of benchmarks/sweep_benchmark.toml at the default budget (90 minutes
 #            on 2 cores; a rerun runs only the cases not done), then results/benchmark/leaderboard.csv and benchmark.pdf.
 #            BENCHMARK_ARGS="--only ginr --datasets sst" restricts it.
-# make lint: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy on gapfill/.
+# make lint: ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy on gapfill/ and every method,
+#            baseline, data, benchmark and additional_material folder (pyproject.toml's [tool.mypy] files; not tests/).
 SHELL := /bin/bash
 PYTHON_BIN ?= python3
 VENV ?= .venv

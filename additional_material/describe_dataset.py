@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,10 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gapfill.data import Field, decode_times, open_field  # noqa: E402
+from gapfill.data import Field, open_field  # noqa: E402
 from gapfill.entry import Parser, run_cli  # noqa: E402
 from gapfill.files import check_figure_path  # noqa: E402
 from gapfill.system import setup_logging
+from gapfill.times import decode_times
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ def describe(field: Field) -> dict:
     units, min/max/mean/std, nan_share, lag1_time, lag1_x (horizontal neighbours), lag1_y (vertical)."""
     T, B, Y, X = field.values.shape
     start, end = _time_labels(field)
+    out: dict[str, Any]
     out = {"path": field.path, "shape": (T, B, Y, X),
            "y_name": field.y_name, "y_range": (float(np.min(field.y)), float(np.max(field.y))),
            "x_name": field.x_name, "x_range": (float(np.min(field.x)), float(np.max(field.x))),

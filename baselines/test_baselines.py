@@ -4,24 +4,22 @@
 """
 from __future__ import annotations
 
-from gapfill import runs
-from gapfill.evaluate import test_main
+from gapfill import checkpoints, runs
+from gapfill.evaluate import script_main
 from gapfill.floor import baseline_options, reconstruct_baseline
 
 
 def predict(problem, cfg, run_dir, device):
     """(mean, variance or None), each (T_test, B, Y, X), from the visible cells only."""
     args = cfg["args"]
-    state = runs.load_checkpoint(run_dir, "best")
+    state = checkpoints.load_checkpoint(run_dir, "best")
     mean, var, _ = reconstruct_baseline(args["method"], problem.visible(), problem.splits["train"],
                                         problem.splits["test"], x_periodic=problem.field.x_periodic,
                                         **baseline_options(args, rank=int(state["rank"])))
     return mean, var
 
 
-def main(argv=None):
-    test_main("baselines", predict, argv, __doc__.splitlines()[0])
-    return 0
+main = script_main("baselines", predict, __doc__)
 
 
 if __name__ == "__main__":

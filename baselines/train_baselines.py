@@ -10,6 +10,7 @@ under SLURM); the same command resumes the search where it stopped, with the sam
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         run.log(int(search["curve_rank"][-1]), cv_mse=float(search["curve_mse"][-1]))
         run.check(lambda: run.save_last({f"search_{key}": v for key, v in search.items()}))
 
-    state = {"climatology": climatology(visible, train).astype(np.float32), "rank": 0}
+    state: dict[str, Any] = {"climatology": climatology(visible, train).astype(np.float32), "rank": 0}
     val = {}
     if splits["valid"].stop > splits["valid"].start:
         upto = visible[: splits["valid"].stop]          # the test frames play no part in training

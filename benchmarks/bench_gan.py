@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import time_steps, write_rows
+from benchmarks.common import replace_methods, time_steps, write_rows
 
 log = logging.getLogger("benchmarks.gan")
 
@@ -28,9 +28,8 @@ def one(cap: int, device: str, precision: str, steps: int, size: int = 224, batc
     torch.manual_seed(0)
     m = GAN(6, time_steps=3, model_cap=cap, mask_input=True).to(device)
     g, d = m.configure_optimizers()
-    m.optimizers = lambda: (g, d)
-    m.manual_backward = lambda loss: loss.backward()
-    m.log_dict = lambda *a, **k: None
+    replace_methods(m, optimizers=lambda: (g, d), manual_backward=lambda loss: loss.backward(),
+                    log_dict=lambda *a, **k: None)
     c = 18
     gen = torch.Generator().manual_seed(0)
     chip = {"x": torch.randn(batch, c, size, size, generator=gen), "guess": torch.randn(batch, c, size, size, generator=gen),

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import time_steps, write_rows
+from benchmarks.common import replace_methods, time_steps, write_rows
 
 log = logging.getLogger("benchmarks.ginr")
 
@@ -46,7 +46,7 @@ def train_one(device: str, steps: int, n_nodes: int = 64442, n_frames: int = 365
     m = GINR(1, n_frames).to(device)
     m.register_buffer("features", torch.randn(n_nodes, 100, device=device), persistent=False)
     m.register_buffer("times", torch.linspace(0, 1, n_frames, device=device), persistent=False)
-    m.log = lambda *a, **k: None
+    replace_methods(m, log=lambda *a, **k: None)
     opt = torch.optim.Adam(m.parameters(), lr=5e-4)
     g = torch.Generator().manual_seed(0)
     b, n = 4, 1000

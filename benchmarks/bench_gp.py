@@ -154,6 +154,7 @@ def one_grid(model_name: str, G: int, device: str, precision: str) -> dict:
         noise = lik.noise.reshape(())
         if model_name == "kron_stations":
             cells = kr.fixed_cells(mask)
+            assert cells is not None, "kron_stations: the same cells observed in every frame"
             st = kr.StationSolver(mats, float(noise), cells)
             a = st.alpha(data.reshape(1, n_train, -1)[..., cells])[0]
             (st.surrogate(mats, noise, a) / n).backward()
@@ -171,7 +172,9 @@ def one_grid(model_name: str, G: int, device: str, precision: str) -> dict:
             mats = kr.factor_matrices(model.covar_module, Grid(t, ax, ax), dtype, device)
             data, mask = kr.to_grid(vals, obs, (T, G, G), dtype, device)
             if model_name == "kron_stations":
-                st = kr.StationSolver(mats, float(noise), kr.fixed_cells(mask))
+                cells = kr.fixed_cells(mask)
+                assert cells is not None
+                st = kr.StationSolver(mats, float(noise), cells)
                 mean = st.mean(st.alpha(data.reshape(1, T, -1)[..., st.cells]))
                 var = st.variance()
             else:
@@ -189,10 +192,10 @@ def one_grid(model_name: str, G: int, device: str, precision: str) -> dict:
         return dict(out, peak_memory_mb=round(peak_memory_mb(), 1), device=device, precision=precision)
     # dense and variational: the existing per-frame measurement on this grid's observed count, x 365 frames
     dense = model_name == "dense"
-    res = one("exact" if dense else "variational", 2000 if dense else int(obs[:n_train].sum()), device, precision,
-              frame=G, context=3000)
-    out.update(train_step_s=res["train_s"], predict_all_s=round(res["predict_4096_s"] * T, 1),
-               peak_memory_mb=res["peak_memory_mb"], device=device, precision=precision)
+    per_frame = one("exact" if dense else "variational", 2000 if dense else int(obs[:n_train].sum()), device,
+                    precision, frame=G, context=3000)
+    out.update(train_step_s=per_frame["train_s"], predict_all_s=round(per_frame["predict_4096_s"] * T, 1),
+               peak_memory_mb=per_frame["peak_memory_mb"], device=device, precision=precision)
     return out
 
 
@@ -251,7 +254,7 @@ def main(argv=None) -> int:
     sizes = args.sizes or [args.start * 2**i for i in range(11)]
     rows = []
     for name in args.models:
-        done = []
+        done: list[dict] = []
         for n in sizes:
             growth = 2 if name == "exact" else 0                   # memory ~ n^2 for the exact GP, flat otherwise
             if done and done[-1]["peak_memory_mb"] / 1024 * (n / done[-1]["n"]) ** growth > args.max_gb:
@@ -306,7 +309,7 @@ def preconditioner_iterations(G: int = 64, precision: str = "64") -> dict:
     rng = np.random.default_rng(0)
     obs = rng.random((365, G, G)) < 0.1
     data, mask = kr.to_grid(rng.standard_normal(obs.shape), obs, obs.shape, dtype, "cpu")
-    out = {}
+    out: dict[str, float] = {}
     for name in ("preconditioned", "plain"):
         s = kr.Solver(mats, 0.01, mask, tol=1e-4, max_iters=5000)
         if name == "plain":

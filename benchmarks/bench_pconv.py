@@ -96,14 +96,24 @@ def reference(steps: int, batch: int, patch: int, base_filters: int, profiled: b
     from pconv_inpainting.pconv_data import channels
     from pconv_inpainting.pconv_model import ENCODER_FILTERS, ENCODER_KERNELS, unet_depth
 
-    class PartialConv2d(nn.Conv2d):
-        def forward(self, x, m):                       # x, m (N, C_in, H, W) -> (N, C_out, H', W') twice
+    class PartialConv2d(nn.Module):
+        """A Conv2d's weights and geometry applied to (values, mask): not a Conv2d itself, whose forward takes
+        one input."""
+
+        def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int):
+            super().__init__()
+            self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding)
+
+        def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """x, m: (N, C_in, H, W) -> values, mask (N, C_out, H', W')."""
+            c = self.conv
+            assert c.bias is not None
             with torch.no_grad():
-                ones = torch.ones(1, m.shape[1], *self.kernel_size, device=m.device, dtype=m.dtype)
-                msum = F.conv2d(m, ones, stride=self.stride, padding=self.padding)
+                ones = torch.ones(1, m.shape[1], *c.kernel_size, device=m.device, dtype=m.dtype)
+                msum = F.conv2d(m, ones, stride=c.stride, padding=c.padding)
                 valid = (msum > 0.5).to(x.dtype)
-                ratio = self.kernel_size[0] * self.kernel_size[1] * m.shape[1] / msum.clamp(min=1.0) * valid
-            out = F.conv2d(x * m, self.weight, None, self.stride, self.padding) * ratio + self.bias.view(1, -1, 1, 1) * valid
+                ratio = c.kernel_size[0] * c.kernel_size[1] * m.shape[1] / msum.clamp(min=1.0) * valid
+            out = F.conv2d(x * m, c.weight, None, c.stride, c.padding) * ratio + c.bias.view(1, -1, 1, 1) * valid
             return out, valid.expand_as(out)
 
     class UNet(nn.Module):
@@ -117,7 +127,8 @@ def reference(steps: int, batch: int, patch: int, base_filters: int, profiled: b
             self.dec = nn.ModuleList(PartialConv2d(ins[i], f[i - 1] if i else 1, 3, 1, 1) for i in range(depth))
             self.dec_bn = nn.ModuleList(nn.BatchNorm2d(f[i - 1]) if i else nn.Identity() for i in range(depth))
 
-        def forward(self, x, m):
+        def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            """x: (N, c, H, W), m: (N, c, H, W) float mask, H and W multiples of 2^depth -> (N, 1, H, W)."""
             skips = [(x, m)]
             for conv, bn in zip(self.enc, self.enc_bn, strict=True):
                 x, m = conv(x, m)
@@ -181,8 +192,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     size = (args.steps, args.batch, args.patch, args.base_filters)
     if args.one:
-        ref = os.environ.get("BENCH_PCONV_REFERENCE") == "1"
-        sys.stdout.write(json.dumps(reference(*size, args.profile) if ref else one(*size, args.profile)) + "\n")
+        as_reference = os.environ.get("BENCH_PCONV_REFERENCE") == "1"
+        sys.stdout.write(json.dumps(reference(*size, args.profile) if as_reference else one(*size, args.profile)) + "\n")
         return 0
     rows = []
     for backend in args.backends:

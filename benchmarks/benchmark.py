@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks import leaderboard
-from gapfill import system
+from gapfill import registry, system
 from gapfill.entry import Parser, Preempted, Preemption, run_cli
 from gapfill.errors import DataError
 from gapfill.files import read_json, write_json
@@ -36,8 +36,7 @@ from gapfill.sweep import entries, load, to_argv
 
 log = logging.getLogger("benchmarks.benchmark")
 SWEEP = system.REPO_ROOT / "benchmarks" / "sweep_benchmark.toml"
-BUDGETS = ("smoke", "default", "large", "converge")
-TIMED = ("pconv", "gpvae", "ginr", "gan")      # methods that take --max_time: the converge budget caps them
+BUDGETS = registry.BUDGETS
 
 # dataset -> (file name, command that makes it from packages or generators, no network; {out}: its path)
 _REAL = ["-m", "data_generation.prepare_real_datasets", "--out_dir", "{dir}", "--only"]
@@ -53,66 +52,16 @@ DATASETS = {
 }
 PHOTOS = ("astronaut", "camera", "coffee")
 
-MASKS = {f"random{int(p * 100)}_{mode}": {"mask_kind": "random", "mask_type": mode, "prob_masking": p}
+MASKS: dict[str, dict] = {f"random{int(p * 100)}_{mode}": {"mask_kind": "random", "mask_type": mode, "prob_masking": p}
          for p in (0.5, 0.8, 0.9) for mode in ("fixed", "dynamic")}
 MASKS["clouds"] = {"mask_kind": "clouds", "mask_type": "dynamic", "cloud_range": [0.2, 0.6]}
 MASKS["circle"] = {"mask_kind": "circle", "mask_type": "dynamic", "prob_masking": 0.2}    # one disc, 20% of a frame
 
-# method -> (package, script stem, options per budget). smoke: the tests; default: `make benchmark` on 2 CPU
-# cores (88 min in all); large: 5 to 13 times the steps, the runs benchmarks/README.md quotes where a learned method loses;
+# Each method's options per budget, where it does not apply and whether it takes --max_time are in its
+# folder's method.toml (gapfill.registry). smoke: the tests; default: `make benchmark` on 2 CPU cores (88 min
+# in all); large: 5 to 13 times the steps, the runs benchmarks/README.md quotes where a learned method loses;
 # converge: the neural methods train until validation stops improving (--patience) or --case_minutes run out
 # (their --max_time), with epochs high enough that one of the two ends the run.
-METHODS = {
-    "baselines": ("baselines", "baselines", {
-        "smoke": {"method": "dineof", "max_rank": 4, "max_iters": 20},
-        "default": {"method": "dineof", "max_rank": 12, "max_iters": 30},     # DINEOF; the floor comes with every test
-        "large": {"method": "dineof", "max_rank": 100},
-        "converge": {"method": "dineof", "max_rank": 12, "max_iters": 30}}),
-    "exact_gp": ("exact_gp_related", "exact_gp", {
-        "smoke": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 6, "eval_every": 3, "lr": 0.1},
-        "default": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 60, "eval_every": 20, "lr": 0.1,
-                    "max_valid_frames": 4, "dynamic": {"inference": "dense"}},   # CG: 13 s a step on 365x64x64
-        "large": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 300, "eval_every": 20, "lr": 0.1},
-        "converge": {"timekernel": "matern", "spacekernel": "matern", "max_iters": 300, "eval_every": 20, "lr": 0.1}}),
-    "variational_gp": ("variational_gp_related", "variational_gp", {
-        "smoke": {"spacekernel": "matern", "num_inducing_points": 32, "max_iters": 20, "eval_every": 10},
-        "default": {"timekernel": "matern", "spacekernel": "matern", "num_inducing_points": 256, "batch_size": 1024,
-                    "max_iters": 300, "eval_every": 100, "max_valid_frames": 4, "max_context_points": 2000},
-        "large": {"timekernel": "matern", "spacekernel": "matern", "num_inducing_points": 512, "batch_size": 1024,
-                  "max_iters": 1500, "eval_every": 100},
-        "converge": {"timekernel": "matern", "spacekernel": "matern", "num_inducing_points": 512, "batch_size": 1024,
-                     "max_iters": 1500, "eval_every": 100}}),
-    "pconv": ("pconv_inpainting", "pconv", {
-        "smoke": {"patch_size": 16, "base_filters": 4, "batch_size": 4, "steps_per_epoch": 2, "max_iters": 4,
-                  "lr": 1e-3},
-        "default": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 50, "max_iters": 300,
-                    "lr": 1e-3},
-        "large": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 50, "max_iters": 1500,
-                  "lr": 1e-3},
-        "converge": {"patch_size": 64, "base_filters": 16, "batch_size": 8, "steps_per_epoch": 25, "max_iters": 10**6,
-                     "lr": 1e-3, "patience": 12}}),
-    "gpvae": ("gpvae", "gpvae", {
-        "smoke": {"max_epochs": 1, "max_iters": 4, "window": 8, "latent_dim": 4, "filters": 8},
-        "default": {"max_epochs": 2},                              # 65 s an epoch on the synthetic field
-        "large": {"max_epochs": 20, "patience": 5},
-        "converge": {"max_epochs": 10**6, "patience": 10, "val_every_steps": 25}}),
-    "ginr": ("ginr", "ginr", {
-        "smoke": {"max_epochs": 1, "max_iters": 4, "n_fourier": 8, "hidden_dim": 16, "n_layers": 2},
-        "default": {"max_epochs": 3},
-        "large": {"max_epochs": 40, "patience": 10},
-        "converge": {"max_epochs": 10**6, "patience": 10, "val_every_steps": 25}}),
-    "gan": ("gan_gapfill", "gan", {
-        "smoke": {"epochs": 1, "max_iters": 4, "model_cap": 8, "batch_size": 2, "generator": "unet"},
-        "default": {"epochs": 3, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200},
-        "large": {"epochs": 20, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200},
-        "converge": {"epochs": 10**6, "model_cap": 16, "batch_size": 8, "generator": "unet", "training_length": 200,
-                     "patience": 10, "val_every_steps": 25}}),
-}
-NOT_APPLICABLE = {   # (method, dataset kind) -> why it cannot run there
-    ("gpvae", "photo"): "needs a time series: its GP prior is over the frames, and a photograph is one frame",
-    ("gan", "photo"): "fills a date from the other dates of a chip; a photograph has one date",
-    ("ginr", "photo"): "the engine keeps the checkpoint that scores best on validation frames, and a photograph has none",
-}
 
 
 def case_names(spec: dict | None = None) -> list[tuple[str, str, str]]:
@@ -120,8 +69,8 @@ def case_names(spec: dict | None = None) -> list[tuple[str, str, str]]:
     out = []
     for e in entries(spec or load(SWEEP)):
         dataset, _, mask = str(e.get("case", "")).partition("/")
-        if e.get("method") not in METHODS or dataset not in DATASETS or mask not in MASKS:
-            raise DataError(f"sweep entry {e}: needs method in {list(METHODS)} and case DATASET/MASK "
+        if e.get("method") not in registry.methods() or dataset not in DATASETS or mask not in MASKS:
+            raise DataError(f"sweep entry {e}: needs method in {list(registry.methods())} and case DATASET/MASK "
                             f"with DATASET in {list(DATASETS)} and MASK in {list(MASKS)}")
         out.append((e["method"], dataset, mask))
     return out
@@ -172,30 +121,27 @@ def run_case(method: str, dataset: str, mask: str, args, stop: Preemption) -> di
     """Train and test `method` on `dataset` under `mask` (or record why it cannot run); writes case.json."""
     folder = case_dir(args, method, dataset, mask)
     record = {"method": method, "dataset": dataset, "mask": mask, "budget": args.budget}
+    spec = registry.get(method)
     kind = "photo" if dataset in PHOTOS else "series"
-    if (method, kind) in NOT_APPLICABLE:
-        record.update(status="n/a", reason=NOT_APPLICABLE[method, kind])
+    if kind in spec.not_applicable:
+        record.update(status="n/a", reason=spec.not_applicable[kind])
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "case.json", record)
         return record
-    package, stem, budgets = METHODS[method]
     ckpt = Path(args.checkpoint_root) / args.budget / dataset / mask / method
-    budget = dict(budgets[args.budget])
-    per_mode = budget.pop("dynamic", {})          # options for dynamic masks only
-    if MASKS[mask]["mask_type"] == "dynamic":
-        budget.update(per_mode)
-    if args.budget == "converge" and method in TIMED:
+    budget = spec.options(args.budget, dynamic=MASKS[mask]["mask_type"] == "dynamic")
+    if args.budget == "converge" and spec.timed:
         budget["max_time"] = args.case_minutes
     options = {"data_path": str(data_path(dataset, Path(args.data_dir))), **MASKS[mask], **budget,
                "seed": args.seed, "checkpoint_dir": str(ckpt), "device": args.device}
-    train = [sys.executable, "-m", f"{package}.train_{stem}", *to_argv(options)]
+    train = [sys.executable, "-m", spec.train, *to_argv(options)]
     folder.mkdir(parents=True, exist_ok=True)
     log_file = folder / "case.log"
     timeout = max(args.case_timeout, 60 * args.case_minutes + 900) if args.budget == "converge" else args.case_timeout
     code, train_wall, train_mb = _run(train, log_file, timeout, stop)
     runs = sorted(p.parent for p in ckpt.glob("*/config.json"))
     if code == 0 and len(runs) == 1:
-        test = [sys.executable, "-m", f"{package}.test_{stem}", "--checkpoints", str(runs[0]),
+        test = [sys.executable, "-m", spec.test, "--checkpoints", str(runs[0]),
                 "--results_folder", str(folder / "results"), "--device", args.device]
         code, test_wall, test_mb = _run(test, log_file, timeout, stop)
         record.update(train_wall_seconds=train_wall, test_wall_seconds=test_wall, peak_memory_mb=max(train_mb, test_mb))
@@ -243,11 +189,11 @@ def parse_args(argv=None):
     p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=("all", "cases", "report"), default="all",
                    help="cases: run the selected cases; report: leaderboard and PDF only; all: both")
-    p.add_argument("--only", "--method", nargs="+", choices=list(METHODS), help="these methods only")
+    p.add_argument("--only", "--method", nargs="+", choices=list(registry.methods()), help="these methods only")
     p.add_argument("--datasets", "--dataset", nargs="+", choices=list(DATASETS), help="these datasets only")
     p.add_argument("--masks", "--mask", nargs="+", choices=list(MASKS), help="these masks only")
     p.add_argument("--case", nargs="+", metavar="DATASET/MASK", help="these cases only")
-    p.add_argument("--budget", choices=BUDGETS, default="default", help="iterations and sizes (see METHODS)")
+    p.add_argument("--budget", choices=BUDGETS, default="default", help="iterations and sizes (each method's method.toml)")
     p.add_argument("--sweep", default=str(SWEEP), help="the sweep file listing the cases (method x case)")
     p.add_argument("--list", action="store_true", help="list the selected cases and whether each is done")
     p.add_argument("--out", default="results/benchmark", help="leaderboard.csv, benchmark.pdf and runs/")

@@ -16,6 +16,13 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return Path(path)
 
 
+def replace_methods(obj, **methods) -> None:
+    """Replace methods of one object by the given callables (a LightningModule stepped without a Trainer:
+    no logging, its own optimizers); mypy rejects assigning to a method, setattr is the same thing."""
+    for name, fn in methods.items():
+        setattr(obj, name, fn)
+
+
 def time_steps(step, steps: int, device: str, warmup: int = 1) -> tuple[float, float, str]:
     """(seconds per call, peak memory MB, device name) of `steps` calls of `step()` after `warmup` calls:
     the process's peak resident size on a CPU, the peak CUDA allocation on a GPU."""

@@ -6,11 +6,7 @@
 # clear) and by test_gan on the common protocol (every test frame under 20-60% clouds).
 # Prints the table of gan_gapfill/README.md; results in results/bench_gan/.
 #   bash benchmarks/gan_variants.sh          # about 8 min on 2 CPU cores
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-results/bench_gan}
-CK=${CK:-checkpoints/bench_gan}
+source "$(dirname "$0")/common.sh" bench_gan
 F=data/multispectral_small.nc
 [ -f $F ] || $PY -m data_generation.make_multispectral --out $F --n_time 40 --ny 32 --nx 32 --noise 0.001
 B=(--data_path $F --epochs 8 --batch_size 4 --model_cap 8 --disc_cap 8 --n_res_blocks 2 --mask_position 2

@@ -5,11 +5,7 @@
 # field here) and with none, 32 eigenvectors, a 128 x 3 network. Prints the table of ginr/README.md; results in
 # results/bench_ginr_sst/.
 #   bash benchmarks/ginr_sst.sh          # about 5 min on 2 CPU cores
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-results/bench_ginr_sst}
-CK=${CK:-checkpoints/bench_ginr_sst}
+source "$(dirname "$0")/common.sh" bench_ginr_sst
 F=data/real/sst_ndjfm_anom.nc
 [ -f $F ] || $PY -m data_generation.prepare_real_datasets --out_dir data/real
 M=(--data_path $F --mask_kind clouds --mask_type dynamic --cloud_range 0.8,0.8 --seed 0)

@@ -5,11 +5,7 @@
 # bicubic upsampling of its coarse reconstruction and of the coarse truth, on the 18 test frames' fine cells.
 # Prints the table of ginr/README.md; results in results/bench_ginr_superres/.
 #   bash benchmarks/ginr_superres.sh          # about 2 min on 2 CPU cores
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-results/bench_ginr_superres}
-CK=${CK:-checkpoints/bench_ginr_superres}
+source "$(dirname "$0")/common.sh" bench_ginr_superres
 C=data/pair_coarse.nc
 F=data/pair_fine.nc
 [ -f $F ] || $PY -m data_generation.make_synthetic_field --out $C --fine_out $F --ny 32 --nx 32 --n_time 120 --seed 1

@@ -4,11 +4,7 @@
 # synthetic field of 120 frames at 90% missing (random, dynamic mask), scored on the 18 test frames next to
 # the classical floor. Prints the table of gpvae/README.md; results in results/bench_gpvae/.
 #   bash benchmarks/gpvae_prior.sh          # about 15 min on 2 CPU cores
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-results/bench_gpvae}
-CK=${CK:-checkpoints/bench_gpvae}
+source "$(dirname "$0")/common.sh" bench_gpvae
 F=data/synthetic_crop120.nc
 [ -f $F ] || $PY -m data_generation.make_synthetic_field --out $F --n_time 120 --ny 32 --nx 32 --seed 1
 D=(--data_path $F --mask_kind random --mask_type dynamic --prob_masking 0.9 --max_epochs 25 --patience 25

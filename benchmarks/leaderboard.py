@@ -80,7 +80,7 @@ def collect(out: Path) -> list[dict]:
         best = min(classical, key=lambda r: r["rmse"], default=None)
         if best is None and ok:      # no DINEOF case here (e.g. --only exact_gp): the floor its own test scored
             floor = {k: v for k, v in ok[0]["_floor"].items() if _finite(v)}
-            best = {"method": min(floor, key=floor.get), "rmse": min(floor.values())} if floor else None
+            best = {"method": min(floor, key=lambda k: floor[k]), "rmse": min(floor.values())} if floor else None
         for rank, r in enumerate(sorted(ok, key=lambda r: r["rmse"]), 1):
             r["rank"] = rank
         for r in group:

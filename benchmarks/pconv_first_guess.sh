@@ -4,12 +4,8 @@
 # baseline, DINEOF included. Writes results/bench_pconv/{default,sst}/ with a leaderboard each.
 #   bash benchmarks/pconv_first_guess.sh            # about 25 min on 2 CPU cores
 #   ONLY=sst bash benchmarks/pconv_first_guess.sh   # the SST part alone (about 3 min)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
+source "$(dirname "$0")/common.sh" bench_pconv
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
-OUT=${OUT:-results/bench_pconv}
-CK=${CK:-checkpoints/bench_pconv}
 [ -f data/synthetic_default.nc ] || $PY -m data_generation.make_synthetic_field --out data/synthetic_default.nc
 [ -f data/real/sst_ndjfm_anom.nc ] || $PY -m data_generation.prepare_real_datasets --out_dir data/real --only sst_ndjfm_anom
 

@@ -78,6 +78,7 @@ def gray_scott(vertices, faces, n_frames: int = 101, steps_per_frame: int = 40, 
     """(n_frames, n) float64 snapshots of v on the mesh (see the module docstring)."""
     g = graphs.mesh_graph(vertices, faces)
     L, M = graphs.laplacian(g, "cotangent")                  # L positive semi-definite, M lumped (diagonal)
+    assert M is not None                                      # the cotangent Laplacian comes with its mass matrix
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     h = float(np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1).mean()) * pattern_scale
     m = M.diagonal()

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -50,8 +49,7 @@ from scipy.ndimage import gaussian_filter
 from gapfill import cli
 from gapfill.data import write_dataset
 from gapfill.entry import run_cli
-from gapfill.errors import DataError
-from gapfill.files import check_writable
+from gapfill.files import check_output_file
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -206,20 +204,15 @@ def make_multispectral(n_time: int = 24, ny: int = 64, nx: int = 64, n_classes: 
 
 def main(argv=None):
     p = cli.Parser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="data/multispectral.nc", help="output NetCDF path")
-    p.add_argument("--n_time", type=cli.positive_int, default=24, help="number of dates, one every 16 days")
-    p.add_argument("--ny", type=cli.at_least_two, default=64, help="grid rows (30 m pixels)")
-    p.add_argument("--nx", type=cli.at_least_two, default=64, help="grid columns (30 m pixels)")
+    cli.add_generator_args(p, "data/multispectral.nc", 24, "number of dates, one every 16 days",
+                           ("30 m pixels", "30 m pixels"))
     p.add_argument("--n_classes", type=int, choices=range(1, len(CLASSES) + 1), default=5,
                    help=f"surface classes, the first N of {', '.join(CLASSES)}")
-    p.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed (same seed -> identical file values)")
     p.add_argument("--haze", action="store_true", help="add per-date smooth haze, strongest in blue, ~0 in SWIR")
     p.add_argument("--noise", type=cli.nonnegative_float, default=0.005, help="white sensor-noise std (reflectance)")
     args = p.parse_args(argv)
     setup_logging()
-    if Path(args.out).is_dir():
-        raise DataError(f"--out {args.out} is a directory; give a file path such as {Path(args.out) / 'ms.nc'}")
-    check_writable(Path(args.out).parent, "--out")
+    check_output_file(args.out, "ms.nc")
     t0 = time.perf_counter()
     ds = make_multispectral(args.n_time, args.ny, args.nx, args.n_classes, args.seed, args.haze, args.noise)
     out = write_dataset(ds, args.out)

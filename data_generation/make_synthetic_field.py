@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -29,8 +28,7 @@ from scipy.ndimage import gaussian_filter
 from gapfill import cli
 from gapfill.data import write_dataset
 from gapfill.entry import run_cli
-from gapfill.errors import DataError
-from gapfill.files import check_writable
+from gapfill.files import check_output_file
 from gapfill.system import setup_logging
 
 log = logging.getLogger(__name__)
@@ -127,13 +125,9 @@ def make_field(n_time: int = 365, ny: int = 64, nx: int = 64, length_scale: floa
 
 def main(argv=None):
     p = cli.Parser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="data/synthetic_default.nc", help="output NetCDF path")
-    p.add_argument("--n_time", type=cli.positive_int, default=365, help="number of daily frames")
-    p.add_argument("--ny", type=cli.at_least_two, default=64, help="grid rows (latitudes)")
-    p.add_argument("--nx", type=cli.at_least_two, default=64, help="grid columns (longitudes)")
+    cli.add_generator_args(p, "data/synthetic_default.nc", 365, "number of daily frames", ("latitudes", "longitudes"))
     p.add_argument("--length_scale", type=cli.positive_float, default=4.0, help="anomaly correlation length in cells")
     p.add_argument("--time_scale", type=cli.positive_float, default=5.0, help="anomaly correlation time in days")
-    p.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed (same seed -> identical file values)")
     p.add_argument("--land", action="store_true", help="mask ~20%% of cells as land (NaN at all times)")
     p.add_argument("--extra_bands", type=cli.nonnegative_int, default=0, help="number of correlated extra bands band1..")
     p.add_argument("--noise", type=cli.nonnegative_float, default=0.1, help="white-noise std in K")
@@ -142,9 +136,7 @@ def main(argv=None):
                         "the --out grid's): the truth for super-resolution")
     args = p.parse_args(argv)
     setup_logging()
-    if Path(args.out).is_dir():
-        raise DataError(f"--out {args.out} is a directory; give a file path such as {Path(args.out) / 'field.nc'}")
-    check_writable(Path(args.out).parent, "--out")
+    check_output_file(args.out, "field.nc")
     t0 = time.perf_counter()
     if args.fine_out:                   # one field at two resolutions: the coarse grid is every other fine node
         fine = make_field(args.n_time, 2 * args.ny - 1, 2 * args.nx - 1, 2 * args.length_scale, args.time_scale,

@@ -152,6 +152,8 @@ class Chordal(gpytorch.kernels.Kernel):
         return r * torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], dim=-1)
 
     def forward(self, x1, x2, diag=False, **params):
+        """x1: (..., n, 2), x2: (..., m, 2) scaled [y, x] (active dims 1, 2) -> covariance (..., n, m), or its
+        diagonal (..., n) with `diag`."""
         return self.base.forward(self.embed(x1), self.embed(x2), diag=diag, **params)
 
 
@@ -164,6 +166,7 @@ def space_kernel(args: dict, extent_s: float, x_period: float | None = None, lat
         if separable:
             return _base(name, (1,), args, extent_s) * _base(name, (2,), args, extent_s)
         return _base(name, (1, 2), args, extent_s)
+    assert x_period is not None                                     # sphere
     if name in ("rbf", "matern") and lat is not None and geometry is not None:
         base = _base(name, (0,), args, extent_s)
         base.active_dims = None
@@ -214,6 +217,8 @@ class ExactGP(gpytorch.models.ExactGP):
         self.covar_module = kernel
 
     def forward(self, x):
+        """x: (N, 3) scaled (t, y, x) -> the prior MultivariateNormal over the N points (mean (N,), covariance
+        (N, N), lazy)."""
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 

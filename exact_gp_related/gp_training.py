@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from exact_gp_related.exact_gp_utils import band_targets, cell_inputs, context_width, grid_inputs, inpaint, kernel_label
-from gapfill import cli, runs
+from gapfill import checkpoints, cli, runs
 from gapfill.data import DataError, Normalizer
 from gapfill.floor import climatology
 
@@ -137,8 +137,8 @@ class BandLoop:
     def end_step(self, step: int, loss: torch.Tensor, lik, **row) -> bool:
         """Log step `step` (0-based), validate when due; True when the band is done."""
         args, cur, run, model = self.setup.args, self.cur, self.run, self.model
-        runs.check_diverged(self.what, step + 1, {"loss": loss.item()},
-                            [*model.named_parameters(), *lik.named_parameters()])
+        checkpoints.check_diverged(self.what, step + 1, {"loss": loss.item()},
+                                   [*model.named_parameters(), *lik.named_parameters()])
         self.bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}",
                              **{k: f"{v:.1f}" for k, v in row.items()})
         cur["step"] = step + 1
@@ -251,7 +251,7 @@ def predict_bands(setup: Setup, run_dir, device, build) -> tuple[np.ndarray, np.
     """(mean, variance), each (T_test, B, Y, X) in physical units: every band's test frames inpainted by
     `setup` with the band's best state, the variance times the band's 'variance_scale' (1.0 when it has
     none); `build(b, state)` -> (model, likelihood) to load it into."""
-    best = runs.load_checkpoint(run_dir, "best")["bands"]
+    best = checkpoints.load_checkpoint(run_dir, "best")["bands"]
     sl = setup.problem.splits["test"]
     means, variances = [], []
     for b in range(setup.problem.field.shape[1]):

@@ -131,6 +131,7 @@ class Eigen:
 
     @classmethod
     def of(cls, mats) -> Eigen:
+        """Of the factor matrices ((T, T), (A, A), (B, B))."""
         ls, Qs = zip(*(eigh(m) for m in mats), strict=True)
         return cls(list(Qs), ls[0][:, None, None] * ls[1][None, :, None] * ls[2][None, None, :])
 
@@ -139,7 +140,7 @@ class Eigen:
         return mode_products(v, self.Q, transpose=True)
 
     def inv(self, w):
-        """Q w: eigen coefficients -> grid."""
+        """Q w: eigen coefficients (R, T, A, B) -> grid (R, T, A, B)."""
         return mode_products(w, self.Q)
 
     def project_diag(self, mask: torch.Tensor) -> torch.Tensor:
@@ -319,6 +320,7 @@ class StationSolver:
         return self.Kt @ alpha @ self.Kso.mT
 
     def logdet(self) -> float:
+        """log det A (A: the (T n, T n) data covariance on the observed cells)."""
         return float(self.denom.log().sum())
 
     def variance(self, frames=slice(None)) -> torch.Tensor:
@@ -429,6 +431,7 @@ class KroneckerSetup(Setup):
         self.frames = max((sl.stop for sl in problem.splits.values()), default=0) or self.observed.shape[0]
 
     def grid_of(self, sl: slice) -> Grid:
+        """The scaled Grid of frames `sl`: t (len,), y (Y,), x (X,)."""
         t, y, x = self.grid
         return Grid(t[sl], y, x, self.grid.x_period, self.grid.lat)
 
@@ -473,8 +476,8 @@ class KroneckerSetup(Setup):
             sub = self.solver(b, model, lik, sl, device) if (sl.start, sl.stop) != (0, T) else solver
             sub.tol = 10 * solver.tol                         # samples: their Monte-Carlo error dominates
             chunk = rhs_chunk(sub.mask.numel(), sub.mask.element_size())
-            var = sub.variance(self.samples, seed=self.args["seed"] + b, chunk=chunk, progress=progress)
-            var = var.reshape(-1, Y, X)[frames - sl.start].cpu().numpy() + solver.noise
+            v = sub.variance(self.samples, seed=self.args["seed"] + b, chunk=chunk, progress=progress)
+            var = v.reshape(-1, Y, X)[frames - sl.start].cpu().numpy() + solver.noise
         if only is not None:
             mean, var = np.where(only, mean, np.nan), np.where(only, var, np.nan)
         return self.to_physical(b, mean, var)

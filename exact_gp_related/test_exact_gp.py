@@ -11,7 +11,7 @@ from exact_gp_related.exact_gp_utils import make_model
 from exact_gp_related.gp_training import Setup, predict_bands
 from gapfill import runs
 from gapfill.data import Normalizer
-from gapfill.evaluate import test_main
+from gapfill.evaluate import script_main
 
 METHOD = "exact_gp"
 # summary heatmaps: one row per kernel pair, one column per masking probability and mask type
@@ -26,9 +26,7 @@ def predict(problem, cfg, run_dir, device):
                                                                              device=device, separable=kron))
 
 
-def main(argv=None):
-    test_main(METHOD, predict, argv, __doc__.splitlines()[0], summary_grid=SUMMARY_GRID)
-    return 0
+main = script_main(METHOD, predict, __doc__, summary_grid=SUMMARY_GRID)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
         noise = lik.noise.reshape(())
         c = model.mean_module.constant.reshape(()) if constant else torch.zeros((), dtype=dtype)
         if cells is not None:
+            assert ys is not None                    # set with cells
             st = kronecker.StationSolver(mats, noise.item(), cells)
             a = st.alpha(ys - c.detach())[0]
             loss = st.surrogate(mats, noise, a) - c * a.sum()

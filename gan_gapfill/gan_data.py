@@ -77,8 +77,9 @@ class FieldChips:
         self.train_frames = np.arange(tr.start, tr.stop)
         n = len(self.train_frames)
         self.seen_v, self.guess_v = [self.seen[tr]], [self.guess0[tr]]               # variant 0: the mask itself
-        for v in range(1, variants if mask_kwargs and n else 1):
-            keep = make_mask(shape=(n, self.Y, self.X), seed=seed * 7919 + v, **mask_kwargs)
+        redraw = mask_kwargs or {}
+        for v in range(1, variants if redraw and n else 1):
+            keep = make_mask(shape=(n, self.Y, self.X), seed=seed * 7919 + v, **redraw)
             full = self.seen.copy()
             full[tr] = view.known[tr] & keep[:, None]
             self.seen_v.append(full[tr])

@@ -15,10 +15,11 @@ from gan_gapfill.gan_data import FieldChips, make_chip, positions
 from gan_gapfill.gan_model import GAN
 from gapfill import lightning
 from gapfill.data import Normalizer
-from gapfill.evaluate import build_problem, load_run
+from gapfill.evaluate import load_run
 from gapfill.floor import first_guess
 from gapfill.masks import make_mask
 from gapfill.metrics import ssim
+from gapfill.problem import build_problem
 from gapfill.system import resolve_device
 from gapfill.view import chosen_guess
 
@@ -57,6 +58,7 @@ def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_ra
     """Fill the test chips. Returns arrays (N chips): truth, filled, interp (N, D, B, P, P) physical units,
     cloud (N, D, P, P) bool, origin (N, 3), masked dates (0-based), times (N, D)."""
     args, D = cfg["args"], module.data
+    assert D is not None                                      # load_trained sets it
     pos = positions(mask_position or args["mask_position"], args["time_steps"])[0]
     cr = tuple(cloud_range or args["cloud_range"])
     P = int(cfg["chip_size"])
@@ -64,7 +66,7 @@ def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_ra
     values = np.nan_to_num(norm.normalize(f.values)).astype(np.float32)        # the full field (evaluation side)
     valid = np.isfinite(f.values)
     origins = chip_origins(problem, D.D, P)
-    out = {k: [] for k in ("truth", "filled", "interp", "cloud")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", "filled", "interp", "cloud")}
     seed = int(args["seed"])
     for a in range(0, len(origins), batch_size):
         chips = []
@@ -84,8 +86,8 @@ def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_ra
             out["interp"].append(norm.denormalize(interp))
         batch = module.pad16({k: torch.stack([c[k] for c in chips]).to(module.device) for k in chips[0]})
         _, filled = module.fill(batch, module.inputs(batch))
-        filled = filled[..., :P, :P].float().cpu().numpy().reshape(len(chips) * D.D, D.B, P, P).astype(np.float64)
-        out["filled"] += list(norm.denormalize(filled).reshape(len(chips), D.D, D.B, P, P))   # band axis 1
+        filled_n = filled[..., :P, :P].float().cpu().numpy().reshape(len(chips) * D.D, D.B, P, P).astype(np.float64)
+        out["filled"] += list(norm.denormalize(filled_n).reshape(len(chips), D.D, D.B, P, P))   # band axis 1
     res = {k: np.stack(v) for k, v in out.items()}
     res["origin"] = np.array(origins)
     res["masked"] = np.array(pos)

@@ -9,17 +9,22 @@ channels, InstanceNorm, LeakyReLU 0.2), the second scale on the chip average-poo
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal, cast
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import spectral_norm as sn
 
-from gan_gapfill.gan_data import positions
+from gan_gapfill.gan_data import FieldChips, positions
 from gapfill import lightning
+
+if TYPE_CHECKING:
+    from pytorch_lightning.core.optimizer import LightningOptimizer
 
 
 def _block(i, o, k, stride=1, transpose=False):
-    pad = "reflect" if k > 1 and stride == 1 else "zeros"
+    pad: Literal["reflect", "zeros"] = "reflect" if k > 1 and stride == 1 else "zeros"
     conv = (nn.ConvTranspose2d(i, o, 3, stride=2, padding=1, output_padding=1) if transpose
             else nn.Conv2d(i, o, k, stride=stride, padding=k // 2, padding_mode=pad))
     return nn.Sequential(sn(conv), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
@@ -31,7 +36,8 @@ class ResBlock(nn.Module):
         self.body = nn.Sequential(_block(c, c, 3), sn(nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")),
                                   nn.BatchNorm2d(c))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, c, H, W) -> (N, c, H, W)."""
         return x + self.body(x)
 
 
@@ -48,10 +54,12 @@ class Generator(nn.Module):
         self.up = nn.ModuleList([_block(chans[4 - i] * (2 if skip and i else 1), chans[3 - i], 3, transpose=True)
                                  for i in range(4)])
         self.out = nn.Conv2d(cap * (2 if skip else 1), c_out, 3, padding=1)
+        assert self.out.bias is not None
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, c_in, H, W), H and W multiples of 16 -> residual (N, c_out, H, W)."""
         h = self.inp(x)
         skips = [h]
         for d in self.down:
@@ -73,7 +81,8 @@ class PatchD(nn.Module):
 
     def __init__(self, c_in: int, cap: int = 64):
         super().__init__()
-        layers, c = [], c_in
+        layers: list[nn.Module] = []
+        c = c_in
         for i, o in enumerate([cap, cap * 2, cap * 4, cap * 8]):
             layers += [nn.Conv2d(c, o, 5, stride=2 if i < 3 else 1, padding=2)]
             if i:
@@ -83,7 +92,8 @@ class PatchD(nn.Module):
         layers += [nn.Conv2d(c, 1, 5, padding=2)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, c, H, W) -> patch scores (N, 1, ceil(H/8), ceil(W/8))."""
         return self.net(x)
 
 
@@ -94,7 +104,8 @@ class Discriminator(nn.Module):
         super().__init__()
         self.nets = nn.ModuleList([PatchD(c_in, cap) for _ in range(n_scales)])
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: (N, c, H, W) -> n_scales score maps, scale s (N, 1, ~H/(8 * 2^s), ~W/(8 * 2^s)) (ceil at each halving)."""
         out = []
         for i, d in enumerate(self.nets):
             if i:
@@ -123,21 +134,25 @@ def cloud_patches(cloud: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
 
 
 def hinge_d(real: list, fake: list, cloud: torch.Tensor) -> torch.Tensor:
-    """Discriminator hinge loss on the patches that hold cloud, averaged over scales."""
-    out = 0.0
+    """Discriminator hinge loss on the patches that hold cloud, averaged over scales: real, fake the
+    Discriminator's score maps (one (N, 1, h, w) per scale), cloud (N, 1, H, W) -> scalar."""
+    out: torch.Tensor | float = 0.0
     for r, f in zip(real, fake, strict=True):
         w = cloud_patches(cloud, r)
         n = w.sum().clamp_min(1.0)
         out = out + ((torch.relu(1 - r) * w).sum() + (torch.relu(1 + f) * w).sum()) / n
+    assert isinstance(out, torch.Tensor), "no score maps"
     return out / len(real)
 
 
 def hinge_g(fake: list, cloud: torch.Tensor) -> torch.Tensor:
-    """Generator hinge loss on cloud patches, averaged over scales."""
-    out = 0.0
+    """Generator hinge loss on cloud patches, averaged over scales: fake score maps (one (N, 1, h, w) per
+    scale), cloud (N, 1, H, W) -> scalar."""
+    out: torch.Tensor | float = 0.0
     for f in fake:
         w = cloud_patches(cloud, f)
         out = out - (f * w).sum() / w.sum().clamp_min(1.0)
+    assert isinstance(out, torch.Tensor), "no score maps"
     return out / len(fake)
 
 
@@ -160,7 +175,7 @@ class GAN(lightning.FieldModule):
         self.Dnet = Discriminator(c_in + c, disc_cap, n_scales)
         settle_spectral_norm(self.G)
         self.automatic_optimization = False
-        self.data = None
+        self.data: FieldChips | None = None
 
     @classmethod
     def from_args(cls, args: dict, bands: int) -> GAN:
@@ -190,8 +205,10 @@ class GAN(lightning.FieldModule):
         return {k: nn.functional.pad(v, pad, mode="constant" if k == "hidden" else "replicate") for k, v in chip.items()}
 
     def training_step(self, chip, batch_idx):
+        """chip: dict of (N, C, H, W) tensors (x, guess, seen, hidden, target: C = D*B; mask: D); one
+        discriminator and one generator step."""
         chip = self.pad16(chip)
-        opt_g, opt_d = self.optimizers()
+        opt_g, opt_d = cast("list[LightningOptimizer]", self.optimizers())      # two optimizers: a list
         inp = self.inputs(chip)
         pred, filled = self.fill(chip, inp)
         loss_cells = chip["hidden"]
@@ -220,6 +237,7 @@ class GAN(lightning.FieldModule):
         """(mean, None), each (len(frames), B, Y, X) physical units: each frame filled from its whole-frame chip
         (the frame at the first masked date). Call in eval mode: the result does not depend on batch_size."""
         D = self.data
+        assert D is not None, "set .data first"
         pos = positions(self.hparams.mask_position, D.D)[0]
         frames = list(frames)
         resid = np.empty((len(frames), D.B, D.Y, D.X), np.float32)

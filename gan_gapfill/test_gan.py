@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from gan_gapfill.gan_eval import load_trained
 from gapfill import runs
-from gapfill.evaluate import test_main
+from gapfill.evaluate import script_main
 
 METHOD = "gan"
 
@@ -18,9 +18,7 @@ def predict(problem, cfg, run_dir, device):
     return load_trained(problem, cfg, run_dir, device).reconstruct(range(sl.start, sl.stop))
 
 
-def main(argv=None):
-    test_main(METHOD, predict, argv, __doc__.splitlines()[0])
-    return 0
+main = script_main(METHOD, predict, __doc__)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def rgb_bands(bands: list[str]) -> list[int] | None:
     for names in RGB_NAMES:
         idx = [next((i for i, b in enumerate(low) if n.lower() == b or n.lower() in b.split("_")), None) for n in names]
         if all(i is not None for i in idx):
-            return [int(i) for i in idx]
+            return [int(i) for i in idx if i is not None]
     return None
 
 
@@ -41,6 +41,8 @@ def _image(chip: np.ndarray, rgb, lo, hi) -> np.ndarray:
 
 
 def chip_figure(res: dict, i: int, d: int, bands, rgb, title: str) -> Figure:
+    """Chip i, date d of evaluate_chips' result (truth, filled (N, D, B, P, P), cloud (N, D, P, P)): input
+    with clouds, filled, truth (RGB bands `rgb` or band 0) and the error on cloud cells."""
     truth, filled, cloud = res["truth"][i, d], res["filled"][i, d], res["cloud"][i, d]
     sel = rgb if rgb is not None else [0]
     lo = np.nanpercentile(truth[sel], 2, axis=(1, 2)) if rgb else None

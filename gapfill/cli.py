@@ -98,6 +98,16 @@ def add_first_guess_arg(g, default: str = "auto") -> None:
                         "scores best on the validation frames (gapfill.view.resolve_first_guess)")
 
 
+def add_generator_args(p: argparse.ArgumentParser, out: str, n_time: int, time_help: str,
+                       axes: tuple[str, str]) -> None:
+    """--out, --n_time, --ny, --nx and --seed of a data generator (`axes`: what a row and a column are)."""
+    p.add_argument("--out", default=out, help="output NetCDF path")
+    p.add_argument("--n_time", type=positive_int, default=n_time, help=time_help)
+    p.add_argument("--ny", type=at_least_two, default=64, help=f"grid rows ({axes[0]})")
+    p.add_argument("--nx", type=at_least_two, default=64, help=f"grid columns ({axes[1]})")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (same seed -> identical file values)")
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the model and the masks")

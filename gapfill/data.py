@@ -12,86 +12,35 @@ In memory every axis increases: frames are sorted by time (duplicate times are r
 latitude is flipped (`Field.y_descending`, undone by `Field.file_order` when writing), a longitude that
 crosses the 0/360 seam is unwrapped (344..358, 0..14 -> 344..374; the file's values kept in `Field.x_file`
 and written back as they were), and a global longitude is marked `Field.x_periodic` (a duplicated wrap
-column is dropped). Times in months (or years) since a date count calendar months of the file's calendar
-(30 days in `360_day`), so `Field.time_days` is in real days for every CF calendar.
+column is dropped). The time axis (units, calendars, sorting) is read by gapfill.times, so `Field.time_days`
+is in real days for every CF calendar.
 Bad input raises `DataError` with one line naming the file and the problem.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
 
 import cf_xarray  # noqa: F401  (registers the .cf accessor)
-import cftime
 import numpy as np
 import xarray as xr
 
 from gapfill.errors import DataError
 from gapfill.files import atomic_path
+from gapfill.times import days_since_first, decode_times, sort_time, time_unit
 
 log = logging.getLogger(__name__)
-__all__ = ["DataError", "Field", "Normalizer", "check_training_frames", "decode_times", "open_field", "split_frames",
-           "write_dataset"]
+__all__ = ["DataError", "Field", "Normalizer", "check_training_frames", "open_field", "split_frames", "write_dataset"]
 
 TIME_NAMES = ("time", "t")                         # name fallbacks when no CF attribute says what an axis is
 Y_NAMES = ("lat", "latitude", "y", "rlat", "nav_lat")
 X_NAMES = ("lon", "longitude", "x", "rlon", "nav_lon")
 LEVEL_NAMES = ("level", "lev", "plev", "depth", "height", "pressure", "isobaric", "z")
 LON_NAMES = ("lon", "longitude", "nav_lon")
-# fixed-length time units (cftime's spellings) in days; months and years are calendar units (see _add_months)
-_UNIT_DAYS = {**dict.fromkeys(("microseconds", "microsecond", "microsecs", "microsec", "us"), 1 / 86400e6),
-              **dict.fromkeys(("milliseconds", "millisecond", "millisecs", "millisec", "msecs", "msec", "ms"),
-                              1 / 86400e3),
-              **dict.fromkeys(("seconds", "second", "secs", "sec", "s"), 1 / 86400),
-              **dict.fromkeys(("minutes", "minute", "mins", "min"), 1 / 1440),
-              **dict.fromkeys(("hours", "hour", "hrs", "hr", "h"), 1 / 24),
-              **dict.fromkeys(("days", "day", "d"), 1.0), **dict.fromkeys(("weeks", "week"), 7.0)}
-_UNIT_MONTHS = {**dict.fromkeys(("months", "month", "mon"), 1), **dict.fromkeys(("years", "year", "yr"), 12)}
 LEVEL_RTOL = 1e-4                                  # --level matches a level within this relative tolerance
-
-
-def _time_unit(units: str | None) -> tuple[str | None, str | None]:
-    """('hour', '1980-01-14') from 'hour since 1980-01-14'; (None, None) when not '<unit> since <date>'."""
-    m = re.fullmatch(r"\s*([A-Za-z_]+)\s+since\s+(.+?)\s*", units or "")
-    return (m.group(1).lower(), m.group(2)) if m else (None, None)
-
-
-def _add_months(start, months: float):
-    """The cftime date `months` calendar months after `start` (the day clamped to the month's length); a
-    fraction of a month is that fraction of the following month's length."""
-    whole = math.floor(months)
-
-    def shift(k):
-        y, m = divmod(start.month - 1 + k, 12)
-        first = start.replace(year=start.year + y, month=m + 1, day=1)
-        return first.replace(day=min(start.day, first.daysinmonth))
-    a = shift(whole)
-    return a if months == whole else a + (shift(whole + 1) - a) * (months - whole)
-
-
-def decode_times(time: np.ndarray, units: str | None, calendar: str | None) -> np.ndarray | None:
-    """(T,) cftime dates of numeric times in CF `units` and `calendar` (default standard), None when they do
-    not decode. `months/years since` count calendar months (cftime alone takes them only for 360_day)."""
-    unit, ref = _time_unit(units)
-    if unit is None:
-        return None
-    cal = calendar or "standard"
-    t = np.asarray(time, dtype=np.float64)
-    for year_zero in (None, True):                 # 'since 0000-01-01' (NOAA, Ferret) needs year zero
-        kw = {} if year_zero is None else {"has_year_zero": True}
-        try:
-            if unit in _UNIT_MONTHS:
-                start = cftime.num2date(0, f"days since {ref}", cal, **kw)
-                return np.array([_add_months(start, _UNIT_MONTHS[unit] * v) for v in t], dtype=object)
-            return np.asarray(cftime.num2date(t, units, cal, **kw), dtype=object)
-        except Exception:  # noqa: S112  cftime raises ValueError/TypeError for units it does not know
-            continue
-    return None
 
 
 @dataclass
@@ -138,14 +87,7 @@ class Field:
     @property
     def time_days(self) -> np.ndarray:
         """(T,) float64 days since the first frame in the file's calendar (frame index if the units are unknown)."""
-        t = np.asarray(self.time, dtype=np.float64)
-        unit, _ = _time_unit(self.time_units)
-        if unit in _UNIT_DAYS:                                     # fixed length: exact in every calendar
-            return (t - t[0]) * _UNIT_DAYS[unit]
-        dates = self.dates() if unit is not None else None
-        if dates is None:
-            return np.arange(len(t), dtype=np.float64)
-        return np.array([(d - dates[0]).total_seconds() / 86400 for d in dates], dtype=np.float64)
+        return days_since_first(self.time, self.time_units, self.calendar)
 
     def frames(self, sl: slice) -> Field:
         """The same field restricted to the frames in `sl`."""
@@ -196,7 +138,7 @@ def _axis_roles(da: xr.DataArray) -> dict[str, str]:
             if c.ndim == 1 and c.dims[0] in da.dims:
                 claim(role, c.dims[0])
     for d in da.dims:
-        if d in da.coords and _time_unit(str(da[d].attrs.get("units", "")))[0] is not None:
+        if d in da.coords and time_unit(str(da[d].attrs.get("units", "")))[0] is not None:
             claim("T", d)
     for role, names in _NAMES.items():
         for d in da.dims:
@@ -240,11 +182,6 @@ def _is_longitude(ds: xr.Dataset, dim: str) -> bool:
     if dim in ds.coords and dim in ds[dim].cf.coordinates.get("longitude", []):
         return True
     return str(dim).lower() in LON_NAMES
-
-
-def _time_label(value: float, units: str | None, calendar: str | None) -> str:
-    dates = decode_times(np.array([value]), units, calendar)
-    return f"{value:g}" if dates is None else f"{dates[0].isoformat()} ({value:g} {units})"
 
 
 def _level_bands(path, name: str, da: xr.DataArray, orig: xr.DataArray, z: str | None,
@@ -328,7 +265,7 @@ def open_field(path, variables: list[str] | str | None = None, level: float | No
         attrs = dict(ds.attrs)
     if values.shape[0] == 0 or values.shape[2] < 2 or values.shape[3] < 2:
         raise _fail(path, f"field is too small: (time, y, x) = {values.shape[0], values.shape[2], values.shape[3]}")
-    values, time = _sort_time(path, values, time, time_units, calendar)
+    values, time = sort_time(path, values, time, time_units, calendar)
     n_inf = int(np.isinf(values).sum())
     if n_inf:
         log.warning("%s: %d cells are +/-inf (or beyond float32); they count as never observed", path, n_inf)
@@ -347,24 +284,6 @@ def open_field(path, variables: list[str] | str | None = None, level: float | No
     log.info("opened %s: bands %s, (T, Y, X) = %s, %.1f%% never observed", path, band_names,
              (values.shape[0], values.shape[2], values.shape[3]), 100 * (1 - np.isfinite(values).mean()))
     return fld
-
-
-def _sort_time(path, values: np.ndarray, time: np.ndarray, units, calendar) -> tuple[np.ndarray, np.ndarray]:
-    """values (T, B, Y, X) and time (T,) in increasing time: sorted with a warning when the file's frames are
-    not in order; DataError for a missing or a repeated time."""
-    if not np.isfinite(time).all():
-        raise _fail(path, f"time has {int((~np.isfinite(time)).sum())} missing values; every frame needs its time")
-    if np.all(np.diff(time) > 0):
-        return values, time
-    order = np.argsort(time, kind="stable")
-    same = np.flatnonzero(np.diff(time[order]) == 0)
-    if same.size:
-        v = time[order][same[0]]
-        i, j = np.flatnonzero(time == v)[:2]
-        raise _fail(path, f"duplicate time {_time_label(v, units, calendar)} at frames {i} and {j}; "
-                          "every frame needs its own time")
-    log.warning("%s: the time axis is not sorted; frames sorted by time (%d frames)", path, len(time))
-    return values[order], time[order]
 
 
 def _longitude(path, x: np.ndarray, values: np.ndarray):

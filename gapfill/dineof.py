@@ -67,6 +67,8 @@ def dineof_matrix(visible: np.ndarray, clim: np.ndarray) -> tuple[np.ndarray, np
 
 
 def dineof_unmatrix(mat: np.ndarray, live: np.ndarray, shape: tuple, clim: np.ndarray) -> np.ndarray:
+    """The inverse of dineof_matrix: mat (N, live columns), live (M,) bool, shape (T, B, Y, X), clim
+    broadcasting to it -> the field (T, B, Y, X), 0 anomaly in the dropped columns, plus `clim`."""
     T, B, Y, X = shape
     full = np.zeros((mat.shape[0], live.size))
     full[:, live] = mat

@@ -1,14 +1,14 @@
-"""The evaluation protocol every method shares: build the problem (field, splits, masks) from the options,
-hide what the model may not see, score a reconstruction on the hidden valid cells next to the classical
-floor, and write prediction.nc, metrics.json and the PDF reports.
+"""The test-time protocol every method shares: load a run, score its reconstruction, write its result files.
+
+A run's problem (gapfill.problem) is rebuilt from its options with the test-side overrides, the model sees
+only `Problem.for_model()`, and the reconstruction is scored on the hidden valid cells next to the classical
+floor; prediction.nc, metrics.json and the PDF reports are written per run, then the method summary.
 
 A method's test script is `test_main(method, predict)` with its own `predict(problem, cfg, run_dir, device)`
 returning (mean, variance or None), both (T_test, B, Y, X) in physical units.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import time
 import traceback
@@ -18,80 +18,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from gapfill import cli
-from gapfill.data import Field, check_training_frames, open_field, split_frames
+from gapfill import cli, registry
+from gapfill.data import Field
 from gapfill.errors import DataError, RunError
 from gapfill.files import atomic_path, check_writable, file_digest, read_json, write_json
 from gapfill.floor import FLOOR, reconstruct_floor
-from gapfill.masks import describe_mask, make_mask
-from gapfill.metrics import compute_metrics, scored_cells
+from gapfill.metrics import compute_metrics
+from gapfill.problem import Problem, build_problem, grid_signature
 from gapfill.system import peak_memory_mb, resolve_device, setup_logging
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Problem:
-    """A field with its splits and the model's mask. `observed` (T, Y, X) covers every frame: on training
-    frames it is the training mask (methods may subsample or mask with it; the frames themselves are
-    complete ground truth), on validation and test frames it is all the model ever sees."""
-
-    field: Field
-    splits: dict
-    observed: np.ndarray                  # (T, Y, X) bool
-    masks: dict                           # split -> mask settings with a 'label'
-
-    def visible(self) -> np.ndarray:
-        """(T, B, Y, X): training frames complete, other frames NaN wherever not observed."""
-        vis = self.field.values.copy()
-        hidden = ~self.observed
-        hidden[self.splits["train"]] = False
-        vis[np.broadcast_to(hidden[:, None], vis.shape)] = np.nan
-        return vis
-
-    def for_model(self) -> Problem:
-        """The same problem with hidden cells of validation and test frames removed from the field."""
-        return dataclasses.replace(self, field=dataclasses.replace(self.field, values=self.visible()))
-
-    def scored(self, split: str) -> np.ndarray:
-        """(T_split, B, Y, X) bool: hidden valid cells of a split."""
-        sl = self.splits[split]
-        return scored_cells(self.observed[sl], self.field.valid[sl])
-
-
-def _mask_for(opts: dict, n: int, shape_yx, seed: int, offset: int) -> np.ndarray:
-    kw = {k: v for k, v in opts.items() if k not in ("kind", "mode", "label") and v is not None}
-    return make_mask(opts["kind"], opts["mode"], (n,) + tuple(shape_yx), seed=seed, frame_offset=offset, **kw)
-
-
-def build_problem(args: dict, test_args: dict | None = None) -> Problem:
-    """Open the data and draw the masks from training options `args` (a config's 'args') and optional
-    test-side overrides (`--test_mask_type`, `--num_frames_test`, `--data_path`)."""
-    test_args = test_args or {}
-    field = open_field(test_args.get("data_path") or args["data_path"], args.get("variable"), level=args.get("level"))
-    T, _, Y, X = field.shape
-    splits = split_frames(T, args.get("num_frames_train"), args.get("num_frames_valid"),
-                          test_args.get("num_frames_test"), path=field.path)
-    if splits["train"].stop > splits["train"].start:
-        check_training_frames(field, splits["train"])
-    train_opts = cli.mask_options(args)
-    test_opts = {k: (v if v is not None else train_opts[k]) for k, v in cli.mask_options(test_args, test=True).items()}
-    observed = np.ones((T, Y, X), dtype=bool)
-    masks = {}
-    for split, opts in (("train", train_opts), ("valid", train_opts), ("test", test_opts)):
-        sl = splits[split]
-        n = sl.stop - sl.start
-        if n:
-            try:
-                observed[sl] = _mask_for(opts, n, (Y, X), int(args.get("seed", 0)), sl.start)
-            except ValueError as err:
-                raise DataError(f"{split} mask for {field.path}: {err}") from None
-        masks[split] = dict(opts, label=describe_mask(opts["kind"], opts["mode"], opts["prob_masking"] or 0.0,
-                                                      radius=opts["radius"], cloud_range=opts["cloud_range"] or (0.2, 0.6)))
-    log.info("splits train/valid/test = %d/%d/%d frames; training mask %s; test mask %s",
-             *(splits[s].stop - splits[s].start for s in ("train", "valid", "test")),
-             masks["train"]["label"], masks["test"]["label"])
-    return Problem(field, splits, observed, masks)
 
 
 def reference_metrics(problem: Problem, split: str = "test") -> dict:
@@ -117,13 +53,6 @@ def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Data
     return f.file_order(xr.Dataset(data, coords=f.coords(sl), attrs={**attrs, "units": ";".join(f.units)}))
 
 
-# the script that tests each method's runs (named in the error for another method's run folder)
-TEST_SCRIPTS = {"baselines": "baselines/test_baselines.py", "exact_gp": "exact_gp_related/test_exact_gp.py",
-                "variational_gp": "variational_gp_related/test_variational_gp.py",
-                "pconv": "pconv_inpainting/test_pconv.py", "gpvae": "gpvae/test_gpvae.py", "gan": "gan_gapfill/test_gan.py",
-                "ginr": "ginr/test_ginr.py"}
-
-
 def load_run(run_dir, method: str | None = None, script: str | None = None) -> dict:
     """config.json of a run folder, with a clear error when the folder is not a run, or (given `method`,
     the method the calling `script` reads) a run of another method."""
@@ -142,21 +71,13 @@ def load_run(run_dir, method: str | None = None, script: str | None = None) -> d
                         "train the run again with --overwrite")
     if method is not None and cfg.get("method") != method:
         wrote = cfg.get("method") or "unknown"
-        reader = TEST_SCRIPTS.get(wrote, "the test script of the method that wrote it")
-        script = script or TEST_SCRIPTS.get(method, method)
+        reader = registry.test_script(wrote) or "the test script of the method that wrote it"
+        script = script or registry.test_script(method) or method
         raise DataError(f"{run_dir}: written by the {wrote} method, not by {method}: {script} reads {method} runs only; "
                         f"test this one with {reader}")
     if not cfg.get("finished"):
         log.warning("%s: training did not finish; testing its best checkpoint so far (results marked partial)", run_dir)
     return cfg
-
-
-def grid_signature(field: Field) -> dict:
-    """What a test-time --data_path must share with the training file: bands and the (Y, X) grid."""
-    def digest(v):
-        return hashlib.sha1(np.ascontiguousarray(np.asarray(v, dtype=np.float64)).tobytes()).hexdigest()[:16]
-    return {"bands": list(field.bands), "shape_yx": [int(field.shape[2]), int(field.shape[3])],
-            "y": digest(field.y), "x": digest(field.x)}
 
 
 def check_grid(cfg: dict, field: Field) -> None:
@@ -336,3 +257,11 @@ def test_main(method: str, predict: Callable, argv=None, description: str | None
         raise DataError(f"{len(failed)} of {len(folders)} run(s) failed their test ({names}); the others are in "
                         f"{results}, listed with the failures in {csv_path}")
     return records
+
+
+def script_main(method: str, predict: Callable, doc: str | None, **options) -> Callable[..., int]:
+    """The `main(argv)` of a test_<method>.py: `test_main` under the script's first docstring line."""
+    def main(argv=None) -> int:
+        test_main(method, predict, argv, doc.splitlines()[0] if doc else None, **options)
+        return 0
+    return main

@@ -107,6 +107,14 @@ def read_json(path, what: str = "file") -> dict:
     return obj
 
 
+def check_output_file(path, example: str, option: str = "--out") -> None:
+    """Refuse an output file path that is a folder (suggesting `example` inside it) or whose folder could
+    not be written; creates nothing."""
+    if Path(path).is_dir():
+        raise DataError(f"{option} {path} is a directory; give a file path such as {Path(path) / example}")
+    check_writable(Path(path).parent, option)
+
+
 def check_writable(folder, option: str = "output folder") -> Path:
     """Refuse, before any long work, an output `folder` that could not be created or written (a file in
     its way, a read-only or foreign parent). Creates nothing."""

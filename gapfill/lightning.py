@@ -23,14 +23,18 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from gapfill.checkpoints import check_diverged, read_torch
 from gapfill.cli import nonnegative_int, positive_float, positive_int
 from gapfill.errors import DataError
-from gapfill.runs import check_diverged, read_torch
+
+if TYPE_CHECKING:
+    from lightning_fabric.utilities.data import AttributeDict
 
 log = logging.getLogger(__name__)
 for _name in ("pytorch_lightning", "lightning_fabric"):          # its start-up tips and device lines: warnings only
@@ -68,8 +72,18 @@ class FieldModule(pl.LightningModule):
 
     monitor = ("valid_rmse", "min")          # the validation score that picks best.ckpt and stops early
 
-    def reconstruct(self, frames):
+    if TYPE_CHECKING:
+        # save_hyperparameters() stores an AttributeDict (attribute access); Lightning types the property
+        # as `AttributeDict | MutableMapping`, which has no attributes
+        @property
+        def hparams(self) -> AttributeDict: ...
+
+    def reconstruct(self, frames) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mean, variance or None), each (len(frames), B, Y, X) in physical units."""
         raise NotImplementedError
+
+
+M = TypeVar("M", bound=FieldModule)
 
 
 STOP_REASONS = ("patience", "max_time", "max_epochs", "max_iters")    # why a finished run stopped
@@ -260,7 +274,7 @@ def fit(run, args, module: FieldModule, datamodule: pl.LightningDataModule,
     return trainer
 
 
-def load_module(module: FieldModule, run_dir, which: str = "best", device: str = "cpu") -> FieldModule:
+def load_module(module: M, run_dir, which: str = "best", device: str = "cpu") -> M:
     """`module` (built from the run's config) with the weights of `best.ckpt` (or `last`), on `device`, in
     eval mode. Only tensors are read (`weights_only=True`): a checkpoint never runs code."""
     path = Path(run_dir) / f"{which}.ckpt"

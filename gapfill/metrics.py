@@ -93,7 +93,8 @@ def mae(truth, pred, scored):
 
 
 def rmse(truth, pred, scored):
-    """Root mean squared error over scored cells."""
+    """Root mean squared error over scored cells: truth, pred and scored (bool) of shapes that broadcast
+    (e.g. (T, B, Y, X) each)."""
     y, p = _gather(scored, truth=truth, prediction=pred)
     return float(np.sqrt(np.mean((p - y) ** 2)))
 

@@ -8,39 +8,35 @@ A run lives in `<checkpoint_dir>/<run_name>/` with `config.json`, `best.*`, `las
 The run name is built from the options (no timestamp), so a requeued job finds its own run again; the
 run's identity is a hash of every option that changes the result and of the data file (path and a
 fingerprint of its content), kept in config.json: a finished run with the same hash is skipped, an unfinished one
-resumes, a different hash under the same name is refused with the options that differ.
+resumes, a different hash under the same name is refused with the options that differ. Names and
+identities are made in gapfill.identity, checkpoint files written and read in gapfill.checkpoints.
 """
 from __future__ import annotations
 
 import csv
 import errno
 import fcntl
-import hashlib
-import json
 import logging
 import os
-import re
 import shutil
 import time
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gapfill.checkpoints import load_checkpoint, save_object
 from gapfill.entry import ACTIVE_RUNS, EXIT_RESUME, Preempted, Preemption, run_cli  # noqa: F401  (scripts use runs.run_cli)
 from gapfill.errors import DataError, RunError
-from gapfill.evaluate import Problem, build_problem, grid_signature
-from gapfill.files import atomic_path, check_writable, file_digest, read_json, write_json
+from gapfill.files import atomic_path, check_writable, read_json, write_json
+from gapfill.identity import check_run_name, identity, identity_diff, make_run_name
 from gapfill.metrics import coverage, crps_gaussian, gaussian_nll, rmse
-from gapfill.system import git_commit, peak_memory_mb, resolve_device, seed_everything, setup_logging
+from gapfill.problem import Problem, build_problem, grid_signature
+from gapfill.system import git_commit, global_rank, peak_memory_mb, resolve_device, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
 
-# Options that never change a run's result: left out of its identity.
-NOT_IDENTITY = {"checkpoint_dir", "run_name", "overwrite", "device", "local_rank", "log_level", "wandb_mode",
-                "wandb_project", "data_path", "num_nodes", "devices", "cache_dir"}
 # The manifest of what a run writes into its folder, the only files --overwrite removes: anything else
 # there (a user's `last.txt`, notes) is left alone. Checkpoints are `best`/`last` in the formats of
 # `save_object` and Lightning's; temporary files are atomic_path's `.<name>.<random>.tmp` of those.
@@ -48,153 +44,6 @@ _CKPT = [f"{w}.{ext}" for w in ("best", "last") for ext in ("keras", "npz", "pt"
 RUN_FILES = ("config.json", "train_log.csv", ".lock", *_CKPT, "best.ckpt.tmp", "hpc_ckpt_*.ckpt",
              *[f".{n}.*.tmp" for n in ("config.json", "train_log.csv", *_CKPT)])
 RUN_DIRS = ("wandb",)
-
-
-# ------------------------------------------------------------------------------------------ names
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        v = f"{v:g}"
-    if isinstance(v, list | tuple):
-        v = "-".join(_fmt(x) for x in v)
-    ascii_text = unicodedata.normalize("NFKD", str(v)).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9.+-]", "", ascii_text)
-
-
-def make_run_name(method: str, dataset: str, parts: dict) -> str:
-    """`<method>_<dataset>_<key><value>_...`: descriptive, stable, filesystem-safe, no timestamp.
-    A dataset name with no ASCII letter or digit (`温度.nc`) becomes `data<hash of the name>`."""
-    ds = _fmt(dataset).strip(".") or "data" + hashlib.sha1(dataset.encode()).hexdigest()[:8]
-    items = [f"{k}{_fmt(v)}" for k, v in parts.items() if v is not None]
-    return "_".join([method, ds] + items)
-
-
-RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-
-
-def check_run_name(name: str) -> str:
-    """A --run_name is one plain folder name: letters, digits and `._-`, not starting with '-' or '.'."""
-    if not RUN_NAME.fullmatch(name) or len(name) > 200:
-        raise DataError(f"--run_name {name!r}: a run name is one folder name of letters, digits and '._-', "
-                        "not starting with '-' or '.', at most 200 characters (no '/', no spaces)")
-    return name
-
-
-# ---------------------------------------------------------------------------------------- identity
-def data_identity(path) -> dict:
-    """The data file as far as a run's identity goes: absolute path, size, modification time and a
-    fingerprint of its content (`sha256`); path and content decide (a copy or `touch` is the same data)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime": round(st.st_mtime, 3), "sha256": file_digest(p)}
-
-
-def identity(args: dict) -> dict:
-    """{'hash', 'options', 'data'}: every option that changes the result, and the data file."""
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(args.items()) if k not in NOT_IDENTITY}
-    data = data_identity(args["data_path"])
-    blob = json.dumps({"options": options, "data": {k: data[k] for k in ("path", "sha256")}}, sort_keys=True, default=str)
-    return {"hash": hashlib.sha256(blob.encode()).hexdigest()[:16], "options": options, "data": data}
-
-
-def identity_diff(old: dict, new: dict) -> list[str]:
-    """What differs between two identities, one readable item each."""
-    out = []
-    oo, no = old.get("options", {}), new["options"]
-    for k in sorted(set(oo) | set(no)):
-        if k not in oo and no.get(k) in (None, False):
-            continue                        # an option added since, at its off/None default: the same run
-        if oo.get(k) != no.get(k):
-            out.append(f"--{k} {oo.get(k)!r} (now {no.get(k)!r})")
-    od, nd = old.get("data", {}), new["data"]
-    for k in ("path", "size", "sha256"):
-        if k in od and od[k] != nd[k]:     # (a run recorded before fingerprints has no sha256: not compared)
-            out.append(f"data file {'content (sha256)' if k == 'sha256' else k} {od[k]!r} (now {nd[k]!r})")
-    return out
-
-
-# --------------------------------------------------------------------------------------- checkpoints
-def _is_arrays(obj) -> bool:
-    return isinstance(obj, dict) and all(isinstance(v, np.ndarray | np.generic | int | float | str) for v in obj.values())
-
-
-def save_object(stem: Path, obj) -> Path:
-    """Write `obj` atomically next to `stem` (`.../best`), its format by its type: a Keras model ->
-    `.keras`, a dict of numpy arrays and numbers -> `.npz`, anything else -> `.pt` (torch.save)."""
-    if hasattr(obj, "save") and type(obj).__module__.startswith("keras"):
-        path = stem.with_suffix(".keras")
-        with atomic_path(path) as tmp:
-            obj.save(str(tmp) + ".keras")           # Keras insists on the suffix
-            Path(str(tmp) + ".keras").replace(tmp)
-    elif _is_arrays(obj):
-        path = stem.with_suffix(".npz")
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **obj)
-    else:
-        import torch
-        path = stem.with_suffix(".pt")
-        with atomic_path(path) as tmp:
-            torch.save(obj, tmp)
-    return path
-
-
-def _unreadable(path: Path, err: BaseException) -> DataError:
-    why = (str(err).splitlines() or [""])[0][:200]
-    return DataError(f"{path}: checkpoint cannot be read ({type(err).__name__}: {why}); it is corrupt, truncated "
-                     "or not ours: train the run again with --overwrite")
-
-
-def load_keras(path: Path):
-    """A Keras model file, with `safe_mode=True` (no Python lambdas run); a bad file is a DataError."""
-    import keras  # the method's package has set the backend
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:
-        raise _unreadable(Path(path), err) from None
-
-
-def check_diverged(what: str, step: int, losses: dict, named_parameters) -> None:
-    """RunError (exit code 3, the run marked failed) when a loss (name -> float) or a parameter (an iterable
-    of (name, torch tensor)) is no longer finite: the one divergence check of every training loop."""
-    import torch
-    bad = [f"{k} {v}" for k, v in losses.items() if not np.isfinite(v)]
-    bad += [f"{n} is not finite" for n, p in named_parameters if not torch.isfinite(p).all()][:1]
-    if bad:
-        raise RunError(f"{what}: training diverged by step {step} ({bad[0]}); try a smaller learning rate")
-
-
-def read_torch(path):
-    """A torch checkpoint (.pt, Lightning's .ckpt) as tensors and plain containers (`weights_only=True`):
-    nothing is unpickled; a corrupt, truncated or crafted file is a DataError naming it."""
-    import torch
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:
-        raise _unreadable(Path(path), err) from None
-
-
-def load_checkpoint(run_dir, which: str = "best"):
-    """`best` or `last` of a run folder, whichever format it was saved in (see `save_object`).
-
-    Nothing is unpickled: torch checkpoints load with `weights_only=True` (tensors, numbers, strings,
-    containers), Keras models with `safe_mode=True`, npz files without pickles. A corrupt, truncated or
-    crafted file is a DataError naming the file."""
-    run_dir = Path(run_dir)
-    if (p := run_dir / f"{which}.keras").exists():
-        return load_keras(p)
-    if (p := run_dir / f"{which}.npz").exists():
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception as err:
-            raise _unreadable(p, err) from None
-    if (p := run_dir / f"{which}.pt").exists():
-        return read_torch(p)
-    if (p := run_dir / f"{which}.ckpt").exists():                       # a Lightning method's
-        return read_torch(p)
-    if which == "best":
-        raise DataError(f"{run_dir}: no best checkpoint: the run stopped before its first validation; "
-                        "run its train command again to resume it")
-    raise DataError(f"{run_dir}: no {which}.* checkpoint")
 
 
 # --------------------------------------------------------------------------------------------- logs
@@ -224,17 +73,6 @@ class CsvLog:
 
 
 # ---------------------------------------------------------------------------------------------- Run
-def _rank() -> int:
-    """This process's global rank under DDP (torchrun's RANK, srun's SLURM_PROCID, or the LOCAL_RANK that
-    Lightning gives the processes it starts itself on one node), 0 otherwise."""
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    if os.environ.get("LOCAL_RANK", "").isdigit() and os.environ.get("WORLD_SIZE", "").isdigit():
-        return int(os.environ["LOCAL_RANK"])      # several nodes always go through srun (SLURM_PROCID)
-    return 0
-
-
 _HELD: dict[str, int] = {}      # run folder -> file descriptor of its lock, held by this process
 
 
@@ -252,7 +90,7 @@ class Run:
     def __init__(self, args: dict, method: str, full: Problem, name: str, run_dir: Path, log_fields: list[str]):
         self.args, self.method, self._full, self.name, self.dir = args, method, full, name, run_dir
         self.problem: Problem = full.for_model()
-        self.rank = _rank()
+        self.rank = global_rank()
         self.writer = self.rank == 0
         self.device = resolve_device(args.get("device", "auto"), args.get("local_rank"))
         self.identity = identity(args)

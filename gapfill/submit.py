@@ -1,6 +1,7 @@
 """Submit a method's training array and its test job to SLURM; with --wait, follow both and report.
 
     python -m gapfill.submit baselines --account ACC --partition PART        # prints the job ids, returns
+    python -m gapfill.submit exact_gp                                        # a method's name or its folder
     python -m gapfill.submit baselines --wait                                # ... and reports the outcome
     python -m gapfill.submit baselines --sweep my.toml -- --time=02:00:00    # sbatch options after --
 
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from gapfill import system
+from gapfill import registry, system
 from gapfill.cli import positive_float
 from gapfill.entry import Parser, run_cli
 from gapfill.errors import DataError
@@ -129,7 +130,7 @@ def report(train: dict[str, dict], test: dict[str, dict]) -> bool:
 def parse_args(argv=None):
     p = Parser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                epilog=__doc__)
-    p.add_argument("method", help="method folder, e.g. baselines, exact_gp_related")
+    p.add_argument("method", help="method name or folder (gapfill.registry), e.g. exact_gp or exact_gp_related")
     p.add_argument("--sweep", help="sweep file (default <method>/sweep_<short>.toml from the submit script)")
     p.add_argument("--account")
     p.add_argument("--partition")
@@ -145,15 +146,12 @@ def parse_args(argv=None):
 
 
 def scripts(method: str) -> tuple[Path, Path]:
-    """(train script, test script) of a method folder."""
-    root = system.REPO_ROOT / method
-    if not root.is_dir() or method in ("", ".", "..") or "/" in method.strip("/"):
-        methods = sorted(p.parent.name for p in system.REPO_ROOT.glob("*/submit_train_*.sh"))
-        raise DataError(f"no method folder {method!r}; choose one of {', '.join(methods)}")
+    """(train script, test script) of a method, by its registry name or folder."""
+    root = system.REPO_ROOT / registry.get(method).folder
     train, test = sorted(root.glob("submit_train_*.sh")), sorted(root.glob("submit_test_*.sh"))
     if len(train) != 1 or len(test) != 1:
         raise DataError(f"{root} must hold one submit_train_*.sh and one submit_test_*.sh "
-                         f"(found {len(train)} and {len(test)})")
+                        f"(found {len(train)} and {len(test)})")
     return train[0], test[0]
 
 
@@ -170,7 +168,7 @@ def main(argv=None) -> int:
 def submit(args) -> int:
     train_sh, test_sh = scripts(args.method)
     short = train_sh.stem.removeprefix("submit_train_")
-    sweep = Path(args.sweep or system.REPO_ROOT / args.method / f"sweep_{short}.toml")
+    sweep = Path(args.sweep or train_sh.parent / f"sweep_{short}.toml")
     n = len(entries(load(sweep)))
     missing = [c for c in ("sbatch", "scontrol")[: 1 + args.wait] if shutil.which(c) is None]
     if missing:

@@ -1,4 +1,4 @@
-"""Process-level helpers every script shares: logging, seeds, devices, peak memory, the code version
+"""Process-level helpers every script shares: logging, seeds, devices, the DDP rank, peak memory, the code version
 (a leaf module: it imports only gapfill.errors)."""
 from __future__ import annotations
 
@@ -100,6 +100,17 @@ def resolve_device(device: str = "auto", local_rank: int | None = None) -> str:
         raise DataError(f"--device {device} asked for GPU {index} but {n_gpu} GPU(s) are visible"
                         + ("" if n_gpu else ": this machine has no GPU, use --device cpu or auto"))
     return f"cuda:{index}"
+
+
+def global_rank() -> int:
+    """This process's global rank under DDP (torchrun's RANK, srun's SLURM_PROCID, or the LOCAL_RANK that
+    Lightning gives the processes it starts itself on one node), 0 otherwise."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    if os.environ.get("LOCAL_RANK", "").isdigit() and os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["LOCAL_RANK"])      # several nodes always go through srun (SLURM_PROCID)
+    return 0
 
 
 def peak_memory_mb() -> float:

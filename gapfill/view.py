@@ -40,8 +40,8 @@ class ModelView:
         fit = s["train"] if s["train"].stop > s["train"].start else slice(0, f.shape[0])
         self.normalizer = normalizer or Normalizer.fit(self.visible[fit])
         self.values = np.nan_to_num(self.normalizer.normalize(self.visible)).astype(np.float32)
-        self.known = np.isfinite(self.visible)
-        self.seen = self.known & problem.observed[:, None]
+        self.known: np.ndarray = np.isfinite(self.visible)
+        self.seen: np.ndarray = self.known & problem.observed[:, None]
         self.T, self.bands, self.Y, self.X = self.visible.shape
         self.x_periodic = bool(getattr(f, "x_periodic", False))
         self._cache: dict[str, dict[int, np.ndarray]] = {}

@@ -45,6 +45,7 @@ def interpolate(times, values, train, targets) -> np.ndarray:
 
 
 def rmse(a, b) -> float:
+    """Root mean squared difference of two arrays of one shape."""
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 

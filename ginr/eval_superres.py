@@ -24,8 +24,9 @@ from gapfill import cli, graphs
 from gapfill.data import open_field
 from gapfill.entry import run_cli
 from gapfill.errors import DataError
-from gapfill.evaluate import build_problem, load_run
+from gapfill.evaluate import load_run
 from gapfill.files import write_csv
+from gapfill.problem import build_problem
 from gapfill.system import resolve_device, setup_logging
 from ginr.ginr_model import load_trained
 
@@ -54,6 +55,7 @@ def fine_features(module, fine_valid: np.ndarray, fy, fx, coarse_field) -> tuple
     D, args = module.data, module.hparams
     g = graphs.grid_graph(fine_valid, fy, fx, D.neighbours, lonlat=graphs.is_lonlat(coarse_field),
                           periodic_x=bool(coarse_field.x_periodic))
+    assert g.cell_node is not None                                            # a grid's graph maps every cell
     _, vecs, scale = graphs.embed(g, args.n_fourier, D.laplacian)
     feats = vecs * scale
     # each coarse node's fine node: the fine cell at the same coordinates
@@ -87,6 +89,7 @@ def main(argv=None) -> int:
     f = problem.field
     module = load_trained(problem.for_model(), cfg, args.checkpoint, resolve_device(args.device))
     D = module.data
+    assert D is not None                                                      # load_trained attaches it
     if args.fine_data:
         fine = open_field(args.fine_data)
         if fine.shape[0] != f.shape[0] or fine.shape[1] != f.shape[1]:
@@ -101,6 +104,7 @@ def main(argv=None) -> int:
         fine, fy, fx = None, refine(f.y), refine(f.x)
         fine_valid = np.ones((len(fy), len(fx)), bool)
     feats, g = fine_features(module, fine_valid, fy, fx, f)
+    assert g.cell_node is not None
     sl = problem.splits["test"]
     frames = np.arange(sl.start, sl.stop)
     import torch
@@ -145,6 +149,7 @@ def main(argv=None) -> int:
 
 
 def superres_page(panels, f, t: int, rows) -> Figure:
+    """One page of (name, (Y', X') map) panels on a shared colour scale, titled with frame t and `rows`' RMSEs."""
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
     axes = fig.subplots(1, len(panels))
     lo, hi = np.nanpercentile(np.concatenate([p.ravel() for _, p in panels]), [1, 99])
@@ -153,6 +158,7 @@ def superres_page(panels, f, t: int, rows) -> Figure:
         im = ax.imshow(img, vmin=lo, vmax=hi, origin="lower", cmap="viridis")
         ax.set_title(name, fontsize=10)
         ax.axis("off")
+    assert im is not None                                                     # panels is never empty
     fig.colorbar(im, ax=list(np.atleast_1d(axes)), shrink=0.6, label=f"{f.bands[0]} ({f.units[0]})")
     text = "; ".join(f"{r['method']}: {r['rmse']:.3f}" for r in rows)
     fig.suptitle(f"super-resolution, test frame {t}" + (f"\nfine-grid RMSE: {text}" if text else ""), fontsize=10)

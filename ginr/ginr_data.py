@@ -71,7 +71,8 @@ class GraphFrames:
                                        lonlat=graphs.is_lonlat(f))
         self.eigenvalues, vecs, self.scale = graphs.embed(self.graph, n_fourier, laplacian, cache_dir(cache))
         self.features = (vecs * self.scale).astype(np.float32)
-        self.cell_node = self.graph.cell_node
+        assert self.graph.cell_node is not None                            # a grid's graph maps every cell
+        self.cell_node: np.ndarray = self.graph.cell_node
         self.times = time_axis(f).astype(np.float32)
         self.T, self.bands, self.Y, self.X = view.visible.shape
         self.seen, self.visible = view.seen, view.visible                   # (T, B, Y, X)

@@ -36,12 +36,20 @@ def add_mlp_args(g, omega_0: float = 3.0) -> None:
     g.add_argument("--dropout", type=cli.nonnegative_float, default=0.0)
 
 
+def add_time_args(g, on: bool, freqs: int, freqs_help: str) -> None:
+    """--time (Fourier features of a frame's time as input) and --time_freqs, with the caller's defaults."""
+    g.add_argument("--time", type=cli.boolean, nargs="?", const=True, default=on,
+                   help=f"Fourier features of the frame's time as input (--time {not on}: {'none' if on else 'on'})")
+    g.add_argument("--time_freqs", type=cli.positive_int, default=freqs, help=freqs_help)
+
+
 class Sine(nn.Module):
     def __init__(self, omega_0: float):
         super().__init__()
         self.omega_0 = omega_0
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: any shape -> sin(omega_0 x), same shape."""
         return torch.sin(self.omega_0 * x)
 
 
@@ -71,7 +79,8 @@ class MLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., d_in) -> (..., d_out)."""
         h = x
         for i, (lin, act, post) in enumerate(zip(self.layers, self.acts, self.post, strict=True)):
             if i == self.skip_at:
@@ -91,6 +100,9 @@ def time_features(t: torch.Tensor, n_freq: int) -> torch.Tensor:
 class GINR(lightning.FieldModule):
     """GINR for gap filling; `data` (ginr_data.GraphFrames) is set before training and `reconstruct`."""
 
+    features: torch.Tensor                  # buffers set by `attach`: (n_nodes, k) and (T,)
+    times: torch.Tensor
+
     def __init__(self, bands: int, n_frames: int, n_fourier: int = 100, hidden_dim: int = 512, n_layers: int = 4,
                  skip: bool = True, sine: bool = False, all_sine: bool = False, omega_0: float = 3.0,
                  bn: bool = False, dropout: float = 0.0, time: bool = True, time_freqs: int = 64,
@@ -103,9 +115,9 @@ class GINR(lightning.FieldModule):
         self.codes = nn.Embedding(n_frames, latent_dim) if latents else None
         if self.codes is not None:
             nn.init.normal_(self.codes.weight, std=0.01)
-        self.data = None
+        self.data: GraphFrames | None = None
 
-    def attach(self, data) -> GINR:
+    def attach(self, data: GraphFrames) -> GINR:
         """Give the module its GraphFrames (the features and times become buffers, not checkpointed)."""
         self.data = data
         self.register_buffer("features", torch.from_numpy(data.features), persistent=False)
@@ -121,11 +133,12 @@ class GINR(lightning.FieldModule):
             parts.append(self.codes(frames))
         return torch.cat(parts, dim=-1)
 
-    def forward(self, frames, nodes):
-        """frames, nodes (b, n) int64 -> residual (b, n, B) normalised."""
+    def forward(self, frames: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """frames, nodes: (b, n) int64 -> residual (b, n, B) normalised."""
         return self.net(self.inputs(frames, self.features[nodes]))
 
     def loss(self, batch):
+        """batch: frames, nodes (b, n) int64, target, weight (b, n, B) -> (loss with the code penalty, mse)."""
         frames, nodes, target, weight = batch
         err = (self(frames, nodes) - target) ** 2 * weight
         mse = err.sum() / weight.sum().clamp_min(1.0)
@@ -163,6 +176,7 @@ class GINR(lightning.FieldModule):
         """(mean, None): each (len(frames), B, Y, X) in physical units; seen cells keep their values, cells
         outside the graph (never valid) the first guess."""
         D = self.data
+        assert D is not None, "attach the GraphFrames first"
         frames = np.asarray(list(frames))
         res = self.residual(frames, self.features)                          # (n, N, B)
         cells = np.nonzero(D.cell_node >= 0)[0]
@@ -179,6 +193,7 @@ class GINR(lightning.FieldModule):
         one the run was trained with)."""
         if self.codes is None:
             return
+        assert self.data is not None, "attach the GraphFrames first"
         chunks = FitChunks(self.data, 4096, seed, frames)
         idx = torch.as_tensor(np.asarray(list(frames)), device=self.codes.weight.device)
         with torch.no_grad():

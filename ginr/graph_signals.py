@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -28,6 +29,9 @@ from gapfill import graphs
 from gapfill.errors import DataError
 from gapfill.lightning import EpochShuffle
 from ginr.ginr_model import MLP, time_features
+
+if TYPE_CHECKING:
+    from lightning_fabric.utilities.data import AttributeDict
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,8 @@ class _Chunks(Dataset):
         epoch, j = key
         s = int(self.dm.train_samples[j // self.chunks])
         c = j % self.chunks
-        nodes = np.random.default_rng([self.dm.seed, epoch, s]).permutation(self.dm.train_nodes)
-        nodes = torch.from_numpy(nodes[c * self.size:(c + 1) * self.size])
+        perm = np.random.default_rng([self.dm.seed, epoch, s]).permutation(self.dm.train_nodes)
+        nodes = torch.from_numpy(perm[c * self.size:(c + 1) * self.size])
         return self.dm.fourier[s, nodes], self.dm.target[s, nodes], self.dm.time[s]
 
 
@@ -167,6 +171,15 @@ class GraphSignals(pl.LightningDataModule):
 class SignalINR(pl.LightningModule):
     """fourier (b, n, k) [+ time (b,)] -> signal (b, n, m): standardised values (regression) or logits."""
 
+    mean: torch.Tensor                      # buffers (m,): the training targets' mean and std
+    std: torch.Tensor
+
+    if TYPE_CHECKING:
+        # save_hyperparameters() stores an AttributeDict (attribute access); Lightning types the property
+        # as `AttributeDict | MutableMapping`, which has no attributes
+        @property
+        def hparams(self) -> AttributeDict: ...
+
     def __init__(self, n_fourier: int, d_out: int, hidden_dim: int = 512, n_layers: int = 4, skip: bool = True,
                  sine: bool = False, all_sine: bool = False, omega_0: float = 30.0, bn: bool = False,
                  dropout: float = 0.0, time: bool = False, time_freqs: int = 6, t_range=(0.0, 1.0),
@@ -183,18 +196,22 @@ class SignalINR(pl.LightningModule):
     def for_data(cls, dm: GraphSignals, **kwargs) -> SignalINR:
         """The module for a data module's sizes, time range, target statistics and split."""
         classify = kwargs.pop("classify", False)
-        stats = {} if classify else {"target_mean": dm.target_mean, "target_std": dm.target_std}
+        stats: dict[str, Any] = {} if classify else {"target_mean": dm.target_mean, "target_std": dm.target_std}
         return cls(dm.n_fourier, dm.d_out, t_range=dm.t_range, classify=classify, split=dm.split, **stats, **kwargs)
 
-    def forward(self, fourier, t=None):
+    def forward(self, fourier: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """fourier: (b, n, k >= n_fourier), t: (b,) times (read with --time only) -> (b, n, m)."""
         x = fourier[..., :self.hparams.n_fourier]
         if self.hparams.time:
+            assert t is not None, "a module with time features needs the times"
             lo, hi = self.hparams.t_range
             tf = time_features((t.to(x.dtype) - lo) / max(hi - lo, 1e-12), self.hparams.time_freqs)   # (b, 2f)
             x = torch.cat([x, tf[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
         return self.net(x)
 
     def loss(self, batch):
+        """batch: fourier (b, n, k), target (b, n, m), t (b,) -> MSE on the standardised target, or the
+        cross-entropy against target.argmax(-1) (classify)."""
         fourier, target, t = batch
         out = self(fourier, t)
         if self.hparams.classify:
@@ -251,7 +268,7 @@ def held_out_scores(module: SignalINR, dm: GraphSignals) -> dict:
     return {"rmse": float(np.sqrt(((pred - truth) ** 2).mean())), "n_test": int(truth.size)}
 
 
-def accelerator(device: str = "auto") -> tuple[str, object]:
+def accelerator(device: str = "auto") -> tuple[str, int | list[int]]:
     """Lightning's (accelerator, devices) for --device auto|cpu|cuda|cuda:N."""
     from gapfill.system import resolve_device
     dev = resolve_device(device)
@@ -272,8 +289,9 @@ def fit(module: SignalINR, dm: GraphSignals, out_dir, max_epochs: int = 200, pat
                          enable_model_summary=False)
     trainer.fit(module, datamodule=dm)
     best = Path(ckpt.best_model_path)
-    from gapfill.runs import read_torch
+    from gapfill.checkpoints import read_torch
     module.load_state_dict(read_torch(best)["state_dict"])             # tensors only: no code unpickled
+    assert ckpt.best_model_score is not None                            # set with best_model_path
     log.info("best checkpoint %s: valid_loss %.5g after %d epochs", best, float(ckpt.best_model_score),
              trainer.current_epoch)
     return best

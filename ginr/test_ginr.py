@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from gapfill import runs
-from gapfill.evaluate import test_main
+from gapfill.evaluate import script_main
 from ginr.ginr_model import load_trained
 
 METHOD = "ginr"
@@ -24,7 +24,7 @@ def predict(problem, cfg, run_dir, device):
 
 
 def analyses(problem, cfg, run_dir, device, mean) -> list:
-    """The field on its graph in 3-D, and the first eigenvectors."""
+    """The field on its graph in 3-D, and the first eigenvectors; mean (T_test, B, Y, X) the reconstruction."""
     module = load_trained(problem.for_model(), cfg, run_dir, device)
     return [graph_page(module.data, problem, mean), eigen_page(module.data)]
 
@@ -56,6 +56,7 @@ def graph_page(data, problem, mean) -> Figure:
         ax.set_title(f"{name}, frame {t}")
         ax.set_box_aspect((np.ptp(pts[:, 0]) or 1, np.ptp(pts[:, 1]) or 1, np.ptp(pts[:, 2]) or 1))
         ax.set_axis_off()
+    assert sc is not None                                                     # two panels
     fig.colorbar(sc, ax=fig.axes, shrink=0.5, label=f"{f.bands[0]} ({f.units[0]})")
     fig.suptitle(f"the field on its graph ({data.graph.kind}, {data.graph.n} nodes)")
     return fig
@@ -80,9 +81,7 @@ def eigen_page(data) -> Figure:
     return fig
 
 
-def main(argv=None):
-    test_main(METHOD, predict, argv, __doc__.splitlines()[0], analyses=analyses)
-    return 0
+main = script_main(METHOD, predict, __doc__, analyses=analyses)
 
 
 if __name__ == "__main__":

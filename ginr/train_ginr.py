@@ -25,7 +25,7 @@ from gapfill.floor import GUESS_TAG
 from gapfill.graphs import LAPLACIANS
 from gapfill.view import resolve_first_guess
 from ginr.ginr_data import FitData, GraphFrames, seen_digest
-from ginr.ginr_model import GINR, add_mlp_args
+from ginr.ginr_model import GINR, add_mlp_args, add_time_args
 
 METHOD = "ginr"
 log = logging.getLogger(__name__)
@@ -38,10 +38,7 @@ def add_model_args(p) -> None:
                    help="combinatorial D - A, or cotangent with its mass matrix (resolution-consistent)")
     g.add_argument("--neighbours", type=int, choices=(4, 8), default=4, help="grid graph neighbours")
     add_mlp_args(g)
-    g.add_argument("--time", type=cli.boolean, nargs="?", const=True, default=True,
-                   help="Fourier features of the frame's time as input (--time False: none)")
-    g.add_argument("--time_freqs", type=cli.positive_int, default=64,
-                   help="time frequencies with --time: the fastest has a period of 2 T / time_freqs frames")
+    add_time_args(g, True, 64, "time frequencies with --time: the fastest has a period of 2 T / time_freqs frames")
     g.add_argument("--latents", type=cli.boolean, nargs="?", const=True, default=True,
                    help="a learned code per frame (--latents False: none)")
     g.add_argument("--latent_dim", type=cli.positive_int, default=64)

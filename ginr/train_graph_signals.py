@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.system import setup_logging
-from ginr.ginr_model import add_mlp_args
+from ginr.ginr_model import add_mlp_args, add_time_args
 from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--out_dir", default="checkpoints/graph_signals/run", help="where best.ckpt goes")
     p.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors per node used")
     add_mlp_args(p, omega_0=30.0)
-    p.add_argument("--time", type=cli.boolean, nargs="?", const=True, default=False,
-                   help="Fourier features of the sample's time as input")
-    p.add_argument("--time_freqs", type=cli.positive_int, default=6,
-                   help="time frequencies; keep below (number of training times) / 2 to interpolate smoothly")
+    add_time_args(p, False, 6, "time frequencies; keep below (number of training times) / 2 to interpolate smoothly")
     p.add_argument("--classify", type=cli.boolean, nargs="?", const=True, default=False,
                    help="the target is one-hot classes: cross-entropy, accuracy and NMI")
     p.add_argument("--lr", type=cli.positive_float, default=5e-4)

@@ -20,9 +20,10 @@ from gapfill import lightning
 from gapfill.cli import positive_int
 from gapfill.data import Normalizer
 from gapfill.entry import Parser, run_cli
-from gapfill.evaluate import build_problem, load_run
+from gapfill.evaluate import load_run
 from gapfill.files import check_figure_path
 from gapfill.floor import climatology
+from gapfill.problem import build_problem
 from gapfill.system import setup_logging
 from gpvae.gpvae_model import GPVAE
 

@@ -32,9 +32,11 @@ class Frames:
         self.bands, self.Y, self.X = self.view.bands, self.view.Y, self.view.X
 
     def guess(self, frames) -> np.ndarray:
+        """(n, B, Y, X) float32 normalised first guess of `frames`."""
         return self.view.guess(frames)
 
     def inputs(self, frames) -> np.ndarray:
+        """(n, 3B, Y, X) float32: [seen values (0 elsewhere), seen mask, first guess] of `frames`."""
         frames = np.asarray(list(frames))
         seen = self.seen[frames]
         return np.concatenate([np.where(seen, self.values[frames], 0.0), seen, self.guess(frames)],

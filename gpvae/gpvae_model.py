@@ -13,6 +13,7 @@ per-band variance (the first guess's mean squared residual on the training frame
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from gapfill import lightning
 from gpvae import gpvae_prior as gp
-from gpvae.gpvae_data import covering_windows
+from gpvae.gpvae_data import Frames, covering_windows
 
 
 def _conv(i, o, stride=1):
@@ -38,10 +39,14 @@ class Encoder(nn.Module):
                                    _conv(filters, filters))
         self.time = nn.Sequential(nn.Conv3d(filters, filters, (3, 1, 1), padding=(1, 0, 0)), nn.GELU(),
                                   nn.Conv3d(filters, 3 * latent, (3, 1, 1), padding=(1, 0, 0)))
-        nn.init.normal_(self.time[-1].weight, std=1e-3)
-        nn.init.zeros_(self.time[-1].bias)
+        head = cast(nn.Conv3d, self.time[-1])
+        assert head.bias is not None
+        nn.init.normal_(head.weight, std=1e-3)
+        nn.init.zeros_(head.bias)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (N, W, 3B, Y, X) -> mu, raw d (N, C, h, w, W), raw e (N, C, h, w, W-1); h = ceil(Y / stride),
+        w = ceil(X / stride)."""
         N, W, ch, Y, X = x.shape
         s = self.stride
         x = nn.functional.pad(x.reshape(N * W, ch, Y, X), (0, (-X) % s, 0, (-Y) % s))
@@ -64,13 +69,16 @@ class Decoder(nn.Module):
         self.mix = _conv(filters + 2 * bands, filters)
         self.out = nn.Conv2d(filters, 2 * bands if heteroscedastic else bands, 1)
         self.bands = bands
+        bias = self.out.bias
+        assert bias is not None                                            # Conv2d(bias=True)
         nn.init.zeros_(self.out.weight)                                    # starts at the first guess
-        nn.init.zeros_(self.out.bias)
+        nn.init.zeros_(bias)
         if heteroscedastic:
             with torch.no_grad():
-                self.out.bias[bands:] = torch.as_tensor(logvar0, dtype=torch.float32)
+                bias[bands:] = torch.as_tensor(logvar0, dtype=torch.float32)
 
-    def forward(self, z, cond):
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """z: (M, C, h, w), cond: (M, 2B, Y, X) -> residual (M, B, Y, X), log-variance (M, B, Y, X) or None."""
         h = self.inp(z)
         for conv in self.up:
             h = conv(nn.functional.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
@@ -82,6 +90,10 @@ class Decoder(nn.Module):
 
 class GPVAE(lightning.FieldModule):
     """The GP-VAE; `frames` (gpvae_data.Frames) is set before `reconstruct` (validation and test)."""
+
+    noise_logvar: torch.Tensor                           # buffers (register_buffer)
+    d_offset: torch.Tensor
+    e_offset: torch.Tensor
 
     def __init__(self, bands: int, floor_var, window: int = 16, latent_dim: int = 8, latent_stride: int = 2,
                  filters: int = 32, kernel: str = "matern", length_scale: float = 5.0, sigma: float = 1.0,
@@ -106,7 +118,7 @@ class GPVAE(lightning.FieldModule):
         # d = 1, e = 0 until `start_at_prior` sets the banded fit of the prior
         self.register_buffer("d_offset", torch.full((latent_dim, window), 0.5413))         # softplus(0.5413) = 1
         self.register_buffer("e_offset", torch.zeros(latent_dim, window - 1))
-        self.frames = None
+        self.frames: Frames | None = None
         self.variance_scale = 1.0
 
     def start_at_prior(self) -> None:
@@ -137,6 +149,7 @@ class GPVAE(lightning.FieldModule):
                                  hp.matern_nu, device=self.device) for i in range(len(self.groups))]
 
     def priors(self, T: int) -> list[gp.Prior]:
+        """The GP prior over T frames of each channel group."""
         return [gp.Prior(K) for K in self.kernels(T)]
 
     def _grouped(self, fn, priors, *series):
@@ -186,11 +199,14 @@ class GPVAE(lightning.FieldModule):
 
     @staticmethod
     def cond_of(inputs):
+        """inputs (N, W, 3B, Y, X) -> the decoder's condition [first guess, mask] (N, W, 2B, Y, X)."""
         B = inputs.shape[2] // 3
         return torch.cat([inputs[:, :, 2 * B:], inputs[:, :, B:2 * B]], dim=2)      # [guess, mask]
 
     # ----------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
+        """batch: inputs (N, W, 3B, P, P), target residual and its known mask (N, W, B, P, P) -> the loss
+        (negative ELBO, or IWAE bound with iwae_samples > 1, per known cell)."""
         inputs, target, known = batch                    # (N, W, 3B, P, P), (N, W, B, P, P) x 2
         hp = self.hparams
         N, W = inputs.shape[:2]
@@ -227,6 +243,7 @@ class GPVAE(lightning.FieldModule):
         decoded posterior mean, 'var' (W, B, Y, X) the variance of `n_samples` decoded posterior draws plus
         the likelihood's, the posterior 'mu', 'var_z' (C, h, w, W) and the first `keep_samples` 'samples'."""
         W = self.hparams.window
+        assert self.frames is not None, "set .frames first"
         x = torch.from_numpy(self.frames.inputs(range(start, start + W)))[None].to(self.device)
         mu, d, e = self.encode(x)
         cond = self.cond_of(x)
@@ -235,7 +252,7 @@ class GPVAE(lightning.FieldModule):
         s1 = torch.zeros_like(mean[0])
         s2 = torch.zeros_like(mean[0])
         lik = torch.zeros_like(mean[0])
-        kept = []
+        kept: list[torch.Tensor] = []
         for i in range(0, n_samples, 8):
             k = min(8, n_samples - i)
             eps = torch.randn((k,) + mu.shape[1:], generator=g, dtype=mu.dtype).to(self.device)
@@ -256,6 +273,7 @@ class GPVAE(lightning.FieldModule):
         frames = list(frames)
         n = self.hparams.n_samples if n_samples is None else n_samples
         F = self.frames
+        assert F is not None, "set .frames first"
         W = self.hparams.window
         mean = np.empty((len(frames), F.bands, F.Y, F.X))
         var = np.empty_like(mean)

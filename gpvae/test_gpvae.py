@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from gapfill import lightning, runs
 from gapfill.data import Normalizer
-from gapfill.evaluate import test_main
+from gapfill.evaluate import script_main
 from gapfill.view import chosen_guess
 from gpvae.gpvae_data import Frames, check_window, covering_windows
 from gpvae.gpvae_model import GPVAE
@@ -39,7 +39,7 @@ def predict(problem, cfg, run_dir, device):
 
 
 def analyses(problem, cfg, run_dir, device, mean) -> list:
-    """The GP-VAE's own pages, on the first test window."""
+    """The GP-VAE's own pages, on the first test window (`mean` (T_test, B, Y, X) is not read)."""
     module = load(problem, cfg, run_dir, device)
     sl, f = problem.splits["test"], problem.field
     W = module.hparams.window
@@ -115,9 +115,7 @@ def prior_page(module, W: int) -> Figure:
     return fig
 
 
-def main(argv=None):
-    test_main(METHOD, predict, argv, __doc__.splitlines()[0], analyses=analyses)
-    return 0
+main = script_main(METHOD, predict, __doc__, analyses=analyses)
 
 
 if __name__ == "__main__":

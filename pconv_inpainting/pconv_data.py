@@ -7,6 +7,7 @@ A zero output reproduces the first guess exactly; training patches come from mas
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -112,7 +113,8 @@ class Patches(keras.utils.PyDataset):
             full = data.seen0.copy()
             full[frames] = self.seen[:, v]
             guesses.append(data.normalizer.normalize(data.guess(frames, full)).astype(np.float32))
-            dists.append(distance_to_seen(self.seen[:, v].any(axis=1)))
+            # (n, B, Y, X) -> (n, Y, X); numpy's stubs type a reduction over one axis as "scalar or array"
+            dists.append(distance_to_seen(cast(np.ndarray, self.seen[:, v].any(axis=1))))
         self.guess = np.stack(guesses, axis=1)                               # (n, V, B, Y, X) normalised
         self.dist = np.stack(dists, axis=1)                                  # (n, V, Y, X)
 

@@ -40,6 +40,7 @@ class PConv2D(keras.layers.Layer):
         self.window = float(k * k * c_in)
 
     def call(self, inputs):
+        """inputs [x, mask]: (N, H, W, C) each -> values, mask (N, ceil(H/s), ceil(W/s), filters)."""
         x, m = inputs
         k, s = self.kernel_size, self.strides
         lo, hi = (k - 1) // 2, k // 2
@@ -152,6 +153,7 @@ def make_loss(bands: int, vgg=None, predict_variance: bool = False, scale=None):
     w = ops.convert_to_tensor([1.0] * bands if scale is None else [float(s) ** 2 for s in scale])
 
     def loss(y_true, y_pred):
+        """y_true (N, H, W, 4B), y_pred (N, H, W, B) or (N, H, W, 2B) [residual, log variance] -> scalar."""
         truth, hole, known = y_true[..., :bands], y_true[..., bands:2 * bands], y_true[..., 2 * bands:3 * bands]
         out = y_pred[..., :bands]
         hole = hole * known

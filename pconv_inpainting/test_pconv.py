@@ -11,9 +11,9 @@ import csv
 import numpy as np
 from matplotlib.figure import Figure
 
-from gapfill import runs
+from gapfill import checkpoints, runs
 from gapfill.data import Normalizer
-from gapfill.evaluate import test_main
+from gapfill.evaluate import script_main
 from gapfill.floor import climatology
 from gapfill.metrics import rmse
 from gapfill.view import chosen_guess
@@ -27,7 +27,7 @@ RADII = np.linspace(5, 65, 12)
 def load(run_dir, cfg, problem, frames):
     data = Data(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]), frames=frames,
                 kind=chosen_guess(cfg))
-    return data, runs.load_checkpoint(run_dir, "best")
+    return data, checkpoints.load_checkpoint(run_dir, "best")
 
 
 def predict(problem, cfg, run_dir, device):
@@ -109,9 +109,7 @@ def analyses(problem, cfg, run_dir, device, mean) -> list:
     return figs
 
 
-def main(argv=None):
-    test_main(METHOD, predict, argv, __doc__.splitlines()[0], analyses=analyses)
-    return 0
+main = script_main(METHOD, predict, __doc__, analyses=analyses)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gapfill import cli, runs
+from gapfill import checkpoints, cli, runs
 from gapfill.data import DataError
 from gapfill.errors import RunError
 from gapfill.floor import GUESS_TAG
@@ -156,7 +156,7 @@ def calibrate_variance(run: runs.Run, data: Data) -> float:
     vs = run.problem.splits["valid"]
     if vs.stop == vs.start:
         return 1.0
-    model = runs.load_checkpoint(run.dir, "best")
+    model = checkpoints.load_checkpoint(run.dir, "best")
     return run.variance_scale(*inpaint(model, data, data.visible_in & run.problem.observed[:, None],
                                        range(vs.start, vs.stop)))
 
@@ -212,7 +212,7 @@ def train_phases(run: runs.Run, args) -> None:
         if state["epoch"] == 0 and (phase == 2 or args.init_from):
             src = run.dir / "best.keras" if phase == 2 and not args.init_from else init_source(args.init_from)
             try:
-                model.set_weights(runs.load_keras(src).get_weights())
+                model.set_weights(checkpoints.load_keras(src).get_weights())
             except ValueError as err:                     # another architecture (--base_filters, bands, ...)
                 raise DataError(f"--init_from {src}: its model does not match this one (--base_filters "
                                 f"{args.base_filters}, {data.bands} band(s), --context_frames {args.context_frames}, "

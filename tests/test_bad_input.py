@@ -2,7 +2,7 @@
 and answers with one line on stderr and exit code 2, leaving no run folder behind. A crafted pickle never
 runs; one broken run never sinks a test job; test-time overrides are checked and kept apart.
 
-A new method joins by adding its two scripts (and the options its train script needs) to METHODS."""
+A new method joins through its folder's method.toml (gapfill.registry): the options of its `[tests]` table."""
 import csv
 import json
 import os
@@ -20,29 +20,23 @@ from additional_material import describe_dataset
 from baselines import test_baselines, train_baselines
 from data_generation import make_synthetic_field, prepare_real_datasets
 from exact_gp_related import test_exact_gp, train_exact_gp
-from gan_gapfill import test_gan, train_gan
-from gapfill import report, submit, sweep
+from gapfill import registry, submit, sweep
 from gapfill.entry import run_cli
+from gapfill.report import __main__ as report
 from ginr import test_ginr, train_ginr
-from gpvae import test_gpvae, train_gpvae
-from pconv_inpainting import test_pconv, train_pconv
-from variational_gp_related import test_variational_gp, train_variational_gp
+from pconv_inpainting import train_pconv
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# method -> (train module, test module, train options a run needs besides --data_path, options it has)
-METHODS = {
-    "baselines": (train_baselines, test_baselines, ["--method", "climatology"], ()),
-    "exact_gp": (train_exact_gp, test_exact_gp, ["--max_iters", "2"], ("--eval_every",)),
-    "variational_gp": (train_variational_gp, test_variational_gp, ["--max_iters", "2"], ("--eval_every", "--batch_size")),
-    "pconv": (train_pconv, test_pconv, ["--max_iters", "1", "--patch_size", "8"], ("--batch_size",)),
-    "gpvae": (train_gpvae, test_gpvae, ["--max_epochs", "1", "--window", "4", "--filters", "4", "--latent_dim", "2",
-                                        "--n_samples", "2", "--patch_size", "8"], ("--batch_size",)),
-    "gan": (train_gan, test_gan, ["--epochs", "1", "--model_cap", "2", "--disc_cap", "4", "--n_res_blocks", "1",
-                                  "--chip_size", "16", "--training_length", "2"], ("--batch_size",)),
-    "ginr": (train_ginr, test_ginr, ["--max_epochs", "1", "--n_fourier", "8", "--hidden_dim", "8", "--n_layers", "2"],
-             ("--batch_size", "--n_nodes_in_sample")),
-}
+METHODS = list(registry.methods())          # every method folder's method.toml
+
+
+def spec(method: str) -> tuple:
+    """(train module, test module, train options a run needs besides --data_path, range-checked options it has)."""
+    m = registry.get(method)
+    return m.module("train"), m.module("test"), m.tests["bad_input"], tuple(m.tests["checked"])
+
+
 # every option the parsers range-check, with values each must refuse
 OPTION_CASES = [("--prob_masking", "0"), ("--prob_masking", "1"), ("--prob_masking", "1.5"), ("--prob_masking", "-0.1"),
                 ("--prob_masking", "abc"), ("--max_iters", "0"), ("--max_iters", "-3"), ("--num_frames_train", "0"),
@@ -103,7 +97,7 @@ SPLIT = ["--num_frames_train", "20", "--num_frames_valid", "4"]
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated", "csv"])
 def test_train_script_refuses_bad_data_file(method, case, files, tmp_path, capsys):
-    train, _, extra, _ = METHODS[method]
+    train, _, extra, _ = spec(method)
     rc, err = call(train.main, ["--data_path", str(files[case]), *extra, "--checkpoint_dir", str(tmp_path / "ck")],
                    capsys)
     assert_one_line(rc, err, str(files[case]))
@@ -112,7 +106,7 @@ def test_train_script_refuses_bad_data_file(method, case, files, tmp_path, capsy
 
 @pytest.mark.parametrize("method", METHODS)
 def test_train_script_refuses_out_of_range_options(method, field, tmp_path, capsys):
-    train, _, extra, own = METHODS[method]
+    train, _, extra, own = spec(method)
     cases = OPTION_CASES + [c for c in METHOD_OPTION_CASES if c[0] in own]
     cases += [("--device", "cuda")] if NO_GPU else []
     for option, value in cases:
@@ -182,7 +176,7 @@ def broken_runs(trained: Path, tmp: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_test_script_refuses_bad_run_folders(method, trained, tmp_path, capsys):
-    _, test, _, _ = METHODS[method]
+    _, test, _, _ = spec(method)
     words = {"no_config": "no run folder", "empty_config": "not a valid JSON", "truncated_config": "not a valid JSON",
              "csv_config": "not a valid JSON", "no_best": "before its first", "truncated_best": "cannot be read",
              "missing": "no such run folder", "a_file": "not a folder"}
@@ -199,7 +193,7 @@ def test_test_script_refuses_bad_run_folders(method, trained, tmp_path, capsys):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_test_script_refuses_out_of_range_options(method, trained, tmp_path, capsys):
-    _, test, _, _ = METHODS[method]
+    _, test, _, _ = spec(method)
     for option, value in [("--test_prob_masking", "1"), ("--test_prob_masking", "0"), ("--num_frames_test", "0"),
                           ("--num_frames_test", "-2"), ("--device", "tpu")] + ([("--device", "cuda")] if NO_GPU else []):
         rc, err = call(test.main, ["--checkpoints", str(trained / "climatology"), option, value,
@@ -346,7 +340,7 @@ def test_sweep_and_submit_refuse_bad_sweep_files(tmp_path, capsys):
                         ([str(good), "--args", "x"], "invalid int")]:
         rc, err = call(sweep.main, argv, capsys)
         assert_one_line(rc, err, words)
-    for argv, words in [(["no_such_method"], "no method folder"), (["../etc"], "no method folder"),
+    for argv, words in [(["no_such_method"], "no method 'no_such_method'"), (["../etc"], "no method '../etc'"),
                         (["baselines", "--poll", "0"], "--poll")]:
         rc, err = call(submit.main, argv, capsys)
         assert_one_line(rc, err, words)
@@ -367,7 +361,7 @@ def test_data_generators_refuse_bad_options_and_outputs(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ real processes: nothing but one line
-SCRIPTS = [[f"{m.__name__.replace('.', '/')}.py" for m in METHODS[k][:2]] for k in METHODS]
+SCRIPTS = [[registry.get(k).script("train"), registry.get(k).script("test")] for k in METHODS]
 
 
 SLOW = pytest.mark.slow          # the same path as a case kept in `make test`; run by `make test-slow`
@@ -395,16 +389,14 @@ def test_real_process_prints_one_line_and_exits_2(argv, words, tmp_path):
 # ------------------------------------------------------------------ runs that cannot go on, run names, local sweeps
 # method -> the option that makes it diverge at `inf`, after options that keep it short
 FG = ["--first_guess", "climatology"]                          # not auto: no DINEOF fits first
-DIVERGE = {"exact_gp": ["--lr"], "variational_gp": ["--lr"],
-           "pconv": [*FG, "--steps_per_epoch", "1", "--base_filters", "4", "--lr"], "gpvae": [*FG, "--lr"],
-           "gan": [*FG, "--generator_lr"], "ginr": [*FG, "--lr"]}
+DIVERGE = [m for m in METHODS if "diverge" in registry.get(m).tests]    # the options before "inf"
 
 
 @pytest.mark.parametrize("method", DIVERGE)
 def test_diverged_run_ends_in_one_line_exit_3_and_is_marked_failed(method, field, tmp_path, capsys):
-    train, _, extra, _ = METHODS[method]
+    train, _, extra, _ = spec(method)
     argv = ["--data_path", str(field), *SPLIT, *extra, "--checkpoint_dir", str(tmp_path), "--run_name", "r"]
-    rc, err = call(train.main, [*argv, *DIVERGE[method], "inf"], capsys)
+    rc, err = call(train.main, [*argv, *registry.get(method).tests["diverge"], "inf"], capsys)
     assert rc == 3 and len(err) == 1 and "Traceback" not in err[0] and "try a smaller" in err[0], (rc, err)
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["finished"] is False and cfg["failed"] and cfg["failed"] in err[0]
@@ -415,7 +407,7 @@ def test_diverged_run_ends_in_one_line_exit_3_and_is_marked_failed(method, field
 
 def test_a_finite_but_huge_learning_rate_is_divergence_too(field, tmp_path, capsys):
     """--lr 1e10 in float32: the loss stays finite, the next Cholesky meets NaNs (linear_operator's NanError)."""
-    train, _, extra, _ = METHODS["variational_gp"]
+    train, _, extra, _ = spec("variational_gp")
     rc, err = call(train.main, ["--data_path", str(field), *SPLIT, *extra, "--precision", "32", "--lr", "1e10",
                                 "--checkpoint_dir", str(tmp_path), "--run_name", "r"], capsys)
     assert rc == 3 and len(err) == 1 and "training diverged" in err[0] and "Traceback" not in err[0], (rc, err)
@@ -424,7 +416,7 @@ def test_a_finite_but_huge_learning_rate_is_divergence_too(field, tmp_path, caps
 def test_several_nodes_without_srun_is_refused_instead_of_waiting_forever(field, tmp_path, capsys, monkeypatch):
     for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    train, _, extra, _ = METHODS["ginr"]
+    train, _, extra, _ = spec("ginr")
     rc, err = call(train.main, ["--data_path", str(field), *SPLIT, *extra, *FG, "--num_nodes", "2",
                                 "--checkpoint_dir", str(tmp_path / "ck"), "--run_name", "r"], capsys)
     assert_one_line(rc, err, "--num_nodes 2", "srun")
@@ -498,7 +490,7 @@ def test_outputs_that_cannot_be_written_are_one_line_and_leave_nothing(field, tr
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "baselines"])
 def test_another_methods_run_folder_names_the_method_and_its_script(method, trained, tmp_path, capsys):
-    _, test, _, _ = METHODS[method]
+    _, test, _, _ = spec(method)
     rc, err = call(test.main, ["--checkpoints", str(trained / "climatology"), "--results_folder", str(tmp_path / "r")],
                    capsys)
     assert_one_line(rc, err, "written by the baselines method", f"not by {method}", "baselines/test_baselines.py")
@@ -552,7 +544,7 @@ def test_ginr_caches_in_its_cache_folder_and_survives_a_truncated_cache(field, t
     data = tmp_path / "data"
     data.mkdir()
     (data / "f.nc").write_bytes(field.read_bytes())
-    _, _, extra, _ = METHODS["ginr"]
+    _, _, extra, _ = spec("ginr")
     argv = ["--data_path", str(data / "f.nc"), *SPLIT, *extra, *FG, "--checkpoint_dir", str(tmp_path / "ck")]
     assert call(train_ginr.main, argv, capsys)[0] == 0
     assert sorted(p.name for p in data.iterdir()) == ["f.nc"]              # nothing next to the data file
@@ -573,19 +565,16 @@ def test_pconv_patch_that_is_not_a_power_of_two_is_refused_by_the_parser(field, 
     assert not any(tmp_path.iterdir())
 
 
-# method -> (options refused once the data is loaded, the words of the refusal)
-REFUSED_LATE = {"gpvae": (["--window", "30"], "use --window 20 or fewer"),
-                "ginr": (["--n_fourier", "64"], "--n_fourier 64"),
-                "gan": (["--time_steps", "31"], "--time_steps 31"),
-                "pconv": (["--stage", "2", "--init_from", "missing.keras"], "--init_from")}
+REFUSED_LATE = [m for m in METHODS if "refused_late" in registry.get(m).tests]   # refused once the data is loaded
 
 
 @pytest.mark.parametrize("method", REFUSED_LATE)
 def test_a_refusal_leaves_no_folder_and_the_corrected_command_runs(method, field, tmp_path, capsys):
-    train, _, extra, _ = METHODS[method]
+    train, _, extra, _ = spec(method)
     argv = ["--data_path", str(field), *SPLIT, *extra, *FG, "--checkpoint_dir", str(tmp_path / "ck" / "sub"),
             "--run_name", "r"]
-    bad, words = REFUSED_LATE[method]
+    late = registry.get(method).tests["refused_late"]
+    bad, words = late["options"], late["words"]
     rc, err = call(train.main, [*argv, *bad], capsys)
     assert_one_line(rc, err, words)
     assert not (tmp_path / "ck").exists()
@@ -632,7 +621,7 @@ def test_one_frame_field_is_refused_at_the_start_or_trained_and_testable(method,
     path = tmp_path / "image.nc"
     xr.Dataset({"t": (("time", "lat", "lon"), np.random.default_rng(0).normal(size=(1, 8, 8)).astype("f4"))},
                coords={"time": [0.0], "lat": np.arange(8.0), "lon": np.arange(8.0)}).to_netcdf(path)
-    train, test, extra, _ = METHODS[method]
+    train, test, extra, _ = spec(method)
     rc, err = call(train.main, ["--data_path", str(path), *extra, "--checkpoint_dir", str(tmp_path / "ck")], capsys)
     if rc == 2:                                       # refused: one line, nothing left
         assert len(err) == 1 and not (tmp_path / "ck").exists(), err

@@ -67,3 +67,19 @@ def test_bench_gp_grids_smallest(tmp_path):
 def test_bench_gpvae_smallest(tmp_path):
     (row,) = _run(tmp_path, "bench_gpvae", "--windows", "8", "--frames", "8", "--size", "16", "--steps", "1")
     assert row["window"] == "8" and row["loss_finite"] == "True" and float(row["windows_per_s"]) > 0
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("*.sh")), ids=lambda p: p.name)
+def test_shell_benchmarks_parse_and_share_one_preamble(script):
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if not script.name.startswith("submit_") and script.name != "common.sh":
+        assert 'source "$(dirname "$0")/common.sh" bench_' in script.read_text()
+
+
+def test_the_shared_preamble_moves_to_the_root_and_lets_the_environment_choose_folders(tmp_path):
+    show = f'source {ROOT / "benchmarks" / "common.sh"} bench_x; echo "$PWD|$OUT|$CK"; false; echo not-reached'
+    res = subprocess.run(["bash", "-c", show], cwd=tmp_path, capture_output=True, text=True)
+    assert res.stdout.split() == [f"{ROOT}|results/bench_x|checkpoints/bench_x"] and res.returncode == 1  # set -e
+    res = subprocess.run(["bash", "-c", show], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "OUT": "/o", "CK": "/c"})
+    assert res.stdout.split() == [f"{ROOT}|/o|/c"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import benchmark, leaderboard
+from gapfill import registry
 from gapfill.files import read_json, write_json
 from gapfill.sweep import entries, load
 
@@ -23,15 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_sweep_lists_every_method_dataset_and_mask_of_the_issue():
     cases = benchmark.case_names()
-    assert {c[0] for c in cases} == set(benchmark.METHODS)
+    assert {c[0] for c in cases} == set(registry.methods())
     assert {c[1] for c in cases} == set(benchmark.DATASETS)
     assert {c[2] for c in cases} == set(benchmark.MASKS)       # random 50/80/90 fixed and dynamic, clouds, circle
     assert len(cases) == len(set(cases)) == len(entries(load(benchmark.SWEEP)))
-    for method, _, budgets in benchmark.METHODS.values():
-        assert set(budgets) == set(benchmark.BUDGETS), method
     # every dataset has every method, so a method that cannot run is a listed n/a, never missing
     per_dataset = {d: {c[0] for c in cases if c[1] == d} for d in benchmark.DATASETS}
-    assert all(ms == set(benchmark.METHODS) for ms in per_dataset.values())
+    assert all(ms == set(registry.methods()) for ms in per_dataset.values())
     assert benchmark.MASKS["clouds"]["cloud_range"] == [0.2, 0.6]
 
 

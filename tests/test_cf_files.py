@@ -14,11 +14,12 @@ from additional_material import describe_dataset as dd
 from baselines import test_baselines, train_baselines
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import train_exact_gp
-from gapfill import runs
-from gapfill.data import DataError, decode_times, open_field
-from gapfill.evaluate import build_problem
+from gapfill import evaluate, runs
+from gapfill.data import DataError, open_field
 from gapfill.floor import interpolation, reconstruct_floor
+from gapfill.problem import build_problem
 from gapfill.report import run_report
+from gapfill.times import decode_times
 from variational_gp_related import train_variational_gp
 
 T, Y, X = 24, 6, 8
@@ -312,7 +313,7 @@ def baseline(path, tmp, method="interpolation", extra=()):
     assert train_baselines.main(["--data_path", str(path), "--method", method, *SPLIT, "--checkpoint_dir", str(ck),
                                  *extra]) == 0
     run = next(ck.iterdir())
-    rec = test_baselines.test_main("baselines", test_baselines.predict,
+    rec = evaluate.test_main("baselines", test_baselines.predict,
                                    ["--checkpoints", str(run), "--results_folder", str(res), "--num_frames_test", "4"])[0]
     return run, rec, res / rec["run_name"] / "prediction.nc"
 

@@ -6,10 +6,10 @@ import pytest
 from data_generation.make_synthetic_field import make_field
 from data_generation.prepare_real_datasets import convert_climate
 from gapfill.dineof import cv_cells, dineof, dineof_rank_mean, fixed_pattern
-from gapfill.evaluate import build_problem
 from gapfill.floor import climatology
 from gapfill.floor import reconstruct_baseline as reconstruct
 from gapfill.metrics import coverage, rmse
+from gapfill.problem import build_problem
 
 
 def _pattern(dynamic: bool, seed: int = 0):

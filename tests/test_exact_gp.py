@@ -12,11 +12,11 @@ from sweep_checks import assert_gp_reports, signal_at_check
 from data_generation.make_synthetic_field import make_field
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
-from gapfill import runs
+from gapfill import evaluate, identity, runs
 from gapfill.errors import RunError
-from gapfill.evaluate import build_problem
 from gapfill.floor import reconstruct_baseline as reconstruct
 from gapfill.metrics import rmse
+from gapfill.problem import build_problem
 from gapfill.sweep import entries, load
 
 ARGS = {"matern_nu": 1.5, "num_mixtures": 2, "time_lengthscale": 50.0, "time_outputscale": 0.7,
@@ -184,7 +184,7 @@ def test_every_kernel_pair_of_the_sweep_trains_and_tests(tmp_path, every):
                              "--checkpoint_dir", str(tmp_path / "ck"), "--num_mixtures", "2"])
     runs_ = sorted((tmp_path / "ck").iterdir())
     assert len(runs_) == len(pairs)
-    records = test_exact_gp.test_main("exact_gp", test_exact_gp.predict, [
+    records = evaluate.test_main("exact_gp", test_exact_gp.predict, [
         "--checkpoints", *map(str, runs_), "--results_folder", str(tmp_path / "res"), "--num_frames_test", "2"],
         summary_grid=test_exact_gp.SUMMARY_GRID)
     assert_gp_reports(records, tmp_path / "res", "exact_gp")
@@ -227,7 +227,7 @@ def test_bad_kernel_option_and_too_few_cells_are_one_line_errors(tmp_path):
 
 def test_run_names_tell_sweep_entries_apart():
     spec = entries(load(Path(__file__).resolve().parents[1] / "exact_gp_related" / "sweep_exact_gp.toml"))
-    names = {runs.make_run_name("exact_gp", "field", train_exact_gp.name_parts(train_exact_gp.parse_args(
+    names = {identity.make_run_name("exact_gp", "field", train_exact_gp.name_parts(train_exact_gp.parse_args(
         [a for k, v in e.items() for a in (f"--{k}", str(v))]))) for e in spec}
     assert len(names) == len(spec) and all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) for n in names)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from data_generation.make_synthetic_field import make_field
-from gapfill.evaluate import build_problem
 from gapfill.floor import FIRST_GUESS, climatology, distance_to_seen, first_guess, interpolation
+from gapfill.problem import build_problem
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from sweep_checks import pdf_pages
 
 from data_generation import make_synthetic_field
 from gapfill import graphs, runs
-from gapfill.evaluate import build_problem
+from gapfill.problem import build_problem
 from ginr import eval_superres, test_ginr, train_ginr
 from ginr.ginr_model import MLP, load_trained
 

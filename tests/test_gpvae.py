@@ -12,7 +12,7 @@ from sweep_checks import pdf_pages
 
 from data_generation.make_synthetic_field import make_field
 from gapfill import runs
-from gapfill.evaluate import build_problem
+from gapfill.problem import build_problem
 from gpvae import generate, test_gpvae, train_gpvae
 from gpvae import gpvae_prior as gp
 from gpvae.gpvae_model import GPVAE

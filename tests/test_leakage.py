@@ -16,35 +16,19 @@ import xarray as xr
 
 from baselines import train_baselines
 from data_generation.make_synthetic_field import make_field
-from exact_gp_related import train_exact_gp
-from gan_gapfill import train_gan
-from gapfill import runs
-from gapfill.evaluate import build_problem
-from ginr import train_ginr
-from gpvae import train_gpvae
-from pconv_inpainting import train_pconv
-from variational_gp_related import train_variational_gp
+from gapfill import checkpoints, registry, runs
+from gapfill.problem import build_problem
 
 ROOT = Path(__file__).resolve().parents[1]
-METHOD_DIRS = ["baselines", "exact_gp_related", "variational_gp_related", "pconv_inpainting", "gan_gapfill", "ginr",
-               "gpvae", "data_generation", "additional_material", "benchmarks"]
+METHODS = list(registry.methods())                # every method folder's method.toml
+METHOD_DIRS = [m.folder for m in registry.methods().values()] + ["data_generation", "additional_material", "benchmarks"]
 SPLIT = ["--num_frames_train", "16", "--num_frames_valid", "4"]
-TRAIN = {
-    "dineof": (train_baselines, ["--method", "dineof", "--max_rank", "8"]),
-    "exact_gp": (train_exact_gp, ["--timekernel", "rbf", "--spacekernel", "matern", "--max_iters", "4",
-                                  "--eval_every", "2", "--max_train_points", "200"]),
-    "variational_gp": (train_variational_gp, ["--max_iters", "4", "--eval_every", "2", "--num_inducing_points", "32",
-                                              "--batch_size", "64"]),
-    "pconv": (train_pconv, ["--max_iters", "4", "--steps_per_epoch", "2", "--batch_size", "2", "--base_filters",
-                            "4", "--mask_kind", "random", "--prob_masking", "0.5", "--all_frames",    # trains on
-                            "--context_frames", "1"]),                  # the observed cells of every frame
-    "gan": (train_gan, ["--epochs", "2", "--model_cap", "2", "--disc_cap", "4", "--n_res_blocks", "1", "--chip_size", "16",
-                        "--training_length", "4", "--batch_size", "2", "--mask_position", "2"]),
-    "ginr": (train_ginr, ["--max_epochs", "2", "--n_fourier", "8", "--hidden_dim", "16", "--n_layers", "2",
-                          "--n_nodes_in_sample", "100"]),
-    "gpvae": (train_gpvae, ["--max_epochs", "2", "--window", "4", "--filters", "4", "--latent_dim", "2", "--n_samples",
-                            "2", "--batch_size", "4", "--latent_stride", "2"]),
-}
+
+
+def train_spec(method: str) -> tuple:
+    """(train module, the options of a short run from its method.toml's [tests] leakage)."""
+    m = registry.get(method)
+    return m.module("train"), m.tests["leakage"]
 
 
 def same(a, b, where="") -> None:
@@ -71,7 +55,7 @@ def same(a, b, where="") -> None:
 
 def sentinel_copy(src: Path, dst: Path, split: str, method: str) -> None:
     """dst: src with +1000 on every hidden cell of `split` (the masks of the method's options)."""
-    module, extra = TRAIN[method]
+    module, extra = train_spec(method)
     problem = build_problem(vars(module.parse_args(["--data_path", str(src), *SPLIT, *extra])))
     hidden = np.zeros_like(problem.observed)
     hidden[problem.splits[split]] = ~problem.observed[problem.splits[split]]
@@ -83,7 +67,7 @@ def sentinel_copy(src: Path, dst: Path, split: str, method: str) -> None:
 
 
 def train_twice(tmp_path, method: str, split: str):
-    module, extra = TRAIN[method]
+    module, extra = train_spec(method)
     make_field(n_time=26, ny=16, nx=16, length_scale=3.0, seed=3).to_netcdf(tmp_path / "clean" / "f.nc")
     sentinel_copy(tmp_path / "clean" / "f.nc", tmp_path / "sentinel" / "f.nc", split, method)
     out = []
@@ -92,7 +76,7 @@ def train_twice(tmp_path, method: str, split: str):
                 str(tmp_path / which / "ck")]
         assert runs.run_cli(module.main, argv) == 0
         run = next((tmp_path / which / "ck").iterdir())
-        ckpts = {k: runs.load_checkpoint(run, k) for k in ("best", "last")}
+        ckpts = {k: checkpoints.load_checkpoint(run, k) for k in ("best", "last")}
         for k, c in ckpts.items():                  # Lightning's: the weights and optimizer state (not paths)
             if isinstance(c, dict) and "state_dict" in c:
                 ckpts[k] = {"state_dict": c["state_dict"], "optimizer_states": c["optimizer_states"],
@@ -107,13 +91,13 @@ def tmp_data(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("method", list(TRAIN))
+@pytest.mark.parametrize("method", METHODS)
 def test_hidden_test_cells_never_reach_training(tmp_data, method):
     clean, sentinel = train_twice(tmp_data, method, "test")
     same(clean, sentinel, method)
 
 
-@pytest.mark.parametrize("method", list(TRAIN))
+@pytest.mark.parametrize("method", METHODS)
 def test_hidden_validation_cells_reach_training_only_through_score_valid(tmp_data, method, monkeypatch):
     def blind(self, mean, variance=None, frames=None, bands=None, ssim=False, calibration=False):
         """A validation score that never reads the truth: the spread of the prediction."""
@@ -158,11 +142,21 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_core_imports_no_method_folder_and_its_modules_form_no_cycle():
-    core = {p.stem: _imports(p) for p in (ROOT / "gapfill").glob("*.py")}
+    def module(p: Path) -> str:                        # gapfill/report/run_page.py -> report.run_page
+        parts = p.relative_to(ROOT / "gapfill").with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    core = {module(p): _imports(p) for p in (ROOT / "gapfill").rglob("*.py") if module(p)}
+    assert {"report", "report.run_page", "runs", "problem"} <= set(core)      # packages are walked too
     for name, imported in core.items():
         bad = {m for m in imported if m.split(".")[0] in METHOD_DIRS}
-        assert not bad, f"gapfill/{name}.py imports {bad}"
-    graph = {n: {m.split(".")[1] for m in imp if m.startswith("gapfill.") and m.split(".")[1] in core}
+        assert not bad, f"gapfill/{name} imports {bad}"
+
+    def target(m: str) -> str | None:                 # gapfill.report.common._num -> report.common
+        parts = m.split(".")[1:]
+        return next((".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in core), None)
+
+    graph = {n: {t for m in imp if m.startswith("gapfill.") and (t := target(m)) and t != n}
              for n, imp in core.items()}
     state: dict[str, int] = {}
 

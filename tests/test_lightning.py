@@ -20,8 +20,8 @@ from data_generation.make_synthetic_field import make_field  # noqa: E402
 from gapfill import lightning, runs  # noqa: E402
 from gapfill.data import Normalizer  # noqa: E402
 from gapfill.errors import DataError  # noqa: E402
-from gapfill.evaluate import build_problem  # noqa: E402
 from gapfill.metrics import rmse  # noqa: E402
+from gapfill.problem import build_problem  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ import pytest
 from sweep_checks import pdf_pages
 
 from data_generation.make_synthetic_field import make_field
-from gapfill.evaluate import build_problem
+from gapfill import evaluate
 from gapfill.metrics import rmse
+from gapfill.problem import build_problem
 from pconv_inpainting import keras, test_pconv, train_pconv
 from pconv_inpainting.pconv_data import channels
 from pconv_inpainting.pconv_model import build_unet, make_loss, unet_depth, vgg_features
@@ -127,7 +128,7 @@ def test_stage_two_freezes_encoder_batchnorm_and_the_pdf_has_the_analyses(tmp_pa
     moved = [not np.array_equal(wa, wb) for wa, wb in zip(a.get_layer("dec_pconv_out").get_weights(),
                                                            b.get_layer("dec_pconv_out").get_weights(), strict=False)]
     assert any(moved)                                                      # the rest trained on
-    rec = test_pconv.test_main("pconv", test_pconv.predict, ["--checkpoints", str(stage2), "--results_folder",
+    rec = evaluate.test_main("pconv", test_pconv.predict, ["--checkpoints", str(stage2), "--results_folder",
                                str(tmp_path / "res"), "--num_frames_test", "2"], analyses=test_pconv.analyses)[0]
     assert pdf_pages(tmp_path / "res" / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1 + 3
 
@@ -139,14 +140,14 @@ def test_rgb_photograph_single_frame(tmp_path):
     train_pconv.main(["--data_path", str(tmp_path / "astronaut.nc"), "--checkpoint_dir", str(tmp_path / "ck"),
                       "--prob_masking", "0.2"] + SMALL)
     run = next((tmp_path / "ck").iterdir())
-    rec = test_pconv.test_main("pconv", test_pconv.predict, ["--checkpoints", str(run), "--results_folder",
+    rec = evaluate.test_main("pconv", test_pconv.predict, ["--checkpoints", str(run), "--results_folder",
                                str(tmp_path / "res")])[0]
     assert rec["bands"] == ["red", "green", "blue"] and np.isfinite(rec["metrics"]["overall"]["rmse"])
     assert len(rec["metrics"]["per_band"]) == 3
 
 
 def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkeypatch):
-    from gapfill import runs
+    from gapfill import checkpoints, runs
     make_field(n_time=24, ny=32, nx=32, seed=1).to_netcdf(tmp_path / "f.nc")
     argv = ["--data_path", str(tmp_path / "f.nc"), "--num_frames_train", "16", "--num_frames_valid", "4",
             "--checkpoint_dir", str(tmp_path / "ck"), "--max_iters", "6", "--steps_per_epoch", "2",
@@ -161,12 +162,24 @@ def test_signal_after_an_epoch_saves_last_and_the_rerun_goes_on(tmp_path, monkey
     monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", signal_after_first)
     assert runs.run_cli(train_pconv.main, argv) == runs.EXIT_RESUME
     run = next((tmp_path / "ck").iterdir())
-    assert json.loads(str(runs.load_checkpoint(run, "last")["state"]))["epoch"] == 1
+    first = checkpoints.load_checkpoint(run, "last")                      # after epoch 1
+    assert json.loads(str(first["state"]))["epoch"] == 1
     monkeypatch.setattr(train_pconv.Keeper, "on_epoch_end", real)
     assert train_pconv.main(argv) == 0                                     # the requeued run
     epochs = [line.split(",")[0] for line in (run / "train_log.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2", "3"]                                  # the first guess, then each epoch once
     assert runs.read_json(run / "config.json")["restarts"] == 1
+    # the requeued run went on from the saved weights and optimizer state, on the same patches: it ends
+    # with the weights of a run never interrupted (not those of a fresh start, nor of the first epoch again)
+    ref_dir = tmp_path / "ck_ref"
+    assert train_pconv.main([*argv[:argv.index("--checkpoint_dir")], "--checkpoint_dir", str(ref_dir),
+                             *argv[argv.index("--checkpoint_dir") + 2:]]) == 0
+    got, ref = (checkpoints.load_checkpoint(r, "last") for r in (run, next(ref_dir.iterdir())))
+    weights = sorted(k for k in ref if k.startswith("w_"))
+    assert len(weights) > 10 and set(weights) == {k for k in got if k.startswith("w_")}
+    for k in weights:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    assert max(float(np.abs(ref[k] - first[k]).max()) for k in weights) > 1e-3   # training moved them after epoch 1
 
 
 def test_training_data_holds_no_hidden_validation_cell_and_an_image_trains_only_on_its_visible_pixels(tmp_path):
@@ -203,7 +216,7 @@ def test_residual_unet_beats_interpolation_on_the_default_field(tmp_path):
                              "--first_guess", "interpolation", "--checkpoint_dir", str(tmp_path / "ck"),
                              "--log_level", "WARNING"]) == 0
     run = next((tmp_path / "ck").iterdir())
-    rec = test_pconv.test_main("pconv", test_pconv.predict, ["--checkpoints", str(run), "--results_folder",
+    rec = evaluate.test_main("pconv", test_pconv.predict, ["--checkpoints", str(run), "--results_folder",
                                str(tmp_path / "res"), "--num_frames_test", "20", "--log_level", "WARNING"])[0]
     ours, floor = rec["metrics"]["overall"]["rmse"], rec["baselines"]["interpolation"]["overall"]["rmse"]
     assert ours < 0.95 * floor, (ours, floor)

@@ -13,7 +13,8 @@ from sweep_checks import assert_sweep_outputs
 
 from baselines import test_baselines, train_baselines
 from data_generation.make_synthetic_field import make_field
-from gapfill.evaluate import build_problem
+from gapfill import evaluate
+from gapfill.problem import build_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def test_real_sst_with_land_runs_end_to_end_and_never_scores_land(tmp_path):
     for method in ("anomaly_interpolation", "dineof"):
         train_baselines.main(["--data_path", src, "--method", method, "--prob_masking", "0.5", "--mask_type",
                               "dynamic", "--checkpoint_dir", str(ck), "--max_rank", "10"])
-    records = test_baselines.test_main("baselines", test_baselines.predict,
+    records = evaluate.test_main("baselines", test_baselines.predict,
                                        ["--checkpoints", *map(str, sorted(ck.iterdir())), "--results_folder", str(res)])
     land = np.isnan(xr.open_dataset(src)["sst"].values[0])
     assert 0.1 < land.mean() < 0.3
@@ -79,7 +80,7 @@ def test_real_sst_with_land_runs_end_to_end_and_never_scores_land(tmp_path):
 
 def test_test_mask_options_override_the_training_mask(sweep_run, tmp_path):
     run = next((sweep_run / "ckpt").glob("*interpolation*"))
-    rec = test_baselines.test_main("baselines", test_baselines.predict, [
+    rec = evaluate.test_main("baselines", test_baselines.predict, [
         "--checkpoints", str(run), "--results_folder", str(tmp_path), "--test_mask_type", "dynamic",
         "--test_mask_kind", "clouds", "--test_cloud_range", "0.3,0.4", "--num_frames_test", "5"])[0]
     obs = xr.open_dataset(tmp_path / rec["run_name"] / "prediction.nc")["observed"].values

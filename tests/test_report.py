@@ -9,6 +9,8 @@ import xarray as xr
 
 from gapfill import report
 from gapfill.metrics import compute_metrics
+from gapfill.report import __main__ as report_cli
+from gapfill.report import summary
 
 
 def page_count(path):
@@ -94,7 +96,7 @@ def test_method_summary_csv(tmp_path):
         assert float(row["test_seconds"]) == 1.5
     assert rows[1]["crps"] == "" and float(rows[0]["crps"]) == pytest.approx(runs[0]["metrics"]["overall"]["crps"])
     # labels come from the varying option
-    assert report._run_labels(runs, ["lengthscale"]) == ["lengthscale=0.5", "lengthscale=1", "lengthscale=2"]
+    assert summary._run_labels(runs, ["lengthscale"]) == ["lengthscale=0.5", "lengthscale=1", "lengthscale=2"]
 
 
 def test_method_summary_without_variance_single_run(tmp_path):
@@ -165,12 +167,12 @@ def test_cli_compare_and_run(tmp_path, capsys, restore_logging):
     run_dir = tmp_path / "results" / "gp" / "run_cli"
     _write_run(tmp_path / "results", "gp/run_cli", m)
     ds.to_netcdf(run_dir / "prediction.nc")
-    assert report.main(["compare", "--results", str(tmp_path / "results"),
-                        "--out", str(tmp_path / "results" / "comparison")]) == 0
+    assert report_cli.main(["compare", "--results", str(tmp_path / "results"),
+                            "--out", str(tmp_path / "results" / "comparison")]) == 0
     csv_path, pdf_path = (tmp_path / "results" / "comparison" / n for n in ("leaderboard.csv", "comparison.pdf"))
     logged = capsys.readouterr()
     assert csv_path.exists() and pdf_path.exists()
     assert str(csv_path) in logged.out + logged.err and str(pdf_path) in logged.out + logged.err
     (run_dir / "run_cli.pdf").unlink(missing_ok=True)
-    assert report.main(["run", "--run_dir", str(run_dir)]) == 0
+    assert report_cli.main(["run", "--run_dir", str(run_dir)]) == 0
     assert page_count(run_dir / "run_cli.pdf") == 2 + 1

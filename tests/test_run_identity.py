@@ -14,7 +14,7 @@ from sweep_checks import signal_at_check
 from baselines import train_baselines
 from data_generation.make_synthetic_field import make_field
 from exact_gp_related import train_exact_gp
-from gapfill import runs
+from gapfill import files, identity, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 GP = ["--timekernel", "rbf", "--spacekernel", "rbf", "--num_frames_train", "20", "--num_frames_valid", "4",
@@ -57,7 +57,7 @@ def test_changed_options_or_data_under_the_same_name_are_refused_with_what_diffe
     assert gp(field, ck) == 2 and "data file content (sha256)" in capsys.readouterr().err
     assert gp(field, ck, "--overwrite") == 0                                 # asked for: trained anew
     data = json.loads((ck / "r" / "config.json").read_text())["identity"]["data"]
-    assert data["sha256"] == runs.file_digest(field) != "" and data["size"] == field.stat().st_size
+    assert data["sha256"] == files.file_digest(field) != "" and data["size"] == field.stat().st_size
 
 
 def test_an_interrupted_run_resumes_only_with_its_own_options(field, tmp_path, monkeypatch, capsys):
@@ -124,8 +124,8 @@ def test_written_files_honour_the_umask(field, tmp_path, umask, mode):
 
 
 def test_non_ascii_dataset_names_give_distinct_readable_run_names():
-    assert runs.make_run_name("m", "données", {}) == "m_donnees"
-    a, b = runs.make_run_name("m", "温度", {}), runs.make_run_name("m", "気温", {})
+    assert identity.make_run_name("m", "données", {}) == "m_donnees"
+    a, b = identity.make_run_name("m", "温度", {}), identity.make_run_name("m", "気温", {})
     assert a != b and a.startswith("m_data") and len(a) == len("m_data") + 8
 
 
@@ -138,6 +138,6 @@ def test_wandb_offline_writes_under_the_run_folder(field, tmp_path):
 def test_options_added_since_at_their_defaults_are_the_same_run():
     old = {"options": {"lr": 0.05}, "data": {"path": "f.nc", "size": 1, "mtime": 2}}
     new = {"options": {"lr": 0.05, "level": None, "all_frames": False}, "data": old["data"]}
-    assert runs.identity_diff(old, new) == []
+    assert identity.identity_diff(old, new) == []
     new["options"]["all_frames"] = True
-    assert runs.identity_diff(old, new) == ["--all_frames None (now True)"]
+    assert identity.identity_diff(old, new) == ["--all_frames None (now True)"]

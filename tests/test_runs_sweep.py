@@ -1,4 +1,4 @@
-"""gapfill.runs and gapfill.sweep: names, atomic files, resume states, devices, sweep entries."""
+"""gapfill.runs, gapfill.identity and gapfill.sweep: names, atomic files, resume states, devices, sweep entries."""
 import re
 import subprocess
 import sys
@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gapfill import entry, files, runs, sweep, system
+from gapfill import entry, files, identity, runs, sweep, system
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_run_name_is_stable_and_safe():
-    a = runs.make_run_name("exact_gp", "synthetic default", {"t": "matern", "p": 0.9, "range": (0.2, 0.6)})
+    a = identity.make_run_name("exact_gp", "synthetic default", {"t": "matern", "p": 0.9, "range": (0.2, 0.6)})
     assert a == "exact_gp_syntheticdefault_tmatern_p0.9_range0.2-0.6"
-    assert a == runs.make_run_name("exact_gp", "synthetic default", {"t": "matern", "p": 0.9, "range": (0.2, 0.6)})
+    assert a == identity.make_run_name("exact_gp", "synthetic default", {"t": "matern", "p": 0.9, "range": (0.2, 0.6)})
 
 
 def test_mask_tag_names_the_parameter_that_matters():

@@ -13,7 +13,7 @@ from sweep_checks import assert_sweep_outputs, job_env, pdf_pages
 
 from baselines import test_baselines
 from data_generation.make_synthetic_field import make_field
-from gapfill import submit
+from gapfill import evaluate, submit
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,21 +51,21 @@ def test_sweep_as_job_array_then_test_job_after_it(slurm_cluster, small_field, t
     assert_sweep_outputs(tmp_path / "ckpt", tmp_path / "results", n_test=4, ny=16, nx=16)
 
 
-@pytest.mark.parametrize("folder, short, extra_pages", [
-    pytest.param("exact_gp_related", "exact_gp", 0, marks=pytest.mark.slow),
-    pytest.param("variational_gp_related", "variational_gp", 0, marks=pytest.mark.slow),
-    pytest.param("pconv_inpainting", "pconv", 3, marks=pytest.mark.slow),   # the shared shell: the baselines above
-    pytest.param("gpvae", "gpvae", 3, marks=pytest.mark.slow),
-    pytest.param("ginr", "ginr", 2, marks=pytest.mark.slow),
-    pytest.param("gan_gapfill", "gan", 0, marks=pytest.mark.slow)])
-def test_gpu_method_sweep_as_job_array_then_test_job(slurm_cluster, tmp_path, folder, short, extra_pages):
+@pytest.mark.parametrize("short, extra_pages", [
+    pytest.param("exact_gp", 0, marks=pytest.mark.slow),
+    pytest.param("variational_gp", 0, marks=pytest.mark.slow),
+    pytest.param("pconv", 3, marks=pytest.mark.slow),   # the shared shell: the baselines above
+    pytest.param("gpvae", 3, marks=pytest.mark.slow),
+    pytest.param("ginr", 2, marks=pytest.mark.slow),
+    pytest.param("gan", 0, marks=pytest.mark.slow)])
+def test_gpu_method_sweep_as_job_array_then_test_job(slurm_cluster, tmp_path, short, extra_pages):
     """A method's own sbatch scripts with a 2-entry sweep file (tests/sweeps/); they ask for --gres=gpu:1
     (the test node has one fake GPU; torch runs on the CPU)."""
     make_field(n_time=30, ny=32, nx=32, length_scale=3.0, seed=2).to_netcdf(tmp_path / "f.nc")
     env = job_env(tmp_path, SWEEP_ARGS=f"--data_path {tmp_path / 'f.nc'} --checkpoint_dir {tmp_path / 'ckpt'}",
                   CHECKPOINT_DIR=str(tmp_path / "ckpt"), RESULTS_DIR=str(tmp_path / "results"),
                   TEST_ARGS="--num_frames_test 2")
-    res = run_submit(tmp_path, env, "--sweep", str(ROOT / "tests" / "sweeps" / f"{short}_small.toml"), method=folder)
+    res = run_submit(tmp_path, env, "--sweep", str(ROOT / "tests" / "sweeps" / f"{short}_small.toml"), method=short)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     runs = sorted((tmp_path / "ckpt").iterdir())
     assert len(runs) == 2
@@ -139,7 +139,7 @@ def test_signal_requeue_and_resume_give_the_uninterrupted_result(slurm_cluster, 
     assert ranks["signalled"] == ranks["plain"] and len(set(ranks["plain"])) == len(ranks["plain"]) > 4
     assert cfg["signalled"]["rank"] == cfg["plain"]["rank"]
     assert cfg["signalled"]["valid_rmse"] == pytest.approx(cfg["plain"]["valid_rmse"], rel=1e-9)
-    a, b = [test_baselines.test_main("baselines", test_baselines.predict, [
+    a, b = [evaluate.test_main("baselines", test_baselines.predict, [
         "--checkpoints", str(run[name]), "--results_folder", str(tmp_path / "res" / name),
         "--num_frames_test", "3"])[0]["metrics"]["overall"]
         for name in jobs]

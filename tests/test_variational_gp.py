@@ -16,10 +16,10 @@ from data_generation.make_synthetic_field import make_field
 from data_generation.prepare_real_datasets import convert_climate
 from exact_gp_related import exact_gp_utils as U
 from exact_gp_related import test_exact_gp, train_exact_gp
-from gapfill import runs
-from gapfill.evaluate import build_problem
+from gapfill import evaluate, identity, runs
 from gapfill.floor import reconstruct_baseline as reconstruct
 from gapfill.metrics import coverage, rmse
+from gapfill.problem import build_problem
 from gapfill.sweep import entries, load
 from variational_gp_related import test_variational_gp, train_variational_gp
 from variational_gp_related import variational_gp_utils as V
@@ -196,7 +196,7 @@ def test_full_default_field_beats_climatology_and_interpolation_within_the_memor
     peak, _ = peak_of_training(tmp_path / "full.nc", tmp_path / "ck", "--timekernel", "matern", "--spacekernel",
                                "matern", "--max_valid_frames", "10")
     assert peak < 1000
-    records = test_variational_gp.test_main("variational_gp", test_variational_gp.predict, [
+    records = evaluate.test_main("variational_gp", test_variational_gp.predict, [
         "--checkpoints", str(next((tmp_path / "ck").iterdir())), "--results_folder", str(tmp_path / "res")])
     rec = records[0]
     ours, base = rec["metrics"]["overall"]["rmse"], rec["baselines"]
@@ -246,7 +246,7 @@ def train_and_test(tmp_path, name: str, argv: list[str]) -> tuple[dict, dict]:
     """Train and test one run through the test script: (config.json, metrics.json's overall scores)."""
     cfg, run, _ = train_run(tmp_path, name, argv)
     res = tmp_path / "res" / name
-    records = test_variational_gp.test_main("variational_gp", test_variational_gp.predict,
+    records = evaluate.test_main("variational_gp", test_variational_gp.predict,
                                             ["--checkpoints", str(run), "--results_folder", str(res)])
     header = (res / "summary.csv").read_text().splitlines()[0].split(",")
     assert "coverage95" in header                                               # every summary reports it
@@ -301,7 +301,7 @@ def test_kernel_pairs_train_and_test_with_reports(tmp_path):
                                    "--batch_size", "200", "--num_mixtures", "2", "--checkpoint_dir", str(tmp_path / "ck")])
     runs_ = sorted((tmp_path / "ck").iterdir())
     assert len(runs_) == len(pairs)
-    records = test_variational_gp.test_main("variational_gp", test_variational_gp.predict, [
+    records = evaluate.test_main("variational_gp", test_variational_gp.predict, [
         "--checkpoints", *map(str, runs_), "--results_folder", str(tmp_path / "res"), "--num_frames_test", "2"],
         summary_grid=test_variational_gp.SUMMARY_GRID)
     assert_gp_reports(records, tmp_path / "res", "variational_gp")
@@ -311,7 +311,7 @@ def test_sweep_entries_have_distinct_run_names_and_bad_options_are_one_line_erro
     spec = entries(load(ROOT / "variational_gp_related" / "sweep_variational_gp.toml"))
     assert {e["num_inducing_points"] for e in spec} == {256, 512, 1024}
     assert len({(e["timekernel"], e["spacekernel"]) for e in spec}) == 24
-    names = {runs.make_run_name("variational_gp", "field", train_variational_gp.name_parts(
+    names = {identity.make_run_name("variational_gp", "field", train_variational_gp.name_parts(
         train_variational_gp.parse_args([a for k, v in e.items() for a in (f"--{k}", str(v))]))) for e in spec}
     assert len(names) == len(spec) and all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) for n in names)
     for bad in (["--natural_gradient"], ["--num_inducing_points", "0"]):

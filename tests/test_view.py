@@ -9,9 +9,9 @@ import torch
 
 from data_generation.make_synthetic_field import make_field
 from gapfill import runs
-from gapfill.evaluate import build_problem
 from gapfill.floor import AUTO_CANDIDATES, FIRST_GUESS, first_guess
 from gapfill.metrics import rmse
+from gapfill.problem import build_problem
 from gapfill.view import ModelView
 
 ARGS = {"num_frames_train": 20, "num_frames_valid": 6, "mask_kind": "random", "mask_type": "dynamic",

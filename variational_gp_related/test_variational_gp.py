@@ -11,7 +11,7 @@ import numpy as np
 from exact_gp_related.gp_training import predict_bands
 from gapfill import runs
 from gapfill.data import Normalizer
-from gapfill.evaluate import test_main
+from gapfill.evaluate import script_main
 from variational_gp_related.variational_gp_utils import VariationalSetup
 
 METHOD = "variational_gp"
@@ -27,9 +27,7 @@ def predict(problem, cfg, run_dir, device):
         b, np.zeros(tuple(state["variational_strategy.inducing_points"].shape)), device))
 
 
-def main(argv=None):
-    test_main(METHOD, predict, argv, __doc__.splitlines()[0], summary_grid=SUMMARY_GRID)
-    return 0
+main = script_main(METHOD, predict, __doc__, summary_grid=SUMMARY_GRID)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ class SVGP(gpytorch.models.ApproximateGP):
         self.likelihood = likelihood
 
     def forward(self, x):
+        """x: (N, 3) scaled (t, y, x) -> the prior MultivariateNormal over the N points (mean (N,), covariance
+        (N, N), lazy)."""
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
@@ -142,8 +144,9 @@ def frozen_solver(model, lik, num_inducing: int, seed: int, what: str):
     """solve(xc, yc, xs) for exact_gp_utils.inpaint: q(u) refitted on a frame's context cells with the
     trained hyperparameters frozen, inducing inputs from local_inducing."""
     def solve(xc, yc, xs):
-        z = local_inducing(xc.cpu().numpy(), xs.cpu().numpy(), num_inducing, seed)
-        z = torch.as_tensor(z, dtype=xc.dtype, device=xc.device)
+        """xc (N, 3), yc (N,), xs (P, 3) -> mean (P,), variance (P,) (sparse_posterior)."""
+        zn = local_inducing(xc.cpu().numpy(), xs.cpu().numpy(), num_inducing, seed)
+        z = torch.as_tensor(zn, dtype=xc.dtype, device=xc.device)
         return sparse_posterior(model.covar_module, model.mean_module, lik.noise, xc, yc, z, xs, what)
     return solve
 

@@ -57,6 +57,7 @@ def short_training(tmp):
     from pathlib import Path
 
     from data_generation.make_synthetic_field import make_field
+    from gapfill import evaluate
     from pconv_inpainting import test_pconv, train_pconv
     tmp = Path(tmp)
     make_field(n_time=24, ny=32, nx=32, seed=1).to_netcdf(tmp / "f.nc")
@@ -65,7 +66,7 @@ def short_training(tmp):
                       "--predict_variance", "--checkpoint_dir", str(tmp / "ck"), "--log_level", "WARNING"])
     run = next((tmp / "ck").iterdir())
     losses = [float(r["loss"]) for r in csv.DictReader(open(run / "train_log.csv")) if r["step"] != "0"]   # 0: first guess
-    rec = test_pconv.test_main("pconv", test_pconv.predict, ["--checkpoints", str(run), "--results_folder",
+    rec = evaluate.test_main("pconv", test_pconv.predict, ["--checkpoints", str(run), "--results_folder",
                                str(tmp / "res"), "--num_frames_test", "2", "--log_level", "WARNING"])[0]
     return {"losses": losses, "rmse": rec["metrics"]["overall"]["rmse"], "crps": rec["metrics"]["overall"]["crps"],
             "climatology": rec["baselines"]["climatology"]["overall"]["rmse"]}
