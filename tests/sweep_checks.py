@@ -67,13 +67,19 @@ def signal_at_check(monkeypatch, n: int) -> None:
 
 
 def assert_gp_reports(records: list[dict], results, method: str) -> None:
-    """Every GP run tested: finite scores (uncertainty ones too), RMSE within 1.5 x climatology's, a PDF of
-    two test frames + summary, and the method summary with its bars, uncertainty page and 4 heatmaps."""
+    """Every GP run tested: finite scores (uncertainty ones too), RMSE within 1.5 x climatology's (a kernel
+    that does not suit the field, a periodic space kernel, may be worse than the floor after a few steps),
+    the best kernel pair at least 20% below the best classical baseline on the same cells (measured: 0.49 x
+    for the exact GP, 0.71 x for the variational one), a PDF of two test frames + summary, and the method
+    summary with its bars, uncertainty page and 4 heatmaps."""
     for rec in records:
         ov = rec["metrics"]["overall"]
         assert all(np.isfinite(ov[k]) for k in ("rmse", "mae", "crps", "nll", "coverage95")), rec["run_name"]
         assert ov["rmse"] < rec["baselines"]["climatology"]["overall"]["rmse"] * 1.5, rec["run_name"]
         assert pdf_pages(Path(results) / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1
+    floor = min(b["overall"]["rmse"] for rec in records for b in rec["baselines"].values())
+    best = min(rec["metrics"]["overall"]["rmse"] for rec in records)
+    assert best < 0.8 * floor, (best, floor)
     assert pdf_pages(Path(results) / f"summary_{method}.pdf") == 2 + 4
 
 
