@@ -17,6 +17,7 @@ import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from gapfill import registry
 from gapfill.files import read_json, write_csv
 from gapfill.floor import FLOOR, GUESS_TAG
 from gapfill.report import image_origin
@@ -28,8 +29,8 @@ COLUMNS = ("budget", "dataset", "mask", "method", "status", "reason", *SCORES, "
            "best_classical_rmse", "vs_best_classical", "rank", "train_seconds", "test_seconds", "peak_memory_mb",
            "device", "steps", "stop_reason", "first_guess", "first_guess_rmse", "metrics")
 CLASSICAL = ("dineof", *FLOOR)
-ORDER = ("exact_gp", "variational_gp", "pconv", "gpvae", "ginr", "gan", *CLASSICAL)
 LABEL = {"baselines": "dineof"}            # the benchmark's baselines case is a DINEOF run
+ORDER = (*(m for m in registry.methods() if m not in LABEL), *CLASSICAL)   # the registry's order, then classical
 
 
 def _rows_of_case(case: dict, out: Path) -> list[dict]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from scores import check_rmse
 
 from additional_material import describe_dataset as dd
 from baselines import test_baselines, train_baselines
@@ -155,12 +156,12 @@ def test_descending_latitude_flipped_on_read_and_written_back_in_file_order(tmp_
     np.testing.assert_array_equal(f.y, lat[::-1])
     np.testing.assert_array_equal(f.values[:, 0], v[:, ::-1])
     _, rec, pred = baseline(path, tmp_path)
+    check_rmse(rec, pred)                                                   # scored on the file's own cells
     with opened(pred) as p:
         np.testing.assert_array_equal(p["y"].values, lat)                   # the file's own order
         np.testing.assert_array_equal(p["truth"].values[:, 0], v[20:24])
         obs = p["observed"].values.astype(bool)
         np.testing.assert_array_equal(p["mean"].values[:, 0][obs], v[20:24][obs])   # visible cells kept as seen
-        assert np.isfinite(rec["metrics"]["overall"]["rmse"])
         pdf = run_report(tmp_path / "desc.pdf", p.load(), rec)                # the real report draws it (north up)
     assert pdf.stat().st_size > 10_000
 
@@ -221,7 +222,8 @@ def test_inf_is_not_valid_and_a_baseline_scores_around_it(tmp_path, caplog):
     assert "3 cells are +/-inf" in caplog.text
     assert np.isnan(f.values[[2, 21, 22], 0, [1, 3, 0], [1, 4, 7]]).all() and np.isfinite(f.values).sum() == v.size - 3
     _, rec, pred = baseline(path, tmp_path, method="anomaly_interpolation")
-    assert all(np.isfinite(m["overall"]["rmse"]) for m in [rec["metrics"], *rec["baselines"].values()])
+    check_rmse(rec, pred)                                                   # the inf cells are not scored
+    assert rec["baselines"]["anomaly_interpolation"]["overall"]["rmse"] == rec["metrics"]["overall"]["rmse"]
     with opened(pred) as p:
         assert p["valid"].values[1, 0, 3, 4] == 0 and p["valid"].values[2, 0, 0, 7] == 0
         assert int(p["valid"].values.sum()) == 4 * Y * X - 2
@@ -318,6 +320,9 @@ def baseline(path, tmp, method="interpolation", extra=()):
     return run, rec, res / rec["run_name"] / "prediction.nc"
 
 
+GP_BOUND = 0.3     # validation RMSE after 10 steps on signal() (std ~0.9, noise 0.1): measured 0.10-0.11 (exact GP)
+
+
 def exact_gp_valid_rmse(path, tmp) -> float:
     ck = tmp / "ck_gp"
     assert train_exact_gp.main(["--data_path", str(path), *SPLIT, "--max_iters", "10", "--eval_every", "5",
@@ -350,13 +355,14 @@ def test_each_file_trains_and_tests_a_baseline(tmp_path, name):
     path = make(tmp_path / f"{name}.nc")
     _, rec, pred = baseline(path, tmp_path, method="climatology", extra=extra)
     assert len(rec["bands"]) == n_bands
-    assert np.isfinite(rec["metrics"]["overall"]["rmse"]) and rec["metrics"]["overall"]["n_scored"] > 0
+    assert rec["metrics"]["overall"]["n_scored"] > 0
+    assert check_rmse(rec, pred) == rec["baselines"]["climatology"]["overall"]["rmse"]   # the floor's own number
     with opened(pred) as p:
         assert p["mean"].shape[:2] == (4, n_bands)
 
 
 def test_exact_gp_on_fnoc_and_wrapped_longitude_same_as_unwrapped(tmp_path):
-    assert np.isfinite(exact_gp_valid_rmse(fnoc(tmp_path / "fnoc.nc"), tmp_path / "fnoc"))
+    assert exact_gp_valid_rmse(fnoc(tmp_path / "fnoc.nc"), tmp_path / "fnoc") < GP_BOUND
     rmse = {}
     for tag, lon in (("wrapped", WRAPPED), ("unwrapped", UNWRAPPED)):
         path = write_raw(tmp_path / f"{tag}.nc", "v", ("time", "lat", "lon"), signal(), geo(lon=lon))
@@ -366,7 +372,7 @@ def test_exact_gp_on_fnoc_and_wrapped_longitude_same_as_unwrapped(tmp_path):
 
 def test_both_gps_train_on_a_global_grid_on_the_sphere(tmp_path):
     path = FILES["global_lon"][0](tmp_path / "global.nc")
-    assert np.isfinite(exact_gp_valid_rmse(path, tmp_path))
+    assert exact_gp_valid_rmse(path, tmp_path) < GP_BOUND
     run = next((tmp_path / "ck_gp").iterdir())
     cfg = json.loads((run / "config.json").read_text())
     model, _ = U.make_model(cfg["args"], U.grid_inputs(open_field(path)), separable=True)
@@ -377,4 +383,4 @@ def test_both_gps_train_on_a_global_grid_on_the_sphere(tmp_path):
     assert train_variational_gp.main(["--data_path", str(path), *SPLIT, "--max_iters", "10", "--eval_every", "5",
                                       "--num_inducing_points", "64", "--batch_size", "256",
                                       "--checkpoint_dir", str(ck)]) == 0
-    assert np.isfinite(json.loads((next(ck.iterdir()) / "config.json").read_text())["valid_rmse"])
+    assert json.loads((next(ck.iterdir()) / "config.json").read_text())["valid_rmse"] < GP_BOUND
