@@ -222,10 +222,35 @@ class ExactGP(gpytorch.models.ExactGP):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
+DENSE_SPACE_CELLS = {"fixed": 4096, "dynamic": 1024}    # --space_factor auto: a dense factor up to these grids
+
+
+def space_factor(args: dict, ny: int, nx: int) -> str:
+    """The Kronecker path's space factor on a flat grid: 'dense', one 2-D kernel on the Y * X cells (isotropic,
+    as the dense path's), or 'separable', a y kernel times an x kernel (two small factors). --space_factor auto:
+    dense for Matern and spectral kernels, whose 2-D form is no product over y and x (a product of 1-D Materns
+    is rougher along the diagonals), up to 4,096 cells under a fixed mask (the station solver's cost grows with
+    the stations) and 1,024 under a moving one (CG multiplies by the (Y X)^2 factor every iteration); separable
+    above, and for RBF and periodic kernels, which are that product already. Configs from before the option:
+    separable."""
+    choice = args.get("space_factor", "separable")
+    if choice != "auto":
+        return choice
+    if args["spacekernel"] in ("rbf", "periodic"):
+        return "separable"
+    limit = DENSE_SPACE_CELLS["fixed" if args.get("mask_type") == "fixed" else "dynamic"]
+    return "dense" if ny * nx <= limit else "separable"
+
+
 def make_kernel(args: dict, grid, x=None, y=None, separable: bool = False):
     """Covariance module for the run options on this grid; spectral kernels initialised from (x, y) when
-    given; `separable`: the Kronecker path's form (see build_kernel)."""
+    given; `separable`: the Kronecker path's form (see build_kernel and space_factor)."""
     t, gy, gx = grid
+    if separable and (getattr(grid, "x_period", None) is None or args.get("geometry") == "flat"):
+        choice = space_factor(args, len(gy), len(gx))
+        log.info("Kronecker space factor: %s on %d x %d cells (--space_factor %s)", choice, len(gy), len(gx),
+                  args.get("space_factor", "separable"))
+        separable = choice == "separable"
     kernel = build_kernel(args, extent_t=float(t[-1] - t[0]) or 1.0,
                           extent_s=float(max(gy[-1] - gy[0], gx[-1] - gx[0])) or 1.0,
                           x_period=getattr(grid, "x_period", None), lat=getattr(grid, "lat", None),

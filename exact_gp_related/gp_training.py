@@ -133,23 +133,36 @@ class BandLoop:
         self.cur = state["current"] = cur
         self.bar = tqdm(range(cur["step"], setup.args["max_iters"]), desc=self.what, unit="step", disable=None)
         self.started = (time.time(), cur["step"])             # for the time left in logs without a terminal
+        self.valued = False                                   # value_due has answered once in this process
 
-    def end_step(self, step: int, loss: torch.Tensor, lik, **row) -> bool:
-        """Log step `step` (0-based), validate when due; True when the band is done."""
+    def value_due(self, step: int) -> bool:
+        """Whether the training loss of step `step` (0-based) is read: the first step of this process, a
+        validation step, the last step, or every step when there are no validation frames (the loss then picks
+        the best state). A costly estimate of it (the CG path's log det) runs on these steps only; the steps
+        between log the last one."""
+        args, sl = self.setup.args, self.setup.problem.splits["valid"]
+        first, self.valued = not self.valued, True
+        return (first or (step + 1) % args["eval_every"] == 0 or step + 1 == args["max_iters"]
+                or sl.stop == sl.start)
+
+    def end_step(self, step: int, loss: torch.Tensor | None, lik, **row) -> bool:
+        """Log step `step` (0-based), validate when due; True when the band is done. `loss` None: not estimated
+        on this step (see value_due), an empty cell in the log."""
         args, cur, run, model = self.setup.args, self.cur, self.run, self.model
-        checkpoints.check_diverged(self.what, step + 1, {"loss": loss.item()},
+        value = None if loss is None else loss.item()
+        checkpoints.check_diverged(self.what, step + 1, {} if value is None else {"loss": value},
                                    [*model.named_parameters(), *lik.named_parameters()])
-        self.bar.set_postfix(loss=f"{loss.item():.4f}", noise=f"{lik.noise.item():.3g}",
+        self.bar.set_postfix(**({} if value is None else {"loss": f"{value:.4f}"}), noise=f"{lik.noise.item():.3g}",
                              **{k: f"{v:.1f}" for k, v in row.items()})
         cur["step"] = step + 1
-        row = {"band": self.b, **row, "loss": loss.item(), "noise": lik.noise.item()}
+        row = {"band": self.b, **row, "loss": value, "noise": lik.noise.item()}
         last_step = step + 1 == args["max_iters"]
         if (step + 1) % args["eval_every"] == 0 or last_step:
             model.eval()
             val = self.validate(lik)
             model.train()
             row.update(val)
-            score = val.get(self.select, loss.item())         # no validation frames: the training loss
+            score = val.get(self.select, value)               # no validation frames: the training loss
             if score < cur["best_val"]:
                 cur["best_val"], cur["best"], cur["bad"] = score, copy.deepcopy(model.state_dict()), 0
                 cur["best_scores"] = val

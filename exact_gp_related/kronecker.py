@@ -382,12 +382,19 @@ def add_inference_args(p) -> None:
                    help="kronecker: every observed cell of the grid on the Kronecker-structured covariance, exact "
                         "on stations (a fixed mask), conjugate gradients otherwise (auto: for a product kernel); "
                         "dense: Cholesky on --max_train_points and on --max_context_points around each frame")
+    g.add_argument("--space_factor", choices=("auto", "dense", "separable"), default="auto",
+                   help="kronecker on a flat grid: dense, one isotropic 2-D space kernel on the Y * X cells; "
+                        "separable, a y kernel times an x kernel; auto: dense for Matern and spectral kernels up to "
+                        "4,096 cells under a fixed mask and 1,024 under a moving one (see exact_gp_related/README.md)")
     g.add_argument("--cg_tol", type=cli.positive_float, default=1e-6,
                    help="kronecker: CG relative residual of the posterior mean's solve (10x for the variance's "
                         "samples); at a learned noise of 1e-4, 1e-4 left the mean 10%% off, 1e-6 0.1%%")
     g.add_argument("--train_cg_tol", type=cli.positive_float, default=1e-3,
                    help="kronecker: CG relative residual of the training gradient's solves (warm-started; 1e-2 "
                         "biases the noise's gradient enough to send the fit astray on the default field)")
+    g.add_argument("--train_cg_precision", choices=("32", "64"), default="32",
+                   help="kronecker: float32 or float64 arithmetic in the training gradient's CG solves (the "
+                        "gradient itself is taken in --precision); float32 halves a step at --train_cg_tol 1e-3")
     g.add_argument("--max_cg_iters", type=cli.positive_int, default=1000, help="kronecker: CG iteration cap")
     g.add_argument("--probes", type=cli.positive_int, default=8,
                    help="kronecker: Hutchinson probes of the gradient's trace term and Lanczos probes of log det")

@@ -101,11 +101,13 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
     cells = kronecker.fixed_cells(mask)          # the same cells in every training frame: exact, no CG
     ys = data.reshape(1, data.shape[0], -1)[..., cells] if cells is not None else None     # (1, T, stations)
     warm = None
+    cg_dtype = torch.float32 if args.get("train_cg_precision") == "32" else dtype
     model.train()
     for step in loop.bar:
         mats = kronecker.factor_matrices(model.covar_module, grid, dtype, device)
         noise = lik.noise.reshape(())
         c = model.mean_module.constant.reshape(()) if constant else torch.zeros((), dtype=dtype)
+        value: float | None
         if cells is not None:
             assert ys is not None                    # set with cells
             st = kronecker.StationSolver(mats, noise.item(), cells)
@@ -115,20 +117,23 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
             iters = 0
         else:
             resid = (data - c.detach()) * mask
-            solver = kronecker.Solver([m.detach() for m in mats], noise.item(), mask, args["train_cg_tol"],
-                                      args["max_cg_iters"])
-            _, a, res = solver.solve(torch.cat([resid[None], probes]), warm)
-            warm, iters = res.x, res.iters
+            solver = kronecker.Solver([m.detach().to(cg_dtype) for m in mats], noise.item(), mask.to(cg_dtype),
+                                      args["train_cg_tol"], args["max_cg_iters"])
+            _, a, res = solver.solve(torch.cat([resid[None], probes]).to(cg_dtype), warm)
+            warm, iters, a = res.x, res.iters, a.to(dtype)
             loss = kronecker.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) - c * a[0].sum()
-            logdet = n * math.log(noise.item()) + float(solver.logdet(args["probes"], seed=args["seed"] + b))
-            value = 0.5 * float((resid * a[0]).sum()) + 0.5 * logdet              # log det: Lanczos quadrature
+            value = None                              # the value is only logged: estimated when it is read
+            if loop.value_due(step):                  # log det: Lanczos quadrature
+                logdet = n * math.log(noise.item()) + float(solver.logdet(args["probes"], seed=args["seed"] + b))
+                value = 0.5 * float((resid * a[0]).sum()) + 0.5 * logdet
         opt.zero_grad()
         (loss / n).backward()
         opt.step()
-        value = (value + 0.5 * n * math.log(2 * math.pi)) / n
-        if not math.isfinite(value):
-            raise RunError(f"{loop.what}: the marginal likelihood is not finite at step {step}; try a smaller --lr")
-        if loop.end_step(step, torch.tensor(value), lik, cg_iters=iters):
+        if value is not None:
+            value = (value + 0.5 * n * math.log(2 * math.pi)) / n
+            if not math.isfinite(value):
+                raise RunError(f"{loop.what}: the marginal likelihood is not finite at step {step}; try a smaller --lr")
+        if loop.end_step(step, None if value is None else torch.tensor(value), lik, cg_iters=iters):
             break
     return loop.finish(int(n))
 

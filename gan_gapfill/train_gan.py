@@ -52,6 +52,9 @@ def add_model_args(p) -> None:
     g.add_argument("--generator_lr", type=cli.positive_float, default=1e-5)
     g.add_argument("--discriminator_lr", type=cli.positive_float, default=4e-5)
     g.add_argument("--alpha", type=cli.nonnegative_float, default=1.0, help="weight of the cloud-cell MSE")
+    g.add_argument("--select", choices=("valid_ssim", "valid_rmse"), default="valid_ssim",
+                   help="the validation score that picks best.ckpt and stops early (the reference's: SSIM of the "
+                        "cloud cells); the benchmark scores RMSE")
     g.add_argument("--mask_position", type=cli.positive_int, nargs="+", default=None,
                    help="the clouded dates, 1-based (2: the middle of 3; 1 3: first and last); "
                         "default every combination of the dates but all, cycled by chip")
@@ -100,6 +103,7 @@ def main(argv=None) -> int:
         run.record(display_name="GAN", normalization=normalizer.to_dict(), chip_size=chips.P)
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = GAN.from_args(vars(args), B)
+    module.monitor = (args.select, "max" if args.select == "valid_ssim" else "min")
     module.data = data
     lightning.fit(run, args, module, ChipData(chips, args.batch_size, vars(args)))
     return 0

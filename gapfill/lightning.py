@@ -164,7 +164,7 @@ class _Validate(pl.Callback):
             with torch.no_grad():
                 mean, var = pl_module.reconstruct(range(vs.start, vs.stop))
             pl_module.train(was_training)
-            row.update(self.run.score_valid(mean, var, ssim=self.name == "valid_ssim"))
+            row.update(self.run.score_valid(mean, var, ssim="valid_ssim" in (self.name, *self.run.log_fields)))
             if not np.isfinite(row[self.name]) and np.isfinite(row["valid_rmse"]) and self.best is None:
                 log.warning("%s cannot be computed on these validation frames (SSIM needs frames of at least 7 x 7): "
                             "valid_rmse picks best.ckpt and stops early instead", self.name)

@@ -1,6 +1,7 @@
 """Exact GP: the posterior against float64 numpy GP equations, inpainting that beats the classical floor
 on a crop of the default field, every kernel pair of the sweep end to end, clear numerical errors, resume."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -277,13 +278,15 @@ def test_conjugate_gradient_training_follows_the_exact_station_path(tmp_path, mo
     a, b = (torch.load(d / "best.pt", weights_only=True)["bands"][0]["model"] for d in (exact, cg))
     for k in a:
         if "raw" in k and "constraint" not in k:                             # measured: within 0.07
-            assert float(b[k]) == pytest.approx(float(a[k]), abs=0.15), k      # (log length scales: 7%)
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=0.15, msg=k)    # (log length scales: 7%)
     va, vb = (json.loads((d / "config.json").read_text())["valid_rmse"] for d in (exact, cg))
     assert vb == pytest.approx(va, rel=0.04)                                  # measured: 1.8% apart
-    rows = [[float(v) for v in r.split(",")[:4]] for r in (cg / "train_log.csv").read_text().splitlines()[1:]]
+    rows = [[float(v or "nan") for v in r.split(",")[:4]] for r in (cg / "train_log.csv").read_text().splitlines()[1:]]
     exact_rows = [[float(v) for v in r.split(",")[:4]] for r in (exact / "train_log.csv").read_text().splitlines()[1:]]
     assert all(r[2] > 0 for r in rows) and all(r[2] == 0 for r in exact_rows)   # cg_iters: CG vs none
-    assert max(abs(r[3] - e[3]) for r, e in zip(rows, exact_rows, strict=True)) < 0.05   # Lanczos NLL per cell (0.03)
+    valued = [i for i, r in enumerate(rows) if not math.isnan(r[3])]
+    assert valued == [0, 19]                     # the Lanczos value on the first and the validation step only
+    assert max(abs(rows[i][3] - exact_rows[i][3]) for i in valued) < 0.05      # Lanczos NLL per cell (0.03)
 
 
 def test_kronecker_bands_are_fitted_apart_and_frames_past_the_test_window_stay_out(tmp_path, monkeypatch):

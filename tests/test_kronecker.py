@@ -218,3 +218,54 @@ def test_station_solver_is_exact_when_every_frame_observes_the_same_cells():
     g = torch.autograd.grad(st.surrogate(mats, lik.noise.reshape(()), a[0].detach()), params)
     for r, e in zip(g_ref, g, strict=True):
         assert float(e) == pytest.approx(float(r), rel=1e-8)
+
+
+def test_space_factor_choice_and_the_dense_factor_is_isotropic():
+    fixed, moving = dict(ARGS, space_factor="auto", mask_type="fixed"), dict(ARGS, space_factor="auto", mask_type="dynamic")
+    assert U.space_factor(fixed, 64, 64) == "dense" and U.space_factor(fixed, 65, 64) == "separable"
+    assert U.space_factor(moving, 32, 32) == "dense" and U.space_factor(moving, 33, 32) == "separable"
+    assert U.space_factor(dict(fixed, spacekernel="rbf"), 8, 8) == "separable"      # the product already
+    assert U.space_factor(ARGS, 8, 8) == "separable"                               # a config from before the option
+    grid = U.Grid(np.arange(5.0), np.arange(9.0), np.arange(9.0))
+    values = {}
+    for choice in ("dense", "separable"):
+        model, _ = U.make_model(dict(ARGS, space_factor=choice), grid, separable=True)
+        with torch.no_grad():
+            for k in model.covar_module.modules():
+                if hasattr(k, "raw_lengthscale"):
+                    k.lengthscale = torch.full_like(k.lengthscale, 3.0)
+        mats = kr.factor_matrices(model.covar_module, grid, D, "cpu")
+        Ks = torch.kron(mats[1], mats[2]).detach().numpy() / float(mats[0][0, 0].detach())   # (81, 81)
+        values[choice] = (Ks[0, 3 * 9 + 4], Ks[0, 5 * 9 + 0])      # from (0, 0) to (3, 4) and to (5, 0): both 5 apart
+    assert values["dense"][0] == pytest.approx(values["dense"][1], rel=1e-12)
+    assert values["separable"][0] < 0.8 * values["separable"][1]                   # rougher along the diagonal
+
+
+def test_station_solver_with_the_dense_space_factor_matches_the_dense_path():
+    """The Kronecker path's isotropic factor is the dense path's 2-D Matern: same posterior mean."""
+    grid = U.Grid(np.arange(20.0), np.arange(7.0), np.arange(6.0))
+    rng = np.random.default_rng(4)
+    obs = np.broadcast_to(rng.random((7, 6)) < 0.4, (20, 7, 6)).copy()
+    t, y, x = np.meshgrid(*grid, indexing="ij")
+    vals = np.where(obs, np.sin(t / 4) * np.cos(y / 3 + x / 2) + 0.1 * rng.standard_normal(obs.shape), np.nan)
+    models = {}
+    for kron in (True, False):
+        model, lik = U.make_model(dict(ARGS, space_factor="dense"), grid, separable=kron)
+        with torch.no_grad():
+            for k in model.covar_module.modules():
+                if hasattr(k, "raw_lengthscale"):
+                    k.lengthscale = torch.tensor([[4.0]]) if k.lengthscale.numel() == 1 else torch.tensor([[2.0, 3.0]])
+            lik.noise = torch.tensor(0.02)
+        models[kron] = (model, lik)
+    model, lik = models[True]
+    assert sorted(kr._dims(k) for k in kr.kernel_parts(model.covar_module)[1]) == [(0,), (1, 2)]
+    mats = kr.factor_matrices(model.covar_module, grid, D, "cpu")
+    data, mask = kr.to_grid(vals, obs, (20, 42, 1), D, "cpu")
+    st = kr.StationSolver(mats, 0.02, kr.fixed_cells(mask))
+    mean = st.mean(st.alpha(data.reshape(1, 20, -1)[..., st.cells]))[0].detach().numpy().reshape(20, 7, 6)
+    hidden = ~obs
+    hidden[:, :, :] &= (np.arange(20) == 9)[:, None, None]
+    dense, lik_d = models[False]
+    m_dense, _ = U.posterior(dense.eval(), lik_d, torch.tensor(U.cell_inputs(grid, np.arange(20), obs)),
+                             torch.tensor(vals[obs]), torch.tensor(U.cell_inputs(grid, np.arange(20), hidden)), "test")
+    np.testing.assert_allclose(mean[hidden], m_dense.numpy(), rtol=1e-6, atol=1e-8)
