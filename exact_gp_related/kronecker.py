@@ -166,7 +166,8 @@ def pcg(matmul, rhs: torch.Tensor, precond: torch.Tensor, x0: torch.Tensor | Non
     R = rhs.shape[0]
     shape = (R,) + (1,) * (rhs.dim() - 1)
     dot = lambda a, b: torch.einsum("ri,ri->r", a.reshape(R, -1), b.reshape(R, -1))   # noqa: E731
-    bnorm = rhs.reshape(R, -1).norm(dim=1).clamp_min(1e-300)
+    tiny = torch.finfo(rhs.dtype).tiny                   # 1e-300 would be 0 in float32
+    bnorm = rhs.reshape(R, -1).norm(dim=1).clamp_min(tiny)
     inv_pre = 1 / precond
     x = torch.zeros_like(rhs) if x0 is None else x0.clone()
     r = rhs - matmul(x) if x0 is not None else rhs.clone()
@@ -179,12 +180,12 @@ def pcg(matmul, rhs: torch.Tensor, precond: torch.Tensor, x0: torch.Tensor | Non
     it = 0
     while it < max_iters and not bool(done.all()):
         Mp = matmul(p)
-        alpha = torch.where(done, torch.zeros_like(rz), rz / dot(p, Mp).clamp_min(1e-300))
-        x.add_(alpha.reshape(shape) * p)
-        r.sub_(alpha.reshape(shape) * Mp)
+        alpha = torch.where(done, torch.zeros_like(rz), rz / dot(p, Mp).clamp_min(tiny))
+        x.addcmul_(alpha.reshape(shape), p)
+        r.addcmul_(alpha.reshape(shape), Mp, value=-1)
         torch.mul(r, inv_pre, out=z)
         rz_new = dot(r, z)
-        beta = torch.where(done, torch.zeros_like(rz), rz_new / rz.clamp_min(1e-300))
+        beta = torch.where(done, torch.zeros_like(rz), rz_new / rz.clamp_min(tiny))
         if track:
             alphas.append(alpha)
             betas.append(beta)
@@ -375,6 +376,9 @@ def to_grid(values: np.ndarray, observed: np.ndarray, eig_shape, dtype, device):
 
 
 # ----------------------------------------------------------------------------------- runs and options
+PROBES = 4                      # --probes: right-hand sides besides the data in a training step's solve
+
+
 def add_inference_args(p) -> None:
     """The exact GP's inference options (train script)."""
     g = p.add_argument_group("inference")
@@ -396,8 +400,10 @@ def add_inference_args(p) -> None:
                    help="kronecker: float32 or float64 arithmetic in the training gradient's CG solves (the "
                         "gradient itself is taken in --precision); float32 halves a step at --train_cg_tol 1e-3")
     g.add_argument("--max_cg_iters", type=cli.positive_int, default=1000, help="kronecker: CG iteration cap")
-    g.add_argument("--probes", type=cli.positive_int, default=8,
-                   help="kronecker: Hutchinson probes of the gradient's trace term and Lanczos probes of log det")
+    g.add_argument("--probes", type=cli.positive_int, default=PROBES,
+                   help="kronecker: Rademacher probes of the gradient's trace term (drawn once: the same every step) "
+                        "and Lanczos probes of log det; 4 moved the log length scales of a 20-step fit by 0.06 "
+                        "from the exact ones, 8 by 0.04, 2 by 0.39")
     g.add_argument("--variance_samples", type=cli.positive_int, default=64,
                    help="kronecker: pathwise samples of the posterior variance (relative error about sqrt(2 / S))")
     g.add_argument("--valid_variance_samples", type=cli.positive_int, default=8,

@@ -96,7 +96,7 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
     _, data, mask = setup.band_data(b, model, setup.train, device)
     n = float(mask.sum())
     gen = torch.Generator().manual_seed(args["seed"] + b)
-    probes = torch.randn((args["probes"], *mask.shape), generator=gen, dtype=dtype).to(device) * mask
+    probes = torch.randn((args["probes"], *mask.shape), generator=gen, dtype=dtype).sign().to(device) * mask  # Rademacher
     constant = hasattr(model.mean_module, "constant")
     cells = kronecker.fixed_cells(mask)          # the same cells in every training frame: exact, no CG
     ys = data.reshape(1, data.shape[0], -1)[..., cells] if cells is not None else None     # (1, T, stations)

@@ -158,8 +158,8 @@ def hinge_g(fake: list, cloud: torch.Tensor) -> torch.Tensor:
 
 class GAN(lightning.FieldModule):
     """The cloud-gap GAN on the training engine: manual optimisation, one discriminator and one generator
-    step per batch; best.ckpt by the validation frames' cloud-cell SSIM. `data` (gan_data.FieldChips) is
-    set before `reconstruct`."""
+    step per batch; best.ckpt by the validation frames' cloud-cell SSIM (or `monitor`, set from --select).
+    `data` (gan_data.FieldChips) is set before `reconstruct`."""
 
     monitor = ("valid_ssim", "max")
 
