@@ -2,9 +2,10 @@
 
 Inputs are the cells' real coordinates (time, y, x), each divided by its median grid spacing, so that
 length scales read in frames and cells. Kernels act on time (dim 0) and space (dims 1, 2) and combine as
-a product (separable space-time, the default) or a sum. The Kronecker path (`kronecker.py`) needs a space
-kernel that is itself a product over y and x (`separable`): for RBF it is the same kernel, for Matern the
-product of one-dimensional Materns.
+a product (separable space-time, the default) or a sum. The Kronecker path (`kronecker.py`) takes the space
+kernel as one dense factor on the Y * X cells (the same isotropic 2-D kernel as the dense path) or as a
+product over y and x (`separable`: for RBF the same kernel, for Matern the product of one-dimensional
+Materns, rougher along the diagonals); `space_factor` chooses (--space_factor auto: dense on small grids).
 
 On a periodic x (a whole circle of longitude, `Field.x_periodic`) with `--geometry sphere` (the default
 there) an RBF or Matern space kernel acts on the chordal distance between the cells' unit vectors on the

@@ -1,10 +1,10 @@
 """Exact GP inference on whole grids: Kronecker-structured covariance, every observed cell.
 
 A product kernel on the complete grid (T, A, B) is K = K_t (x) K_a (x) K_b, with (A, B) = (Y, X) for a
-separable space kernel and (Y * X, 1) for one on the sphere (a dense space factor). With missing cells the
-data covariance is A = S K S^T + noise I (S gathers the observed cells), and a multiply by K is three small
-dense mode products on the grid. Everything is solved in the whitened eigenbasis of K = Q diag(lam) Q^T
-(Q = Q_t (x) Q_a (x) Q_b from the factors' eigendecompositions):
+separable space kernel and (Y * X, 1) for a dense space factor (an isotropic 2-D kernel, or one on the
+sphere). With missing cells the data covariance is A = S K S^T + noise I (S gathers the observed cells),
+and a multiply by K is three small dense mode products on the grid. Everything is solved in the whitened
+eigenbasis of K = Q diag(lam) Q^T (Q = Q_t (x) Q_a (x) Q_b from the factors' eigendecompositions):
 
     B w = (I + lam^1/2 Q^T S^T S Q lam^1/2 / noise) w = lam^1/2 Q^T S^T y / noise,   f = Q lam^1/2 w,
 

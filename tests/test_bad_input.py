@@ -578,8 +578,8 @@ def test_a_refusal_leaves_no_folder_and_the_corrected_command_runs(method, field
     rc, err = call(train.main, [*argv, *bad], capsys)
     assert_one_line(rc, err, words)
     assert not (tmp_path / "ck").exists()
-    if method in ("gpvae", "gan"):                           # the corrected command is not blocked by a leftover
-        assert call(train.main, argv, capsys)[0] == 0
+    assert call(train.main, argv, capsys)[0] == 0            # the corrected command is not blocked by a leftover
+    assert json.loads((tmp_path / "ck" / "sub" / "r" / "config.json").read_text())["finished"]
 
 
 def test_overwrite_removes_only_the_runs_own_files_and_never_a_foreign_folder(field, tmp_path, capsys):
