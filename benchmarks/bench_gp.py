@@ -164,7 +164,8 @@ def one_grid(model_name: str, G: int, device: str, precision: str) -> dict:
         else:                       # as train_exact_gp: float32 solves (--train_cg_precision), float64 gradient
             probes = torch.randn((kr.PROBES, *mask.shape), dtype=dtype, device=device).sign() * mask   # Rademacher
             f32 = torch.float32
-            solver = kr.Solver([m.detach().to(f32) for m in mats], float(noise), mask.to(f32), 1e-3)
+            solver = kr.Solver([m.detach().to(f32) for m in mats], float(noise), mask.to(f32),
+                               kr.train_tol(kr.TRAIN_CG_TOL, float(noise)))
             _, a, res = solver.solve(torch.cat([data[None], probes]).to(f32))
             a = a.to(dtype)
             (kr.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) / n).backward()

@@ -118,7 +118,7 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
         else:
             resid = (data - c.detach()) * mask
             solver = kronecker.Solver([m.detach().to(cg_dtype) for m in mats], noise.item(), mask.to(cg_dtype),
-                                      args["train_cg_tol"], args["max_cg_iters"])
+                                      kronecker.train_tol(args["train_cg_tol"], noise.item()), args["max_cg_iters"])
             _, a, res = solver.solve(torch.cat([resid[None], probes]).to(cg_dtype), warm)
             warm, iters, a = res.x, res.iters, a.to(dtype)
             loss = kronecker.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) - c * a[0].sum()

@@ -196,6 +196,8 @@ def test_station_solver_is_exact_when_every_frame_observes_the_same_cells():
     cells = kr.fixed_cells(mask)
     alternating = mask * (torch.arange(30) % 2 == 0)[:, None, None]          # every other frame empty
     assert cells is not None and kr.fixed_cells(alternating) is None
+    many = torch.ones(2, 1, kr.MAX_STATIONS + 1)                               # a photograph's 13,000 cells: CG
+    assert kr.fixed_cells(many) is None and kr.fixed_cells(many[..., 1:]).numel() == kr.MAX_STATIONS
     mats = kr.factor_matrices(model.covar_module, grid, D, "cpu")
     st = kr.StationSolver(mats, noise, cells)
     y = data.reshape(1, 30, -1)[..., cells]
