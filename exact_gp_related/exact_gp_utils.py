@@ -38,9 +38,18 @@ COMBINATIONS = ("product", "additive")
 JITTERS = (0.0, 1e-6, 1e-4, 1e-2)        # added to the diagonal (relative to its mean) when Cholesky fails
 
 
+# --preset seed: the original GP repository's model (an old command trains what it trained there)
+PRESETS = {"seed": {"kernel_combination": "additive", "mean_function": "constant", "inference": "dense",
+                    "num_mixtures": 2, "time_lengthscale": 1e-5, "time_outputscale": 1e-5}}
+
+
 def add_model_args(p) -> None:
     """The exact GP's own options (the variational GP shares them)."""
     g = p.add_argument_group("kernels")
+    g.add_argument("--preset", choices=("none", *PRESETS), default="none",
+                   help="seed: the original repository's defaults (additive kernels, constant mean, dense "
+                        "inference, 2 spectral mixtures, soft-disabled length and output scale 1e-5); options "
+                        "given on the command line override them")
     g.add_argument("--timekernel", choices=TIME_KERNELS, default="matern")
     g.add_argument("--spacekernel", choices=SPACE_KERNELS, default="matern")
     g.add_argument("--kernel_combination", choices=COMBINATIONS, default="product",
@@ -60,6 +69,15 @@ def add_model_args(p) -> None:
     g.add_argument("--geometry", choices=("auto", "sphere", "flat"), default="auto",
                    help="space distances on a global field (periodic longitude): sphere (chordal, the auto choice "
                         "there) or flat (grid units, no wrap); a regional field is always flat")
+
+
+def parse_with_preset(p, argv=None):
+    """p.parse_args(argv), with the defaults of --preset (those options p has) under the command line's."""
+    known, _ = p.parse_known_args(argv)
+    if known.preset != "none":
+        dests = {a.dest for a in p._actions}
+        p.set_defaults(**{k: v for k, v in PRESETS[known.preset].items() if k in dests})
+    return p.parse_args(argv)
 
 
 def kernel_label(args: dict) -> str:

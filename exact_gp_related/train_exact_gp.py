@@ -23,7 +23,7 @@ import gpytorch
 import torch
 
 from exact_gp_related import gp_training, kronecker
-from exact_gp_related.exact_gp_utils import add_model_args, make_model, robust_step
+from exact_gp_related.exact_gp_utils import add_model_args, make_model, parse_with_preset, robust_step
 from exact_gp_related.gp_training import BandLoop, Setup, train_bands
 from gapfill import cli, runs
 from gapfill.errors import RunError
@@ -44,7 +44,7 @@ def parse_args(argv=None):
                    help="validation frames inpainted per evaluation (evenly spaced)")
     g.add_argument("--patience", type=cli.positive_int, default=5, help="evaluations without improvement before stopping")
     kronecker.add_inference_args(p)
-    args = p.parse_args(argv)
+    args = parse_with_preset(p, argv)
     if args.inference == "kronecker" and args.kernel_combination != "product":
         p.error("--inference kronecker needs --kernel_combination product (a sum of kernels is not a Kronecker "
                 "product); use --inference dense")

@@ -5,6 +5,7 @@ import math
 import re
 from pathlib import Path
 
+import gpytorch
 import numpy as np
 import pytest
 import torch
@@ -311,3 +312,28 @@ def test_kronecker_bands_are_fitted_apart_and_frames_past_the_test_window_stay_o
     r = [rmse(truth[:, b:b + 1], mean[:, b:b + 1], scored[:, b:b + 1]) for b in (0, 1)]
     assert r[1] == pytest.approx(2 * r[0], rel=1e-6), r
     np.testing.assert_allclose(var[:, 1], 4 * var[:, 0], rtol=1e-6)
+
+
+def test_preset_seed_builds_the_original_repositorys_model_and_the_command_line_overrides_it():
+    from variational_gp_related import train_variational_gp
+    base = ["--data_path", "x.nc", "--timekernel", "softdisabled", "--spacekernel", "spectral"]
+    a = vars(train_exact_gp.parse_args([*base, "--preset", "seed"]))
+    assert (a["kernel_combination"], a["mean_function"], a["inference"], a["num_mixtures"]) == \
+        ("additive", "constant", "dense", 2)
+    assert a["time_lengthscale"] == a["time_outputscale"] == 1e-5
+    default = vars(train_exact_gp.parse_args(base))                           # today's model without it
+    assert (default["kernel_combination"], default["mean_function"], default["num_mixtures"]) == \
+        ("product", "climatology", 4)
+    over = vars(train_exact_gp.parse_args([*base, "--preset", "seed", "--num_mixtures", "3"]))
+    assert over["num_mixtures"] == 3 and over["kernel_combination"] == "additive"
+    v = vars(train_variational_gp.parse_args([*base, "--preset", "seed"]))    # shares the kernels, no --inference
+    assert v["kernel_combination"] == "additive" and "inference" not in v
+    grid = (np.arange(10.0), np.arange(6.0), np.arange(6.0))
+    model, _ = U.make_model(a, grid)
+    k = model.covar_module                                                    # time + space, two output scales
+    assert isinstance(k, gpytorch.kernels.AdditiveKernel) and len(k.kernels) == 2
+    t, s = k.kernels
+    assert float(t.base_kernel.lengthscale) == pytest.approx(1e-5) and float(t.outputscale) == pytest.approx(1e-5)
+    assert not t.base_kernel.raw_lengthscale.requires_grad and not t.raw_outputscale.requires_grad
+    assert isinstance(s.base_kernel, gpytorch.kernels.SpectralMixtureKernel) and s.base_kernel.num_mixtures == 2
+    assert isinstance(model.mean_module, gpytorch.means.ConstantMean)

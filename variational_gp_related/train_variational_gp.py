@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from exact_gp_related import gp_training
-from exact_gp_related.exact_gp_utils import add_model_args, robust_step
+from exact_gp_related.exact_gp_utils import add_model_args, parse_with_preset, robust_step
 from exact_gp_related.gp_training import BandLoop, train_bands
 from gapfill import cli, runs
 from variational_gp_related.variational_gp_utils import VariationalSetup, add_variational_args, batch_indices, kmeans
@@ -43,7 +43,7 @@ def parse_args(argv=None):
                    help="validation frames inpainted per evaluation (evenly spaced)")
     g.add_argument("--patience", type=cli.positive_int, default=5, help="evaluations without improvement before stopping")
     p.set_defaults(max_iters=1000)      # mini-batch steps: 10 epochs of the default field's 104,550 training cells
-    args = p.parse_args(argv)
+    args = parse_with_preset(p, argv)
     for opt in ("num_inducing_points", "max_context_points"):
         if getattr(args, opt) < 1:
             p.error(f"--{opt} must be at least 1, got {getattr(args, opt)}")
