@@ -100,7 +100,7 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
     constant = hasattr(model.mean_module, "constant")
     cells = kronecker.fixed_cells(mask)          # the same cells in every training frame: exact, no CG
     ys = data.reshape(1, data.shape[0], -1)[..., cells] if cells is not None else None     # (1, T, stations)
-    warm = None
+    warm, capped = None, False
     cg_dtype = torch.float32 if args.get("train_cg_precision") == "32" else dtype
     model.train()
     for step in loop.bar:
@@ -118,9 +118,15 @@ def fit_band_kronecker(setup: kronecker.KroneckerSetup, b: int, run: runs.Run, s
         else:
             resid = (data - c.detach()) * mask
             solver = kronecker.Solver([m.detach().to(cg_dtype) for m in mats], noise.item(), mask.to(cg_dtype),
-                                      kronecker.train_tol(args["train_cg_tol"], noise.item()), args["max_cg_iters"])
+                                      kronecker.train_tol(args["train_cg_tol"], noise.item()),
+                                      args.get("max_train_cg_iters", args["max_cg_iters"]), warn=False)
             _, a, res = solver.solve(torch.cat([resid[None], probes]).to(cg_dtype), warm)
             warm, iters, a = res.x, res.iters, a.to(dtype)
+            if iters >= solver.max_iters and not capped:
+                capped = True
+                log.warning("%s: training CG capped at %d iterations from step %d (relative residual %.2g, "
+                            "tolerance %.1e): the gradient is approximate (--max_train_cg_iters)", loop.what,
+                            iters, step, float(res.residual.max()), solver.tol)
             loss = kronecker.surrogate_loss(mats, noise, mask, a[0], probes, a[1:]) - c * a[0].sum()
             value = None                              # the value is only logged: estimated when it is read
             if loop.value_due(step):                  # log det: Lanczos quadrature
