@@ -255,15 +255,15 @@ def train_and_test(tmp_path, name: str, argv: list[str]) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("field", ["default_crop", "sst"])
 def test_calibrated_validation_coverage_and_the_rmse_of_selection_by_rmse(tmp_path, field):
-    """Selection by calibrated validation CRPS (the default): validation coverage95 in [0.90, 0.98], the
-    selected state's validation RMSE within 5% of the best on the same trajectory (what --select
-    valid_rmse keeps), the factor applied at test time. Measured: coverage 0.95 and 0.95, test coverage
+    """Selection by validation RMSE (the default) after the variance calibration: validation coverage95 in
+    [0.90, 0.98], the selected state's validation RMSE the best of the trajectory, the factor applied at
+    test time. Measured (selection by CRPS, the former default): coverage 0.95 and 0.95, test coverage
     0.92 and 0.95 (SST uncalibrated: 0.64)."""
     argv = calibration_fields(tmp_path)[field] + ["--max_iters", "150", "--eval_every", "50",
                                                    "--num_inducing_points", "128", "--batch_size", "512"]
     cfg, run, valid_rmse = train_run(tmp_path, field, argv)
     assert 0.90 <= cfg["valid_coverage95"] <= 0.98, cfg
-    assert cfg["valid_rmse"] <= 1.05 * valid_rmse.min(), (cfg["valid_rmse"], valid_rmse)
+    assert cfg["valid_rmse"] == pytest.approx(valid_rmse.min(), rel=1e-6), (cfg["valid_rmse"], valid_rmse)
     problem = build_problem(cfg["args"])
     mean, var = test_variational_gp.predict(problem.for_model(), cfg, run, "cpu")
     truth, scored = problem.field.values[problem.splits["test"]], problem.scored("test")

@@ -8,7 +8,7 @@ natural-gradient steps for q(u) and Adam for the hyperparameters. Kernels and th
 GP's. Every --eval_every steps the validation frames are inpainted (q(u) refitted around each frame with
 the hyperparameters frozen) and scored on their hidden cells, the predictive variance first calibrated on
 them (--variance_calibration: the factor of minimum NLL, kept with the state and applied by the test);
-the state with the best --select score (CRPS by default) is kept. On SLURM's warning
+the state with the best --select score (RMSE by default) is kept. On SLURM's warning
 signal (or SIGTERM) the run saves `last` and stops; the same command resumes.
 
     python variational_gp_related/train_variational_gp.py --data_path F --timekernel matern --spacekernel matern \\
