@@ -337,3 +337,27 @@ def test_preset_seed_builds_the_original_repositorys_model_and_the_command_line_
     assert not t.base_kernel.raw_lengthscale.requires_grad and not t.raw_outputscale.requires_grad
     assert isinstance(s.base_kernel, gpytorch.kernels.SpectralMixtureKernel) and s.base_kernel.num_mixtures == 2
     assert isinstance(model.mean_module, gpytorch.means.ConstantMean)
+
+
+def test_training_cg_tolerance_follows_the_noise_and_a_capped_solve_is_logged_once(tmp_path, monkeypatch):
+    import logging
+
+    from exact_gp_related import kronecker
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())             # type: ignore[method-assign]
+    logging.getLogger("exact_gp.train").addHandler(handler)                   # the entry point resets the root's
+    assert kronecker.train_tol(1e-3, 0.5) == 1e-3 and kronecker.train_tol(1e-3, 0.01) == pytest.approx(2e-4)
+    tiny_field(tmp_path / "tiny.nc")
+    monkeypatch.setattr(kronecker, "fixed_cells", lambda mask: None)           # CG, as under a moving mask
+    try:
+        train_exact_gp.main(["--data_path", str(tmp_path / "tiny.nc"), "--num_frames_train", "20",
+                             "--num_frames_valid", "4", "--max_iters", "4", "--eval_every", "4",
+                             "--max_train_cg_iters", "2", "--checkpoint_dir", str(tmp_path / "ck")])
+    finally:
+        logging.getLogger("exact_gp.train").removeHandler(handler)
+    capped = [m for m in seen if "training CG capped at 2 iterations" in m]
+    assert len(capped) == 1 and "from step 0" in capped[0], seen               # once per band
+    run = next((tmp_path / "ck").iterdir())
+    iters = [int(r.split(",")[2]) for r in (run / "train_log.csv").read_text().splitlines()[1:]]
+    assert iters == [2, 2, 2, 2]
