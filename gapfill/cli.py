@@ -165,6 +165,8 @@ def test_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--results_folder", default=None, help="default: results/<method>")
     p.add_argument("--num_frames_test", type=positive_int, default=None, help="default: every frame after validation")
     p.add_argument("--data_path", default=None, help="override the checkpoint's data file (same grid)")
+    p.add_argument("--show", choices=("std", "variance"), default="std",
+                   help="the PDF's uncertainty column: predictive std (field units) or variance (units squared)")
     add_mask_args(p, test=True)
     add_common_args(p)
     return p

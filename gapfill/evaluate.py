@@ -175,7 +175,7 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
         pred.to_netcdf(tmp)
     write_json(out_dir / "metrics.json", record)
     figures = analyses(problem, cfg, Path(run_dir), device, mean) if analyses else ()
-    pdf = run_report(out_dir / f"{name}.pdf", pred, record, figures)
+    pdf = run_report(out_dir / f"{name}.pdf", pred, record, figures, show=test_args.get("show") or "std")
     floor = min(v["overall"]["rmse"] for v in record["baselines"].values())
     log.info("%s: RMSE %.4g %s (best classical floor %.4g) on %d hidden cells; wrote %s",
              name, metrics["overall"]["rmse"], f.units[0], floor, metrics["overall"]["n_scored"], pdf)

@@ -176,3 +176,21 @@ def test_cli_compare_and_run(tmp_path, capsys, restore_logging):
     (run_dir / "run_cli.pdf").unlink(missing_ok=True)
     assert report_cli.main(["run", "--run_dir", str(run_dir)]) == 0
     assert page_count(run_dir / "run_cli.pdf") == 2 + 1
+
+
+def test_run_report_shows_the_variance_on_request(tmp_path, monkeypatch):
+    """--show variance (test scripts) draws the predictive variance, the default its square root."""
+    from gapfill import cli
+    from gapfill.report import run_page
+    rng = np.random.default_rng(2)
+    ds, m = metrics_dict(rng, "exact_gp", "run_a", {"seed": 0}, variance=True, T=2, B=1, Y=6, X=6)
+    drawn: dict = {}
+    monkeypatch.setattr(run_page, "_frame_page", lambda pdf, p, t, meta, pf: drawn.update({p["show"]: p["spread"]}))
+    report.run_report(tmp_path / "a.pdf", ds, m)
+    report.run_report(tmp_path / "b.pdf", ds, m, show="variance")
+    var = ds["variance"].transpose("time", "band", "y", "x").values.astype(np.float64)
+    np.testing.assert_allclose(drawn["variance"], var)
+    np.testing.assert_allclose(drawn["std"], np.sqrt(var))
+    p = cli.test_parser("x")
+    assert p.parse_args(["--checkpoints", "c", "--show", "variance"]).show == "variance"
+    assert p.parse_args(["--checkpoints", "c"]).show == "std"

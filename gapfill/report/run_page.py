@@ -59,14 +59,15 @@ def _time_label(prediction: xr.Dataset, t: int) -> str:
 
 
 def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
-    """One page for test frame t: a row per band, columns input | truth | reconstruction | std | |error|."""
-    truth, recon, std, hidden, valid = (p["truth"][t], p["recon"][t], None if p["std"] is None else p["std"][t],
-                                        p["hidden"][t], p["valid"][t])                       # (B, Y, X)
+    """One page for test frame t: a row per band, columns input | truth | reconstruction |
+    std (or variance) | |error|."""
+    spread = None if p["spread"] is None else p["spread"][t]
+    truth, recon, hidden, valid = p["truth"][t], p["recon"][t], p["hidden"][t], p["valid"][t]     # (B, Y, X)
     nb = min(truth.shape[0], MAX_BANDS)
     fig = Figure(figsize=(PAGE[0], max(3.6, 1.0 + 2.2 * nb)), layout="constrained")  # no overlapping titles
     axes = fig.subplots(nb, 5, squeeze=False)
     origin = p["origin"]
-    titles = ["observed input", "ground truth", "reconstruction", "predictive std", "|error| on hidden cells"]
+    titles = ["observed input", "ground truth", "reconstruction", f"predictive {p['show']}", "|error| on hidden cells"]
     for b in range(nb):
         unit = p["units"][b] if b < len(p["units"]) else ""
         both = np.concatenate([truth[b][valid[b]], recon[b][valid[b] & np.isfinite(recon[b])]])
@@ -82,15 +83,16 @@ def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
             im = ax[i].imshow(img, cmap=_cmap(cmap), vmin=lo, vmax=hi, origin=origin, interpolation="nearest")
             fig.colorbar(im, ax=ax[i], fraction=0.046, pad=0.02).ax.set_title(unit, fontsize=7)
         _overlay(ax[0], hidden[b], HIDDEN_GREY, origin)
-        if std is None:
+        if spread is None:
             ax[3].set_facecolor("0.96")
             ax[3].set_box_aspect(truth.shape[1] / truth.shape[2])  # same size as the image panels
             ax[3].text(0.5, 0.5, "no uncertainty\nestimate\n(method gives\nno variance)", ha="center", va="center",
                        fontsize=9, transform=ax[3].transAxes)
         else:
-            im = ax[3].imshow(np.where(valid[b], std[b], np.nan), cmap=_cmap("viridis"), origin=origin,
+            im = ax[3].imshow(np.where(valid[b], spread[b], np.nan), cmap=_cmap("viridis"), origin=origin,
                               interpolation="nearest")
-            fig.colorbar(im, ax=ax[3], fraction=0.046, pad=0.02).ax.set_title(unit, fontsize=7)
+            square = f"({unit})²" if unit and p["show"] == "variance" else unit
+            fig.colorbar(im, ax=ax[3], fraction=0.046, pad=0.02).ax.set_title(square, fontsize=7)
         emax = float(np.nanmax(err)) if np.isfinite(err).any() else 1.0
         im = ax[4].imshow(err, cmap=_cmap("magma_r"), vmin=0, vmax=emax if emax > 0 else 1.0, origin=origin,
                           interpolation="nearest")
@@ -175,9 +177,10 @@ def _summary_page(pdf, meta: dict, m: dict):
     pdf.savefig(fig)
 
 
-def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=()) -> Path:
+def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=(), show: str = "std") -> Path:
     """Write the per-run PDF: one page per test frame, a summary page, then `extra_figures` (a method's
-    own analyses, matplotlib Figures). Returns the PDF path.
+    own analyses, matplotlib Figures). Returns the PDF path. `show`: the uncertainty column, 'std' or
+    'variance' (the test scripts' --show).
 
     prediction: truth, mean, optional variance (time, band, y, x); observed (time, y, x); valid
     (time, band, y, x). metrics: a metrics.json dict (or a bare compute_metrics dict).
@@ -192,14 +195,16 @@ def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=()
         observed = observed[:, None]
     hidden = valid & ~observed                                                            # scored cells
     var = prediction["variance"].transpose(*dims).values if "variance" in prediction else None
-    std = None if var is None else np.sqrt(np.clip(var.astype(np.float64), 0, None))
+    spread = None if var is None else np.clip(var.astype(np.float64), 0, None)
+    if spread is not None and show == "std":
+        spread = np.sqrt(spread)
     attrs = prediction.attrs
     bands = [str(b) for b in prediction["band"].values] if "band" in prediction.coords \
         else [f"band{b}" for b in range(truth.shape[1])]
     units = metrics.get("units") or attrs.get("units") or []
     units = units.split(";") if isinstance(units, str) else [str(u) for u in units]
-    p = {"truth": truth, "recon": np.where(hidden, mean, truth), "std": std, "hidden": hidden, "valid": valid,
-         "bands": bands, "units": units, "origin": image_origin(prediction)}
+    p = {"truth": truth, "recon": np.where(hidden, mean, truth), "spread": spread, "show": show, "hidden": hidden,
+         "valid": valid, "bands": bands, "units": units, "origin": image_origin(prediction)}
     meta = {"method": metrics.get("method") or attrs.get("method", "method"),
             "run_name": metrics.get("run_name") or attrs.get("run_name", ""),
             "dataset": metrics.get("dataset") or attrs.get("dataset", ""),
