@@ -416,8 +416,7 @@ def add_inference_args(p) -> None:
     g.add_argument("--max_cg_iters", type=cli.positive_int, default=1000,
                    help="kronecker: CG iteration cap of the posterior's solves")
     g.add_argument("--max_train_cg_iters", type=cli.positive_int, default=TRAIN_CG_ITERS,
-                   help="kronecker: CG iteration cap of a training step's solves (warm-started, so a capped "
-                        "solve goes on improving over the next steps; logged once per band when reached)")
+                   help="kronecker: CG iteration cap of a training step's (warm-started) solves; logged when reached")
     g.add_argument("--probes", type=cli.positive_int, default=PROBES,
                    help="kronecker: Rademacher probes of the gradient's trace term (drawn once: the same every step) "
                         "and Lanczos probes of log det; 4 moved the log length scales of a 20-step fit by 0.06 "
