@@ -185,12 +185,18 @@ def test_run_report_shows_the_variance_on_request(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     ds, m = metrics_dict(rng, "exact_gp", "run_a", {"seed": 0}, variance=True, T=2, B=1, Y=6, X=6)
     drawn: dict = {}
-    monkeypatch.setattr(run_page, "_frame_page", lambda pdf, p, t, meta, pf: drawn.update({p["show"]: p["spread"]}))
+    draw = run_page._FramePages.draw
+    def record(self, pdf, t, pf):                     # the uncertainty panel's image as drawn on each page
+        draw(self, pdf, t, pf)
+        drawn.setdefault(self.p["show"], []).append(np.ma.filled(self.images[0]["spread"].get_array(), np.nan))
+    monkeypatch.setattr(run_page._FramePages, "draw", record)
     report.run_report(tmp_path / "a.pdf", ds, m)
     report.run_report(tmp_path / "b.pdf", ds, m, show="variance")
-    var = ds["variance"].transpose("time", "band", "y", "x").values.astype(np.float64)
-    np.testing.assert_allclose(drawn["variance"], var)
-    np.testing.assert_allclose(drawn["std"], np.sqrt(var))
+    var = ds["variance"].transpose("time", "band", "y", "x").values.astype(np.float64)[:, 0]
+    valid = ds["valid"].transpose("time", "band", "y", "x").values.astype(bool)[:, 0]
+    assert valid.sum() > 20 and len(drawn["variance"]) == len(drawn["std"]) == 2      # both frames
+    np.testing.assert_allclose(np.asarray(drawn["variance"])[valid], var[valid])
+    np.testing.assert_allclose(np.asarray(drawn["std"])[valid], np.sqrt(var[valid]))
     p = cli.test_parser("x")
     assert p.parse_args(["--checkpoints", "c", "--show", "variance"]).show == "variance"
     assert p.parse_args(["--checkpoints", "c"]).show == "std"

@@ -28,11 +28,11 @@ TABLE_KEYS = [("rmse", "RMSE"), ("mae", "MAE"), ("bias", "bias"), ("r2", "R2"), 
               ("crps", "CRPS"), ("coverage95", "cov95")]
 
 
-def _overlay(ax, mask2d, color, origin):
-    """Paint cells where mask2d is True in one solid colour over an image."""
+def _rgba(mask2d: np.ndarray, color) -> np.ndarray:
+    """(Y, X, 4) one solid colour where mask2d is True, transparent elsewhere: an overlay's image."""
     rgba = np.zeros(mask2d.shape + (4,))
     rgba[mask2d] = matplotlib.colors.to_rgba(color)
-    ax.imshow(rgba, origin=origin, interpolation="nearest")
+    return rgba
 
 
 def image_origin(prediction: xr.Dataset) -> str:
@@ -58,61 +58,86 @@ def _time_label(prediction: xr.Dataset, t: int) -> str:
     return str(v)
 
 
-def _frame_page(pdf, p: dict, t: int, meta: dict, pf: dict | None):
-    """One page for test frame t: a row per band, columns input | truth | reconstruction |
-    std (or variance) | |error|."""
-    spread = None if p["spread"] is None else p["spread"][t]
-    truth, recon, hidden, valid = p["truth"][t], p["recon"][t], p["hidden"][t], p["valid"][t]     # (B, Y, X)
-    nb = min(truth.shape[0], MAX_BANDS)
-    fig = Figure(figsize=(PAGE[0], max(3.6, 1.0 + 2.2 * nb)), layout="constrained")  # no overlapping titles
-    axes = fig.subplots(nb, 5, squeeze=False)
-    origin = p["origin"]
-    titles = ["observed input", "ground truth", "reconstruction", f"predictive {p['show']}", "|error| on hidden cells"]
-    for b in range(nb):
-        unit = p["units"][b] if b < len(p["units"]) else ""
-        both = np.concatenate([truth[b][valid[b]], recon[b][valid[b] & np.isfinite(recon[b])]])
-        vmin, vmax = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
-        if vmax <= vmin:
-            vmin, vmax = vmin - 0.5, vmax + 0.5
-        shown = np.where(valid[b], truth[b], np.nan)
-        observed_in = np.where(hidden[b], np.nan, shown)
-        err = np.where(hidden[b], np.abs(recon[b] - truth[b]), np.nan)
-        ax = axes[b]
-        for i, (img, cmap, lo, hi) in enumerate([(observed_in, "viridis", vmin, vmax), (shown, "viridis", vmin, vmax),
-                                                 (np.where(valid[b], recon[b], np.nan), "viridis", vmin, vmax)]):
-            im = ax[i].imshow(img, cmap=_cmap(cmap), vmin=lo, vmax=hi, origin=origin, interpolation="nearest")
-            fig.colorbar(im, ax=ax[i], fraction=0.046, pad=0.02).ax.set_title(unit, fontsize=7)
-        _overlay(ax[0], hidden[b], HIDDEN_GREY, origin)
-        if spread is None:
-            ax[3].set_facecolor("0.96")
-            ax[3].set_box_aspect(truth.shape[1] / truth.shape[2])  # same size as the image panels
-            ax[3].text(0.5, 0.5, "no uncertainty\nestimate\n(method gives\nno variance)", ha="center", va="center",
-                       fontsize=9, transform=ax[3].transAxes)
-        else:
-            im = ax[3].imshow(np.where(valid[b], spread[b], np.nan), cmap=_cmap("viridis"), origin=origin,
-                              interpolation="nearest")
-            square = f"({unit})²" if unit and p["show"] == "variance" else unit
-            fig.colorbar(im, ax=ax[3], fraction=0.046, pad=0.02).ax.set_title(square, fontsize=7)
-        emax = float(np.nanmax(err)) if np.isfinite(err).any() else 1.0
-        im = ax[4].imshow(err, cmap=_cmap("magma_r"), vmin=0, vmax=emax if emax > 0 else 1.0, origin=origin,
-                          interpolation="nearest")
-        _overlay(ax[4], valid[b] & ~hidden[b], "white", origin)
-        fig.colorbar(im, ax=ax[4], fraction=0.046, pad=0.02).ax.set_title(unit, fontsize=7)
-        ax[0].set_ylabel(f"{p['bands'][b]}" + (f" [{unit}]" if unit else ""), fontsize=9)
-        for j, a in enumerate(ax):
-            a.set_xticks([])
-            a.set_yticks([])
-            a.tick_params(labelsize=7)
-            if b == 0:
-                a.set_title(titles[j], fontsize=9)
-    scores = "" if pf is None else f" | frame MAE {_fmt(pf.get('mae'))}, RMSE {_fmt(pf.get('rmse'))}"
-    more = f" (first {MAX_BANDS} of {truth.shape[0]} bands)" if truth.shape[0] > MAX_BANDS else ""
-    fig.suptitle(f"{meta['method']} | {_short(meta['run_name'], 80)} | {meta['dataset']}\n"
-                 f"test frame {t + 1}/{p['truth'].shape[0]}  {meta['times'][t]} | mask: {meta['mask']}{scores}{more}",
-                 fontsize=10)
-    fig.supxlabel("dark grey: hidden (scored) cells   light grey: never observed (NaN)   "
-                  "white in error panel: observed cells", fontsize=8)
-    pdf.savefig(fig)
+class _FramePages:
+    """The frame pages, one figure redrawn per test frame: a row per band, columns input | truth |
+    reconstruction | std (or variance) | |error|. The first page is laid out (constrained layout: no
+    overlapping titles) and later pages keep that layout and swap only images, colour limits and titles;
+    the layout is half of a page's drawing time and the same on every page."""
+
+    def __init__(self, p: dict, meta: dict):
+        self.p, self.meta, self.laid_out = p, meta, False
+        n_bands, ny, nx = p["truth"].shape[1:]
+        nb = min(n_bands, MAX_BANDS)
+        self.fig = fig = Figure(figsize=(PAGE[0], max(3.6, 1.0 + 2.2 * nb)), layout="constrained")
+        axes = fig.subplots(nb, 5, squeeze=False)
+        origin, blank, clear = p["origin"], np.zeros((ny, nx)), np.zeros((ny, nx, 4))
+        titles = ["observed input", "ground truth", "reconstruction", f"predictive {p['show']}", "|error| on hidden cells"]
+        self.images: list[dict] = []
+        for b in range(nb):
+            unit = p["units"][b] if b < len(p["units"]) else ""
+            ax, im = axes[b], {}
+            def show(i, cmap, key, label):
+                im[key] = ax[i].imshow(blank, cmap=_cmap(cmap), vmin=0, vmax=1, origin=origin, interpolation="nearest")
+                fig.colorbar(im[key], ax=ax[i], fraction=0.046, pad=0.02).ax.set_title(label, fontsize=7)
+            for i, key in enumerate(("observed", "truth", "recon")):
+                show(i, "viridis", key, unit)
+            im["hidden"] = ax[0].imshow(clear, origin=origin, interpolation="nearest")
+            if p["spread"] is None:
+                ax[3].set_facecolor("0.96")
+                ax[3].set_box_aspect(ny / nx)               # same size as the image panels
+                ax[3].text(0.5, 0.5, "no uncertainty\nestimate\n(method gives\nno variance)", ha="center",
+                           va="center", fontsize=9, transform=ax[3].transAxes)
+            else:
+                show(3, "viridis", "spread", f"({unit})²" if unit and p["show"] == "variance" else unit)
+            show(4, "magma_r", "error", unit)
+            im["seen"] = ax[4].imshow(clear, origin=origin, interpolation="nearest")
+            ax[0].set_ylabel(f"{p['bands'][b]}" + (f" [{unit}]" if unit else ""), fontsize=9)
+            for j, a in enumerate(ax):
+                a.set_xticks([])
+                a.set_yticks([])
+                a.tick_params(labelsize=7)
+                if b == 0:
+                    a.set_title(titles[j], fontsize=9)
+            self.images.append(im)
+        self.title = fig.suptitle("\n", fontsize=10)
+        fig.supxlabel("dark grey: hidden (scored) cells   light grey: never observed (NaN)   "
+                      "white in error panel: observed cells", fontsize=8)
+
+    def draw(self, pdf, t: int, pf: dict | None) -> None:
+        """Add the page of test frame t (pf: its per-frame scores) to `pdf`."""
+        p = self.p
+        truth, recon, hidden, valid = p["truth"][t], p["recon"][t], p["hidden"][t], p["valid"][t]     # (B, Y, X)
+        for b, im in enumerate(self.images):
+            both = np.concatenate([truth[b][valid[b]], recon[b][valid[b] & np.isfinite(recon[b])]])
+            vmin, vmax = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+            if vmax <= vmin:
+                vmin, vmax = vmin - 0.5, vmax + 0.5
+            shown = np.where(valid[b], truth[b], np.nan)
+            for key, img in (("observed", np.where(hidden[b], np.nan, shown)), ("truth", shown),
+                             ("recon", np.where(valid[b], recon[b], np.nan))):
+                im[key].set_data(img)
+                im[key].set_clim(vmin, vmax)
+            im["hidden"].set_data(_rgba(hidden[b], HIDDEN_GREY))
+            if "spread" in im:
+                s = np.where(valid[b], p["spread"][t][b], np.nan)
+                fin = s[np.isfinite(s)]
+                im["spread"].set_data(s)
+                im["spread"].set_clim(*((float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)))
+            err = np.where(hidden[b], np.abs(recon[b] - truth[b]), np.nan)
+            emax = float(np.nanmax(err)) if np.isfinite(err).any() else 1.0
+            im["error"].set_data(err)
+            im["error"].set_clim(0, emax if emax > 0 else 1.0)
+            im["seen"].set_data(_rgba(valid[b] & ~hidden[b], "white"))
+        meta = self.meta
+        scores = "" if pf is None else f" | frame MAE {_fmt(pf.get('mae'))}, RMSE {_fmt(pf.get('rmse'))}"
+        more = f" (first {MAX_BANDS} of {truth.shape[0]} bands)" if truth.shape[0] > MAX_BANDS else ""
+        self.title.set_text(f"{meta['method']} | {_short(meta['run_name'], 80)} | {meta['dataset']}\n"
+                            f"test frame {t + 1}/{p['truth'].shape[0]}  {meta['times'][t]} | mask: {meta['mask']}"
+                            f"{scores}{more}")
+        pdf.savefig(self.fig)
+        if not self.laid_out:                  # keep the first page's layout
+            self.fig.set_layout_engine("none")
+            self.laid_out = True
 
 
 def _summary_page(pdf, meta: dict, m: dict):
@@ -213,8 +238,9 @@ def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=()
     per_frame = {e.get("frame"): e for e in (_scores(metrics).get("per_frame") or [])}
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     with PdfPages(pdf_path) as pdf:
+        pages = _FramePages(p, meta)
         for t in tqdm(range(truth.shape[0]), desc=f"report {pdf_path.name[:40]}", unit="page", disable=None):
-            _frame_page(pdf, p, t, meta, per_frame.get(t))
+            pages.draw(pdf, t, per_frame.get(t))
         _summary_page(pdf, meta, metrics)
         for fig in extra_figures:
             pdf.savefig(fig)
