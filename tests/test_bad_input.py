@@ -660,15 +660,16 @@ def test_errors_after_heavy_imports_are_the_only_line_in_a_real_process(field, t
                coords={"time": [0.0], "lat": np.arange(8.0), "lon": np.arange(8.0)}).to_netcdf(path)
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a model")
-    for argv, words in ((["gan_gapfill/train_gan.py", "--data_path", str(path)], "--time_steps"),
-                        (["pconv_inpainting/train_pconv.py", "--data_path", str(field), *SPLIT, "--stage", "2",
-                          "--patch_size", "8", "--base_filters", "4", *FG, "--init_from", str(bad)],
-                         "bad.keras")):
-        res = subprocess.run([sys.executable, *argv, "--checkpoint_dir", str(tmp_path / "ck")], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)   # no PYTHONWARNINGS: warnings count
-        err = [line for line in res.stderr.splitlines() if line.strip()]
-        assert res.returncode == 2 and len(err) == 1 and words in err[0], res.stderr[-3000:]
-        assert not (tmp_path / "ck").exists()
+    cases = ((["gan_gapfill/train_gan.py", "--data_path", str(path)], "--time_steps"),
+             (["pconv_inpainting/train_pconv.py", "--data_path", str(field), *SPLIT, "--stage", "2",
+               "--patch_size", "8", "--base_filters", "4", *FG, "--init_from", str(bad)], "bad.keras"))
+    procs = [subprocess.Popen([sys.executable, *argv, "--checkpoint_dir", str(tmp_path / "ck")], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for argv, _ in cases]  # both at once
+    for proc, (_, words) in zip(procs, cases, strict=True):
+        _, stderr = proc.communicate(timeout=300)       # no PYTHONWARNINGS: warnings count
+        err = [line for line in stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(err) == 1 and words in err[0], stderr[-3000:]
+    assert not (tmp_path / "ck").exists()
 
 
 def test_a_leading_axis_without_attributes_is_taken_as_time(tmp_path, capsys):

@@ -74,6 +74,8 @@ def test_vgg_terms_load_from_a_local_weights_file(tmp_path, caplog):
     assert vgg_features(None) is None
 
 
+# slow (about 20 s): the fast suite's quality check is the stored regression below (1.60 from climatology's 5.10)
+@pytest.mark.slow
 def test_quality_bar_on_the_default_field_with_shapes_masks(tmp_path):
     """32 x 32 crop of the default field, shapes masks (30%): hole RMSE 30% or more below climatology."""
     make_field().isel(lat=slice(16, 48), lon=slice(16, 48)).to_netcdf(tmp_path / "crop.nc")

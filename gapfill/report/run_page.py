@@ -76,11 +76,8 @@ class _FramePages:
         for b in range(nb):
             unit = p["units"][b] if b < len(p["units"]) else ""
             ax, im = axes[b], {}
-            def show(i, cmap, key, label):
-                im[key] = ax[i].imshow(blank, cmap=_cmap(cmap), vmin=0, vmax=1, origin=origin, interpolation="nearest")
-                fig.colorbar(im[key], ax=ax[i], fraction=0.046, pad=0.02).ax.set_title(label, fontsize=7)
             for i, key in enumerate(("observed", "truth", "recon")):
-                show(i, "viridis", key, unit)
+                im[key] = self._image(ax[i], "viridis", unit, blank)
             im["hidden"] = ax[0].imshow(clear, origin=origin, interpolation="nearest")
             if p["spread"] is None:
                 ax[3].set_facecolor("0.96")
@@ -88,8 +85,9 @@ class _FramePages:
                 ax[3].text(0.5, 0.5, "no uncertainty\nestimate\n(method gives\nno variance)", ha="center",
                            va="center", fontsize=9, transform=ax[3].transAxes)
             else:
-                show(3, "viridis", "spread", f"({unit})²" if unit and p["show"] == "variance" else unit)
-            show(4, "magma_r", "error", unit)
+                im["spread"] = self._image(ax[3], "viridis", f"({unit})²" if unit and p["show"] == "variance" else unit,
+                                           blank)
+            im["error"] = self._image(ax[4], "magma_r", unit, blank)
             im["seen"] = ax[4].imshow(clear, origin=origin, interpolation="nearest")
             ax[0].set_ylabel(f"{p['bands'][b]}" + (f" [{unit}]" if unit else ""), fontsize=9)
             for j, a in enumerate(ax):
@@ -102,6 +100,12 @@ class _FramePages:
         self.title = fig.suptitle("\n", fontsize=10)
         fig.supxlabel("dark grey: hidden (scored) cells   light grey: never observed (NaN)   "
                       "white in error panel: observed cells", fontsize=8)
+
+    def _image(self, ax, cmap: str, label: str, blank: np.ndarray):
+        """An image panel with its colour bar (`label` above it); its data and limits are set per page."""
+        im = ax.imshow(blank, cmap=_cmap(cmap), vmin=0, vmax=1, origin=self.p["origin"], interpolation="nearest")
+        self.fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.set_title(label, fontsize=7)
+        return im
 
     def draw(self, pdf, t: int, pf: dict | None) -> None:
         """Add the page of test frame t (pf: its per-frame scores) to `pdf`."""
