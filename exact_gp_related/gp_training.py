@@ -260,12 +260,12 @@ def train_bands(args, method: str, name_parts: dict, setup_cls, fit, log_fields:
     return 0
 
 
-def predict_bands(setup: Setup, run_dir, device, build) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, variance), each (T_test, B, Y, X) in physical units: every band's test frames inpainted by
-    `setup` with the band's best state, the variance times the band's 'variance_scale' (1.0 when it has
+def predict_bands(setup: Setup, run_dir, device, build, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """(mean, variance), each (T_split, B, Y, X) in physical units: every band's frames of `split` inpainted
+    by `setup` with the band's best state, the variance times the band's 'variance_scale' (1.0 when it has
     none); `build(b, state)` -> (model, likelihood) to load it into."""
     best = checkpoints.load_checkpoint(run_dir, "best")["bands"]
-    sl = setup.problem.splits["test"]
+    sl = setup.problem.splits[split]
     means, variances = [], []
     for b in range(setup.problem.field.shape[1]):
         model, lik = build(b, best[b]["model"])

@@ -18,12 +18,12 @@ METHOD = "exact_gp"
 SUMMARY_GRID = (["timekernel", "kernel_combination", "spacekernel"], ["prob_masking", "mask_type"])
 
 
-def predict(problem, cfg, run_dir, device):
-    """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
+def predict(problem, cfg, run_dir, device, split="test"):
+    """(mean, variance), each (T_split, B, Y, X) in physical units, from the observed cells only."""
     kron = kronecker.use_kronecker(cfg["args"])
     setup = (kronecker.KroneckerSetup if kron else Setup)(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
     return predict_bands(setup, run_dir, device, lambda b, state: make_model(cfg["args"], setup.grid, dtype=setup.dtype,
-                                                                             device=device, separable=kron))
+                                                                             device=device, separable=kron), split)
 
 
 main = script_main(METHOD, predict, __doc__, summary_grid=SUMMARY_GRID)

@@ -167,6 +167,9 @@ def test_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--data_path", default=None, help="override the checkpoint's data file (same grid)")
     p.add_argument("--show", choices=("std", "variance"), default="std",
                    help="the PDF's uncertainty column: predictive std (field units) or variance (units squared)")
+    p.add_argument("--pages", choices=("test", "all"), default="test",
+                   help="all: the PDF shows the training and validation frames too, each reconstructed from its "
+                        "observed cells (the GPs; only the test frames are scored)")
     add_mask_args(p, test=True)
     add_common_args(p)
     return p

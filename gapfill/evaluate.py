@@ -5,10 +5,12 @@ only `Problem.for_model()`, and the reconstruction is scored on the hidden valid
 floor; prediction.nc, metrics.json and the PDF reports are written per run, then the method summary.
 
 A method's test script is `test_main(method, predict)` with its own `predict(problem, cfg, run_dir, device)`
-returning (mean, variance or None), both (T_test, B, Y, X) in physical units.
+returning (mean, variance or None), both (T_test, B, Y, X) in physical units; a `predict` that also takes
+`split` ('train', 'valid' or 'test') draws the other splits' frames with `--pages all`.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import traceback
@@ -40,10 +42,11 @@ def reference_metrics(problem: Problem, split: str = "test") -> dict:
     return out
 
 
-def prediction_dataset(problem: Problem, mean, variance, attrs: dict) -> xr.Dataset:
-    """The standard prediction file: truth, mean, variance, observed, valid on (time, band, y, x), with y and x
-    as the data file has them (a descending y flipped back, a longitude with the file's values)."""
-    f, sl = problem.field, problem.splits["test"]
+def prediction_dataset(problem: Problem, mean, variance, attrs: dict, split: str = "test") -> xr.Dataset:
+    """The standard prediction file: truth, mean, variance, observed, valid on (time, band, y, x) of the frames
+    of `split`, with y and x as the data file has them (a descending y flipped back, a longitude with the
+    file's values)."""
+    f, sl = problem.field, problem.splits[split]
     dims = ("time", "band", "y", "x")
     data = {"truth": (dims, f.values[sl]), "mean": (dims, mean.astype(np.float32)),
             "observed": (("time", "y", "x"), problem.observed[sl].astype(np.int8)),
@@ -146,6 +149,8 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
         check_grid(cfg, problem.field)
     check_same_data(cfg, problem.field.path)
     device = resolve_device(test_args.get("device", "auto"), test_args.get("local_rank"))
+    if test_args.get("pages") == "all" and "split" not in inspect.signature(predict).parameters:
+        raise DataError(f"--pages all: {method} reconstructs the test frames only; the GPs draw every split")
     t0 = time.time()
     mean, variance = predict(problem.for_model(), cfg, Path(run_dir), device)
     test_seconds = time.time() - t0
@@ -175,11 +180,21 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
         pred.to_netcdf(tmp)
     write_json(out_dir / "metrics.json", record)
     figures = analyses(problem, cfg, Path(run_dir), device, mean) if analyses else ()
-    pdf = run_report(out_dir / f"{name}.pdf", pred, record, figures, show=test_args.get("show") or "std")
+    before = []                                         # --pages all: the training and validation frames
+    for split in ("train", "valid") if test_args.get("pages") == "all" else ():
+        if _frames(problem, split):
+            m, v = predict(problem.for_model(), cfg, Path(run_dir), device, split=split)
+            before.append((split, prediction_dataset(problem, m, v, {"mask_label": problem.masks[split]["label"]}, split)))
+    pdf = run_report(out_dir / f"{name}.pdf", pred, record, figures, show=test_args.get("show") or "std", before=before)
     floor = min(v["overall"]["rmse"] for v in record["baselines"].values())
     log.info("%s: RMSE %.4g %s (best classical floor %.4g) on %d hidden cells; wrote %s",
              name, metrics["overall"]["rmse"], f.units[0], floor, metrics["overall"]["n_scored"], pdf)
     return record
+
+
+def _frames(problem: Problem, split: str) -> int:
+    sl = problem.splits[split]
+    return sl.stop - sl.start
 
 
 def check_results_owner(out_dir: Path, run_dir) -> None:

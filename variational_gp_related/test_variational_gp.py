@@ -20,11 +20,11 @@ METHOD = "variational_gp"
 SUMMARY_GRID = (["timekernel", "spacekernel", "num_inducing_points"], ["prob_masking", "mask_type"])
 
 
-def predict(problem, cfg, run_dir, device):
-    """(mean, variance), each (T_test, B, Y, X) in physical units, from the observed cells only."""
+def predict(problem, cfg, run_dir, device, split="test"):
+    """(mean, variance), each (T_split, B, Y, X) in physical units, from the observed cells only."""
     setup = VariationalSetup(cfg["args"], problem, Normalizer.from_dict(cfg["normalization"]))
     return predict_bands(setup, run_dir, device, lambda b, state: setup.new_model(
-        b, np.zeros(tuple(state["variational_strategy.inducing_points"].shape)), device))
+        b, np.zeros(tuple(state["variational_strategy.inducing_points"].shape)), device), split)
 
 
 main = script_main(METHOD, predict, __doc__, summary_grid=SUMMARY_GRID)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_BANDS = 4                         # rows per frame page; more bands would be unreadable
 HIDDEN_GREY = (0.45, 0.45, 0.45, 1)   # hidden (scored) cells in the observed-input panel
+SPLIT_NAMES = {"train": "training", "valid": "validation"}
 TABLE_KEYS = [("rmse", "RMSE"), ("mae", "MAE"), ("bias", "bias"), ("r2", "R2"), ("ssim", "SSIM"),
               ("crps", "CRPS"), ("coverage95", "cov95")]
 
@@ -136,7 +137,7 @@ class _FramePages:
         scores = "" if pf is None else f" | frame MAE {_fmt(pf.get('mae'))}, RMSE {_fmt(pf.get('rmse'))}"
         more = f" (first {MAX_BANDS} of {truth.shape[0]} bands)" if truth.shape[0] > MAX_BANDS else ""
         self.title.set_text(f"{meta['method']} | {_short(meta['run_name'], 80)} | {meta['dataset']}\n"
-                            f"test frame {t + 1}/{p['truth'].shape[0]}  {meta['times'][t]} | mask: {meta['mask']}"
+                            f"{meta['split']} frame {t + 1}/{p['truth'].shape[0]}  {p['times'][t]} | mask: {meta['mask']}"
                             f"{scores}{more}")
         pdf.savefig(self.fig)
         if not self.laid_out:                  # keep the first page's layout
@@ -206,15 +207,8 @@ def _summary_page(pdf, meta: dict, m: dict):
     pdf.savefig(fig)
 
 
-def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=(), show: str = "std") -> Path:
-    """Write the per-run PDF: one page per test frame, a summary page, then `extra_figures` (a method's
-    own analyses, matplotlib Figures). Returns the PDF path. `show`: the uncertainty column, 'std' or
-    'variance' (the test scripts' --show).
-
-    prediction: truth, mean, optional variance (time, band, y, x); observed (time, y, x); valid
-    (time, band, y, x). metrics: a metrics.json dict (or a bare compute_metrics dict).
-    """
-    pdf_path = Path(pdf_path)
+def _panels(prediction: xr.Dataset, metrics: dict, show: str) -> dict:
+    """What the frame pages draw from a prediction file's frames: (T, B, Y, X) arrays, bands, units, origin."""
     dims = ("time", "band", "y", "x")
     truth = prediction["truth"].transpose(*dims).values.astype(np.float64)              # (T, B, Y, X)
     mean = prediction["mean"].transpose(*dims).values.astype(np.float64)
@@ -227,27 +221,46 @@ def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=()
     spread = None if var is None else np.clip(var.astype(np.float64), 0, None)
     if spread is not None and show == "std":
         spread = np.sqrt(spread)
-    attrs = prediction.attrs
     bands = [str(b) for b in prediction["band"].values] if "band" in prediction.coords \
         else [f"band{b}" for b in range(truth.shape[1])]
-    units = metrics.get("units") or attrs.get("units") or []
+    units = metrics.get("units") or prediction.attrs.get("units") or []
     units = units.split(";") if isinstance(units, str) else [str(u) for u in units]
-    p = {"truth": truth, "recon": np.where(hidden, mean, truth), "spread": spread, "show": show, "hidden": hidden,
-         "valid": valid, "bands": bands, "units": units, "origin": image_origin(prediction)}
+    return {"truth": truth, "recon": np.where(hidden, mean, truth), "spread": spread, "show": show, "hidden": hidden,
+            "valid": valid, "bands": bands, "units": units, "origin": image_origin(prediction),
+            "times": [_time_label(prediction, t) for t in range(truth.shape[0])]}
+
+
+def run_report(pdf_path, prediction: xr.Dataset, metrics: dict, extra_figures=(), show: str = "std",
+               before=()) -> Path:
+    """Write the per-run PDF: one page per test frame, a summary page, then `extra_figures` (a method's
+    own analyses, matplotlib Figures). Returns the PDF path. `show`: the uncertainty column, 'std' or
+    'variance' (the test scripts' --show). `before`: (split, prediction) pairs whose frames come first
+    ('train', 'valid': the test scripts' --pages all; drawn, not scored).
+
+    prediction: truth, mean, optional variance (time, band, y, x); observed (time, y, x); valid
+    (time, band, y, x). metrics: a metrics.json dict (or a bare compute_metrics dict).
+    """
+    pdf_path = Path(pdf_path)
+    attrs = prediction.attrs
     meta = {"method": metrics.get("method") or attrs.get("method", "method"),
             "run_name": metrics.get("run_name") or attrs.get("run_name", ""),
             "dataset": metrics.get("dataset") or attrs.get("dataset", ""),
-            "mask": _mask_label(metrics) or attrs.get("mask_label", ""),
-            "times": [_time_label(prediction, t) for t in range(truth.shape[0])]}
+            "mask": _mask_label(metrics) or attrs.get("mask_label", "")}
     per_frame = {e.get("frame"): e for e in (_scores(metrics).get("per_frame") or [])}
+    splits = [(SPLIT_NAMES.get(split, split), ds, {}) for split, ds in before] + [("test", prediction, per_frame)]
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    n_pages = 0
     with PdfPages(pdf_path) as pdf:
-        pages = _FramePages(p, meta)
-        for t in tqdm(range(truth.shape[0]), desc=f"report {pdf_path.name[:40]}", unit="page", disable=None):
-            pages.draw(pdf, t, per_frame.get(t))
+        for label, ds, scores in splits:
+            mask = ds.attrs.get("mask_label") if label != "test" else None     # the training mask there
+            pages = _FramePages(_panels(ds, metrics, show), {**meta, "split": label, "mask": mask or meta["mask"]})
+            for t in tqdm(range(ds.sizes["time"]), desc=f"report {pdf_path.name[:40]} {label}", unit="page",
+                          disable=None):
+                pages.draw(pdf, t, scores.get(t))
+            n_pages += ds.sizes["time"]
         _summary_page(pdf, meta, metrics)
         for fig in extra_figures:
             pdf.savefig(fig)
-    log.info("wrote %s (%d frame pages + summary%s)", pdf_path, truth.shape[0],
+    log.info("wrote %s (%d frame pages + summary%s)", pdf_path, n_pages,
              f" + {len(extra_figures)} analysis pages" if extra_figures else "")
     return pdf_path
