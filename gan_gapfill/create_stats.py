@@ -1,9 +1,11 @@
 """Per-chip and per-band statistics of GAN runs on the reference code's chip protocol (gan_eval): one CSV
-row per test chip and one per chip and band, with SSIM, MSE, MAE and RMSE on the cloud cells, the cloud
-fraction and the time gap, for whichever dates were masked (--mask_position, default the run's), next to
-linear interpolation in time.
+row per chip (test frames; --split valid: the validation frames, as the reference) and one per chip and
+band, with SSIM, MSE, MAE and RMSE on the cloud cells, the cloud fraction and the time gap, for whichever
+dates were masked (--mask_position, default the run's), next to linear interpolation in time.
 
     python gan_gapfill/create_stats.py --checkpoint_dir checkpoints/gan/<run> --mask_position 1 3
+    python gan_gapfill/create_stats.py --model_cap 64 --batch_size 16 --dataset gapfill --dataroot data/f.nc \
+        --mask_position 2 --cloud_range 0.01 1.0 --local_rank 0 --checkpoint_dir <run> --split valid
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_gapfill.gan_eval import run_chips, stats_rows
+from gan_gapfill.gan_eval import add_chip_args, run_chips, stats_rows
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.files import write_csv
@@ -23,22 +25,15 @@ log = logging.getLogger(__name__)
 
 def main(argv=None) -> int:
     p = cli.Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint_dir", nargs="+", required=True, help="GAN run folder(s)")
-    p.add_argument("--mask_position", type=cli.positive_int, nargs="+", default=None,
-                   help="clouded dates, 1-based (default: the run's; a run trained on every combination: the middle)")
-    p.add_argument("--cloud_range", nargs="+", action=cli._RangeAction, default=None,
-                   help="cloud share of the test clouds, LOW HIGH (default: the run's)")
-    p.add_argument("--out_dir", default=None, help="default: results/gan/<run>/stats_<dates>")
-    p.add_argument("--batch_size", type=cli.positive_int, default=8)
+    add_chip_args(p)
+    p.add_argument("--out_dir", default=None, help="default: results/gan/<run>/stats_<dates> (stats_valid_<dates>)")
     p.add_argument("--save_chips", action="store_true", help="also write chips.npz (truth, filled, clouds)")
-    p.add_argument("--device", type=cli.device_name, default="auto")
-    p.add_argument("--log_level", default="INFO")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
     for run_dir in args.checkpoint_dir:
-        cfg, problem, res = run_chips(run_dir, args.mask_position, args.cloud_range, args.batch_size, args.device)
+        cfg, problem, res = run_chips(run_dir, args)
         per_image, per_band = stats_rows(res, problem.field.bands)
-        tag = "-".join(str(d + 1) for d in res["masked"])
+        tag = ("valid_" if args.split == "valid" else "") + "-".join(str(d + 1) for d in res["masked"])
         out = Path(args.out_dir or Path("results") / "gan" / cfg["run_name"] / f"stats_{tag}")
         out.mkdir(parents=True, exist_ok=True)
         if not per_image:

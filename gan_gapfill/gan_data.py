@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -40,6 +41,14 @@ def check_time_steps(time_steps: int, n_frames: int) -> None:
     """DataError for a sequence longer than the field."""
     if time_steps > n_frames:
         raise DataError(f"--time_steps {time_steps} is more than the field's {n_frames} frames")
+
+
+def data_file(path: str, flag: str = "--dataroot") -> str:
+    """`path` if it is a file; a folder (the reference's GeoTIFF chips) is one clear DataError."""
+    if Path(path).is_dir():
+        raise DataError(f"{flag} {path} is a folder (the reference's GeoTIFF chips): this GAN reads one NetCDF "
+                        "field of dates x bands; give that file")
+    return path
 
 
 def positions(mask_position, time_steps: int) -> list[tuple[int, ...]]:

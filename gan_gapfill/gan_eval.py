@@ -1,5 +1,6 @@
-"""Loading a trained GAN run, and the chip protocol of the reference code on the test frames: chips of
-`time_steps` consecutive test frames (non-overlapping) x tiles of the run's chip size, clouds at the
+"""Loading a trained GAN run, and the chip protocol of the reference code on the test frames (`--split valid`:
+the validation frames, where the reference computed its statistics): chips of
+`time_steps` consecutive frames (non-overlapping) x tiles of the run's chip size, clouds at the
 `mask_position` dates from a fixed seeded set (share from `cloud_range`), the other dates clear. Scores on
 the cloud cells only, physical units: MSE, MAE, RMSE, SSIM of the filled image (truth outside the clouds,
 the data's real range; gapfill.metrics.ssim), per chip and per chip and band, for whichever dates were
@@ -8,21 +9,24 @@ time (gapfill.floor's time_interpolation).
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
-from gan_gapfill.gan_data import FieldChips, make_chip, positions
+from gan_gapfill.gan_data import FieldChips, data_file, make_chip, positions
 from gan_gapfill.gan_model import GAN
-from gapfill import lightning
-from gapfill.data import Normalizer
-from gapfill.evaluate import load_run
+from gapfill import cli, lightning
+from gapfill.data import DataError, Normalizer
+from gapfill.evaluate import check_grid, load_run
 from gapfill.floor import first_guess
 from gapfill.masks import make_mask
 from gapfill.metrics import ssim
-from gapfill.problem import build_problem
+from gapfill.problem import Problem, build_problem
 from gapfill.system import resolve_device
 from gapfill.view import chosen_guess
 
+log = logging.getLogger(__name__)
 CLOUD_SEED = 4242                    # the test clouds: (run seed, CLOUD_SEED, chip, date)
 
 
@@ -34,28 +38,56 @@ def load_trained(problem, cfg: dict, run_dir, device: str = "cpu") -> GAN:
     return module
 
 
-def run_chips(run_dir, mask_position=None, cloud_range=None, batch_size: int = 8, device: str = "auto"):
-    """(config, problem, evaluate_chips' result) of one run folder; masked dates default to the run's (the
-    middle date for a run trained on every combination)."""
+def add_chip_args(p) -> None:
+    """create_stats' and visualize_gan's options: the chips' masked dates, clouds, split and device, and the
+    reference's `--model_cap --dataset --dataroot --local_rank` (its commands run as they are)."""
+    p.add_argument("--checkpoint_dir", nargs="+", required=True, help="GAN run folder(s)")
+    p.add_argument("--mask_position", type=cli.positive_int, nargs="+", default=None,
+                   help="clouded dates, 1-based (default: the run's; a run trained on every combination: the middle)")
+    p.add_argument("--cloud_range", nargs="+", action=cli._RangeAction, default=None,
+                   help="cloud share of the chips' clouds, LOW HIGH (default: the run's)")
+    p.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="the frames the chips are cut from; valid: the reference's statistics (validation set)")
+    p.add_argument("--batch_size", type=cli.positive_int, default=8)
+    p.add_argument("--device", type=cli.device_name, default="auto")
+    p.add_argument("--log_level", default="INFO")
+    g = p.add_argument_group("the reference's options")
+    g.add_argument("--model_cap", type=cli.positive_int, default=None,
+                   help="checked against the run's: the network is always the checkpoint's")
+    g.add_argument("--dataset", choices=("gapfill",), default="gapfill", help="accepted")
+    g.add_argument("--dataroot", default=None, help="a data file with the run's grid instead of the run's own")
+    g.add_argument("--local_rank", type=cli.nonnegative_int, default=None, help="GPU index")
+
+
+def run_chips(run_dir, args) -> tuple[dict, Problem, dict]:
+    """(config, problem, evaluate_chips' result) of one run folder with `add_chip_args`' options `args`;
+    masked dates default to the run's (the middle date for a run trained on every combination)."""
     cfg = load_run(run_dir, "gan", "this GAN script (create_stats, visualize_gan)")
-    problem = build_problem(cfg["args"])
-    module = load_trained(problem.for_model(), cfg, run_dir, resolve_device(device))
-    mp = mask_position or cfg["args"]["mask_position"] or [(cfg["args"]["time_steps"] + 1) // 2]
-    return cfg, problem, evaluate_chips(module, problem, cfg, mp, cloud_range, batch_size)
+    if args.model_cap is not None and args.model_cap != cfg["args"]["model_cap"]:
+        log.warning("--model_cap %d: %s was trained with %d; its checkpoint's network is used", args.model_cap,
+                    cfg["run_name"], cfg["args"]["model_cap"])
+    problem = build_problem(cfg["args"], {"data_path": data_file(args.dataroot)} if args.dataroot else None)
+    if args.dataroot:
+        check_grid(cfg, problem.field)
+    module = load_trained(problem.for_model(), cfg, run_dir, resolve_device(args.device, args.local_rank))
+    mp = args.mask_position or cfg["args"]["mask_position"] or [(cfg["args"]["time_steps"] + 1) // 2]
+    return cfg, problem, evaluate_chips(module, problem, cfg, mp, args.cloud_range, args.batch_size, args.split)
 
 
-def chip_origins(problem, time_steps: int, P: int) -> list[tuple[int, int, int]]:
-    """(start frame, y0, x0) of every test chip: non-overlapping runs of dates x non-overlapping tiles."""
-    sl = problem.splits["test"]
+def chip_origins(problem, time_steps: int, P: int, split: str = "test") -> list[tuple[int, int, int]]:
+    """(start frame, y0, x0) of every chip of `split`: non-overlapping runs of dates x non-overlapping tiles."""
+    sl = problem.splits[split]
     Y, X = problem.field.shape[2:]
+    if sl.stop - sl.start < time_steps:
+        raise DataError(f"the {split} split has {sl.stop - sl.start} frames, fewer than the chips' {time_steps} dates")
     return [(s, y, x) for s in range(sl.start, sl.stop - time_steps + 1, time_steps)
             for y in range(0, Y - P + 1, P) for x in range(0, X - P + 1, P)]
 
 
 @torch.no_grad()
 def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_range=None,
-                   batch_size: int = 8) -> dict:
-    """Fill the test chips. Returns arrays (N chips): truth, filled, interp (N, D, B, P, P) physical units,
+                   batch_size: int = 8, split: str = "test") -> dict:
+    """Fill the chips of `split`. Returns arrays (N chips): truth, filled, interp (N, D, B, P, P) physical units,
     cloud (N, D, P, P) bool, origin (N, 3), masked dates (0-based), times (N, D)."""
     args, D = cfg["args"], module.data
     assert D is not None                                      # load_trained sets it
@@ -65,7 +97,7 @@ def evaluate_chips(module: GAN, problem, cfg: dict, mask_position=None, cloud_ra
     f, norm = problem.field, D.normalizer
     values = np.nan_to_num(norm.normalize(f.values)).astype(np.float32)        # the full field (evaluation side)
     valid = np.isfinite(f.values)
-    origins = chip_origins(problem, D.D, P)
+    origins = chip_origins(problem, D.D, P, split)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", "filled", "interp", "cloud")}
     seed = int(args["seed"])
     for a in range(0, len(origins), batch_size):

@@ -18,10 +18,12 @@ eval mode; validation frames are filled from their real clouds and scored throug
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 import pytorch_lightning as pl
 
-from gan_gapfill.gan_data import ChipData, FieldChips, TrainChips, check_time_steps, positions
+from gan_gapfill.gan_data import ChipData, FieldChips, TrainChips, check_time_steps, data_file, positions
 from gan_gapfill.gan_model import GAN
 from gapfill import cli, lightning, runs
 from gapfill.data import DataError
@@ -29,6 +31,7 @@ from gapfill.floor import GUESS_TAG
 from gapfill.view import resolve_first_guess
 
 METHOD = "gan"
+log = logging.getLogger("gan.train")
 
 
 def add_model_args(p) -> None:
@@ -36,6 +39,9 @@ def add_model_args(p) -> None:
     g.add_argument("--epochs", dest="max_epochs", type=cli.positive_int, default=argparse.SUPPRESS,
                    help="the same as --max_epochs")
     g.add_argument("--dataset", choices=("gapfill",), default="gapfill", help="accepted for the reference's commands")
+    g.add_argument("--visualization", default=None,
+                   help="accepted for the reference's commands (its training pictures): test_gan's PDF and "
+                        "visualize_gan draw the chips; --dataroot is the reference's name for --data_path")
     g.add_argument("--batch_size", type=cli.positive_int, default=32)
     g.add_argument("--n_bands", type=cli.positive_int, default=None, help="check: the field must have this many bands")
     g.add_argument("--time_steps", type=cli.positive_int, default=3, help="dates per chip")
@@ -71,7 +77,9 @@ def parse_args(argv=None):
     add_model_args(p)
     p.set_defaults(mask_kind="clouds", mask_type="dynamic", cloud_range=(0.1, 1.0), max_iters=None, max_epochs=200,
                    patience=20)
-    return p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return p.parse_args([a.replace("--dataroot", "--data_path", 1) if a == "--dataroot" or a.startswith("--dataroot=")
+                         else a for a in argv])
 
 
 def name_parts(args) -> dict:
@@ -82,6 +90,9 @@ def name_parts(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    data_file(args.data_path, "--data_path")
+    if args.visualization:
+        log.info("--visualization %s: not applied; test_gan's PDF and visualize_gan draw the chips", args.visualization)
     run = runs.open_training(args, METHOD, name_parts(args),
                              ["epoch", "train_loss", "g_loss", "d_loss", "valid_rmse", "valid_ssim"])
     if run.status == "finished":

@@ -3,6 +3,8 @@ clouds, the filled chip, the truth and the absolute error; RGB composites where 
 blue (HLS names B04 B03 B02, or names saying so), band 1 otherwise. PNGs and one PDF per run.
 
     python gan_gapfill/visualize_gan.py --checkpoint_dir checkpoints/gan/<run> --mask_position 2 --n_chips 8
+    python gan_gapfill/visualize_gan.py --model_cap 64 --batch_size 16 --dataset gapfill --dataroot data/f.nc \
+        --mask_position 2 --cloud_range 0.01 1.0 --local_rank 0 --checkpoint_dir <run>     # the reference's
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from gan_gapfill.gan_eval import run_chips
+from gan_gapfill.gan_eval import add_chip_args, run_chips
 from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.system import setup_logging
@@ -72,17 +74,13 @@ def chip_figure(res: dict, i: int, d: int, bands, rgb, title: str) -> Figure:
 
 def main(argv=None) -> int:
     p = cli.Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint_dir", nargs="+", required=True, help="GAN run folder(s)")
-    p.add_argument("--mask_position", type=cli.positive_int, nargs="+", default=None, help="default: the run's")
-    p.add_argument("--cloud_range", nargs="+", action=cli._RangeAction, default=None, help="default: the run's")
+    add_chip_args(p)
     p.add_argument("--n_chips", type=cli.positive_int, default=8)
     p.add_argument("--out_dir", default=None, help="default: results/gan/<run>/pictures")
-    p.add_argument("--device", type=cli.device_name, default="auto")
-    p.add_argument("--log_level", default="INFO")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
     for run_dir in args.checkpoint_dir:
-        cfg, problem, res = run_chips(run_dir, args.mask_position, args.cloud_range, device=args.device)
+        cfg, problem, res = run_chips(run_dir, args)
         out = Path(args.out_dir or Path("results") / "gan" / cfg["run_name"] / "pictures")
         out.mkdir(parents=True, exist_ok=True)
         bands = problem.field.bands

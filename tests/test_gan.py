@@ -193,3 +193,36 @@ def test_results_do_not_depend_on_the_batch_size_at_test_time(trained, tmp_path)
     m = json.loads(next(res.glob("*/metrics.json")).read_text())
     assert len(m["metrics"]["per_band"]) == 6
     check_rmse(m, next(res.glob("*/prediction.nc")), within=1.1)          # it starts at the floor's guess
+
+
+def test_the_reference_commands_run_with_its_options(trained, tmp_path, capsys):
+    """The reference README's create_stats and visualize commands (our script names, the data file as
+    --dataroot); --split valid cuts the chips from the validation frames; the train command's --dataroot and
+    --visualization; a folder as --dataroot is one clear error."""
+    run, d = trained
+    cfg = load_run(run)
+    ref = ["--model_cap", "64", "--batch_size", "16", "--dataset", "gapfill", "--dataroot", str(d / "ms.nc"),
+           "--mask_position", "2", "--cloud_range", "0.01", "1.0", "--local_rank", "0", "--checkpoint_dir", str(run)]
+    capsys.readouterr()
+    assert runs.run_cli(create_stats.main, [*ref, "--split", "valid", "--out_dir", str(tmp_path / "v"), "--save_chips"]) == 0
+    assert "--model_cap 64: " in "".join(capsys.readouterr())             # the run's network (cap 8) is used
+    problem = build_problem(cfg["args"])
+    sl, P = problem.splits["valid"], int(cfg["chip_size"])
+    rows = list(csv.DictReader(open(tmp_path / "v" / "stats_per_image.csv")))
+    assert rows and all(sl.start <= int(r["start_frame"]) <= sl.stop - 3 for r in rows)
+    z = np.load(tmp_path / "v" / "chips.npz")
+    r = rows[-1]
+    s, y0, x0 = int(r["start_frame"]), int(r["y0"]), int(r["x0"])
+    np.testing.assert_array_equal(z["truth"][int(r["chip"])], problem.field.values[s:s + 3, :, y0:y0 + P, x0:x0 + P])
+    pics = tmp_path / "pics"
+    assert runs.run_cli(visualize_gan.main, [*ref, "--n_chips", "1", "--out_dir", str(pics)]) == 0
+    assert [p.name for p in pics.glob("*.png")] == ["chip000_date2.png"]
+    bad = [*ref[:7], str(d), *ref[8:]]                                     # the reference's folder of GeoTIFFs
+    assert runs.run_cli(create_stats.main, [*bad, "--out_dir", str(tmp_path / "x")]) == 2
+    assert "is a folder (the reference's GeoTIFF chips)" in "".join(capsys.readouterr())
+    args = train_gan.parse_args(["--epochs", "200", "--batch_size", "16", "--model_cap", "64", "--dataset", "gapfill",
+                                 "--dataroot", str(d / "ms.nc"), "--mask_position", "2", "--visualization", "image",
+                                 "--alpha", "0.2", "--local_rank", "0"])
+    assert (args.data_path, args.max_epochs, args.visualization, args.local_rank) == (str(d / "ms.nc"), 200, "image", 0)
+    assert runs.run_cli(train_gan.main, ["--dataroot", str(d), "--checkpoint_dir", str(tmp_path / "ck")]) == 2
+    assert "is a folder" in "".join(capsys.readouterr()) and not (tmp_path / "ck").exists()
