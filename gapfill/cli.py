@@ -148,14 +148,19 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--run_name", default=None, help="default: built from the options")
     g.add_argument("--overwrite", action="store_true",
                    help="train anew over a run of that name (removes only the files a run writes)")
+    add_wandb_args(p)
+    add_common_args(p)
+    return p
+
+
+def add_wandb_args(p) -> None:
+    """--wandb_mode (offline by default, or $WANDB_MODE) and --wandb_project."""
     g = p.add_argument_group("Weights & Biases (the CSV log stays the record)")
     env_mode = os.environ.get("WANDB_MODE", "offline")
     g.add_argument("--wandb_mode", choices=WANDB_MODES, default=env_mode if env_mode in WANDB_MODES else "offline",
                    help="offline: files under <run>/wandb, nothing sent; online: sent to W&B (needs a login); "
                         "the default is $WANDB_MODE when set")
     g.add_argument("--wandb_project", default="gapfill")
-    add_common_args(p)
-    return p
 
 
 def test_parser(description: str) -> argparse.ArgumentParser:

@@ -275,15 +275,36 @@ def accelerator(device: str = "auto") -> tuple[str, int | list[int]]:
     return ("cpu", 1) if dev == "cpu" else ("gpu", [int(dev.split(":")[1])])
 
 
+def wandb_logger(out_dir, args: dict, name: str | None = None):
+    """Lightning's W&B logger under `out_dir/wandb` (args' --wandb_mode, offline by default; nothing sent
+    offline), or False for --wandb_mode disabled."""
+    if args.get("wandb_mode", "disabled") == "disabled":
+        return False
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return WandbLogger(save_dir=str(out_dir), project=args.get("wandb_project") or "gapfill",
+                       name=name or Path(out_dir).name, mode=args["wandb_mode"], config=args,
+                       settings=wandb.Settings(silent=True, console="off"))
+
+
+def finish_logger(logger, scores: dict) -> None:
+    """The test scores into the W&B run's summary (`test_rmse`...), then close it; nothing for False."""
+    if logger:
+        logger.experiment.summary.update({f"test_{k}": v for k, v in scores.items()})
+        logger.experiment.finish()
+
+
 def fit(module: SignalINR, dm: GraphSignals, out_dir, max_epochs: int = 200, patience: int = 30,
-        device: str = "auto") -> Path:
+        device: str = "auto", logger=False) -> Path:
     """Train with Lightning (early stopping and the best checkpoint on `valid_loss`); the best checkpoint's
-    weights are loaded into `module`. Returns the checkpoint's path (`out_dir/best.ckpt`)."""
+    weights are loaded into `module`. Returns the checkpoint's path (`out_dir/best.ckpt`). `logger`: a
+    Lightning logger (`wandb_logger`) that gets every epoch's losses, or False."""
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     ckpt = ModelCheckpoint(dirpath=out_dir, filename="best", monitor="valid_loss", mode="min", save_top_k=1,
                            save_weights_only=True, enable_version_counter=False)
     accel, devices = accelerator(device)
-    trainer = pl.Trainer(logger=False, enable_progress_bar=sys.stdout.isatty(), deterministic=True,
+    trainer = pl.Trainer(logger=logger, enable_progress_bar=sys.stdout.isatty(), deterministic=True,
                          max_epochs=max_epochs, callbacks=[EarlyStopping("valid_loss", patience=patience), ckpt],
                          accelerator=accel, devices=devices, default_root_dir=out_dir, num_sanity_val_steps=0,
                          enable_model_summary=False)

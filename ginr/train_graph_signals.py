@@ -9,7 +9,8 @@
 With --train_every 10 --eval_every 5 the network sees the samples whose time is a multiple of 10 and is
 judged on the times t % 5 == 0 between them: --valid_fraction of their nodes drive early stopping, the
 learning-rate decay and the best checkpoint; the other nodes are the test. Without a time split, nodes are
-held out (--valid_fraction, --test_fraction). Writes `out_dir/best.ckpt` and `out_dir/config.json`.
+held out (--valid_fraction, --test_fraction). Writes `out_dir/best.ckpt`, `out_dir/config.json` and the W&B run
+(offline by default: `out_dir/wandb`, with every epoch's losses and the test scores).
 
 Cost: the default network (512 x 4) on the default Gray-Scott set (3704 nodes, 11 training times) takes about
 5 s an epoch on two CPU cores; `--hidden_dim 256 --lr 1e-3 --max_epochs 100` took 5 minutes there (held-out
@@ -28,7 +29,7 @@ from gapfill import cli
 from gapfill.entry import run_cli
 from gapfill.system import setup_logging
 from ginr.ginr_model import add_mlp_args, add_time_args
-from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores
+from ginr.graph_signals import GraphSignals, SignalINR, finish_logger, fit, held_out_scores, wandb_logger
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def parse_args(argv=None):
                    help="nodes never seen (without a time split; with one, every non-validation node is test)")
     p.add_argument("--device", type=cli.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    cli.add_wandb_args(p)
     return p.parse_args(argv)
 
 
@@ -78,8 +80,10 @@ def main(argv=None) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    best = fit(module, dm, out, args.max_epochs, args.patience, args.device)
+    logger = wandb_logger(out, vars(args))
+    best = fit(module, dm, out, args.max_epochs, args.patience, args.device, logger)
     scores = held_out_scores(module, dm) if len(dm.test_nodes) else {}
+    finish_logger(logger, scores)
     (out / "config.json").write_text(json.dumps({"args": vars(args), "checkpoint": str(best), "test": scores,
                                                  "train_seconds": time.perf_counter() - t0}, indent=1))
     log.info("trained in %.1f s; test %s", time.perf_counter() - t0, scores)

@@ -24,7 +24,7 @@ from gapfill.entry import run_cli
 from gapfill.files import write_csv
 from gapfill.graphs import sbm_graph
 from gapfill.system import setup_logging
-from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores
+from ginr.graph_signals import GraphSignals, SignalINR, finish_logger, fit, held_out_scores, wandb_logger
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--device", type=cli.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=cli.nonnegative_int, default=0, help="graph, labelled nodes and weights")
     p.add_argument("--out_dir", default="results/graph_signals/sbm")
+    cli.add_wandb_args(p)
     return p.parse_args(argv)
 
 
@@ -62,8 +63,12 @@ def run_one(args, p_in: float, p_out: float, out: Path) -> dict:
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = SignalINR.for_data(dm, hidden_dim=args.hidden_dim, n_layers=args.n_layers, classify=True, lr=args.lr,
                                 lr_patience=args.lr_patience)
-    fit(module, dm, out / "checkpoints" / f"pin{p_in:g}_pout{p_out:g}", args.max_epochs, args.patience, args.device)
-    return held_out_scores(module, dm)
+    run = out / "checkpoints" / f"pin{p_in:g}_pout{p_out:g}"
+    logger = wandb_logger(run, vars(args))
+    fit(module, dm, run, args.max_epochs, args.patience, args.device, logger)
+    scores = held_out_scores(module, dm)
+    finish_logger(logger, scores)
+    return scores
 
 
 def plot(rows, p_in, p_out, path) -> None:

@@ -90,3 +90,11 @@ def job_env(tmp: Path, **extra) -> dict:
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID"):
         env.pop(key, None)
     return env
+
+
+def logged_values(wandb_file: Path, key: str) -> list[float]:
+    """Every value logged or summarised under `key` in an offline .wandb file (protobuf records hold the key,
+    then the value as JSON text); read from the bytes, since wandb has no offline reader."""
+    data = wandb_file.read_bytes()
+    return [float(m.group(1)) for m in re.finditer(re.escape(key.encode()) + rb"[^0-9-]{1,4}(-?[0-9.]+(?:e-?[0-9]+)?)",
+                                                    data)]

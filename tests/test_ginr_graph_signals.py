@@ -2,10 +2,12 @@
 time-conditioned INR against a constant-in-time baseline, SBM node classification, and the NMI."""
 import csv
 import json
+import time
 
 import numpy as np
 import pytest
 import torch
+from sweep_checks import logged_values
 
 from data_generation import make_graph_data as mgd
 from gapfill import graphs
@@ -141,9 +143,15 @@ def test_time_conditioned_ginr_beats_constant_in_time(gray_scott_dir, tmp_path):
                                      "--train_every", "2", "--eval_every", "1", "--n_fourier", "32", "--hidden_dim",
                                      "64", "--n_layers", "3", "--skip", "False", "--lr", "5e-3", "--max_epochs", "40",
                                      "--patience", "40", "--n_nodes_in_sample", "214", "--batch_size", "11",
-                                     "--time_freqs", "4", "--device", "cpu"]) == 0
+                                     "--time_freqs", "4", "--device", "cpu", "--wandb_mode", "offline"]) == 0
     cfg = json.loads((ck / "config.json").read_text())
     assert cfg["args"]["skip"] is False and (ck / "best.ckpt").exists()
+    (run,) = ck.glob("wandb/offline-run-*/*.wandb")                # every epoch's losses and the test score
+    deadline = time.time() + 30                                    # wandb's service may still be flushing
+    while not logged_values(run, "test_rmse") and time.time() < deadline:
+        time.sleep(0.2)
+    assert logged_values(run, "test_rmse")[-1] == pytest.approx(cfg["test"]["rmse"], rel=1e-6)
+    assert len(logged_values(run, "valid_loss")) >= 40
     res_dir = tmp_path / "res"
     assert eval_gray_scott.main(["--checkpoint", str(ck / "best.ckpt"), "--dataset_dir", str(gray_scott_dir),
                                  "--out_dir", str(res_dir), "--html", str(tmp_path / "v.html")]) == 0

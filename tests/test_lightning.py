@@ -15,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 import lightning_reference as ref  # noqa: E402
+from sweep_checks import logged_values  # noqa: E402
 
 from data_generation.make_synthetic_field import make_field  # noqa: E402
 from gapfill import lightning, runs  # noqa: E402
@@ -76,15 +77,6 @@ def test_a_stopped_run_resumes_from_last_to_the_same_weights(field, tmp_path, si
     assert [r["epoch"] for r in rb] == ["0", "1", "2", "3", "4"]                  # each epoch once
     np.testing.assert_allclose([float(r["valid_rmse"]) for r in ra], [float(r["valid_rmse"]) for r in rb], atol=1e-6)
     assert json.loads((tmp_path / "cut" / "r" / "config.json").read_text())["restarts"] == 1
-
-
-def logged_values(wandb_file: Path, key: str) -> list[float]:
-    """Every value logged or summarised under `key` in an offline .wandb file (protobuf records hold the key,
-    then the value as JSON text); read from the bytes, since wandb has no offline reader."""
-    import re
-    data = wandb_file.read_bytes()
-    return [float(m.group(1)) for m in re.finditer(re.escape(key.encode()) + rb"[^0-9-]{1,4}(-?[0-9.]+(?:e-?[0-9]+)?)",
-                                                    data)]
 
 
 def test_wandb_offline_summary_under_the_run_and_none_when_disabled(field, tmp_path):
