@@ -200,3 +200,42 @@ def test_run_report_shows_the_variance_on_request(tmp_path, monkeypatch):
     p = cli.test_parser("x")
     assert p.parse_args(["--checkpoints", "c", "--show", "variance"]).show == "variance"
     assert p.parse_args(["--checkpoints", "c"]).show == "std"
+
+
+def test_video_frames_and_the_mp4_of_a_run(tmp_path, restore_logging):
+    """`python -m gapfill.report video`: a video frame per test frame, truth | reconstruction | |error|; the
+    reconstruction shows the truth on observed cells and the mean on hidden ones, the error panel is grey
+    off the hidden cells, land is grey, north is up; the mp4 reads back with every frame."""
+    import cv2
+
+    from gapfill.errors import DataError
+    from gapfill.report.video import GREY, video_frames
+    rng = np.random.default_rng(6)
+    ds, m = metrics_dict(rng, "gp", "run_v", {"a": 1}, T=3, B=2, Y=8, X=10)
+    frames = video_frames(ds, band=1, min_height=80)                   # each cell 10 x 10 pixels
+    assert frames.shape == (3, 24 + 80, 3 * 100 + 2 * 8, 3)
+    truth, observed = ds["truth"].values[:, 1], ds["observed"].values.astype(bool)
+    def px(t, panel, r, c):                                             # cell (r, c) in file order; y ascends
+        return frames[t, 24 + (7 - r) * 10 + 5, panel * 108 + c * 10 + 5]
+    t = 2
+    cells = [(r, c) for r in range(8) for c in range(10) if np.isfinite(truth[t, r, c])]
+    seen = [rc for rc in cells if observed[t][rc]]
+    hid = [rc for rc in cells if not observed[t][rc]]
+    assert len(seen) > 10 and len(hid) > 10
+    assert all((px(t, 0, *rc) == px(t, 1, *rc)).all() for rc in seen)
+    assert sum((px(t, 0, *rc) != px(t, 1, *rc)).any() for rc in hid) > 0.8 * len(hid)
+    assert all((px(t, 2, *rc) == GREY).all() for rc in seen) and not any((px(t, 2, *rc) == GREY).all() for rc in hid)
+    assert (px(t, 0, 0, 0) == GREY).all() and (px(t, 1, 1, 2) == GREY).all() and not (px(t, 0, 7, 0) == GREY).all()
+    run_dir = tmp_path / "results" / "gp" / "run_v"
+    _write_run(tmp_path / "results", "gp/run_v", m)
+    ds.to_netcdf(run_dir / "prediction.nc")
+    assert report_cli.main(["video", "--run_dir", str(run_dir), "--band", "1", "--fps", "2"]) == 0
+    cap = cv2.VideoCapture(str(run_dir / "run_v_band1.mp4"))
+    n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
+    ok, first = cap.read()
+    cap.release()
+    want = cv2.cvtColor(video_frames(ds, band=1)[0], cv2.COLOR_RGB2BGR)
+    assert (n, fps, ok, first.shape) == (3, 2.0, True, want.shape)
+    assert np.abs(first.astype(float) - want).mean() < 12                 # mp4v is lossy
+    with pytest.raises(DataError, match="--band 2: the prediction has bands 0 to 1"):
+        report_cli.main(["video", "--run_dir", str(run_dir), "--band", "2"])

@@ -1,4 +1,5 @@
-"""The command line of the reports: `python -m gapfill.report compare|run` (comparison, or a run's PDF re-drawn)."""
+"""The command line of the reports: `python -m gapfill.report compare|run|video` (comparison, a run's PDF
+re-drawn, or its mp4)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,16 +7,18 @@ from pathlib import Path
 import xarray as xr
 
 from gapfill import report
+from gapfill.cli import nonnegative_int, positive_float
 from gapfill.entry import Parser, run_cli
 from gapfill.errors import DataError
 from gapfill.files import read_json
 from gapfill.report.compare import compare
 from gapfill.report.run_page import run_report
+from gapfill.report.video import write_video
 from gapfill.system import setup_logging
 
 
-def _rerun(run_dir: Path) -> Path:
-    """Re-draw a run's PDF from its prediction.nc and metrics.json."""
+def _load(run_dir: Path) -> tuple[dict, xr.Dataset]:
+    """(metrics.json, prediction.nc) of a results folder."""
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such results folder; pass a folder holding prediction.nc and metrics.json")
     metrics = read_json(run_dir / "metrics.json", "metrics file")
@@ -28,7 +31,7 @@ def _rerun(run_dir: Path) -> Path:
     missing = [v for v in ("truth", "mean", "observed", "valid") if v not in prediction]
     if missing:
         raise DataError(f"{run_dir / 'prediction.nc'}: not a prediction file of ours (no {', '.join(missing)})")
-    return run_report(run_dir / f"{metrics.get('run_name') or run_dir.name}.pdf", prediction, metrics)
+    return metrics, prediction
 
 
 def main(argv=None) -> int:
@@ -39,12 +42,23 @@ def main(argv=None) -> int:
     c.add_argument("--out", default="results/comparison", help="output folder")
     r = sub.add_parser("run", help="re-draw the per-run PDF from prediction.nc + metrics.json")
     r.add_argument("--run_dir", required=True, help="folder holding prediction.nc and metrics.json")
+    v = sub.add_parser("video", help="an mp4 of a run's test frames: truth | reconstruction | error")
+    v.add_argument("--run_dir", required=True, help="folder holding prediction.nc and metrics.json")
+    v.add_argument("--band", type=nonnegative_int, default=0, help="band index")
+    v.add_argument("--fps", type=positive_float, default=4.0, help="frames a second")
+    v.add_argument("--out", default=None, help="default: <run_dir>/<run_name>_band<B>.mp4")
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "compare":
         *_, failed = compare(args.results, args.out)
         return 2 if failed else 0
-    _rerun(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    metrics, prediction = _load(run_dir)
+    name = metrics.get("run_name") or run_dir.name
+    if args.command == "video":
+        write_video(prediction, args.out or run_dir / f"{name}_band{args.band}.mp4", args.band, args.fps)
+    else:
+        run_report(run_dir / f"{name}.pdf", prediction, metrics)
     return 0
 
 
