@@ -74,12 +74,13 @@ def unet_depth(patch_size: int) -> int:
 
 
 def build_unet(bands: int, patch_size: int, context_frames: int = 0, predict_variance: bool = False,
-               base_filters: int = 64, depth: int | None = None) -> keras.Model:
+               base_filters: int = 64, depth: int | None = None, upsampling: str = "bilinear") -> keras.Model:
     """UNet of PConv2D: inputs [x (N, H, W, C), mask (N, H, W, C)] with C = pconv_data.channels(bands,
     context_frames) (residuals of the frame and its neighbours, first guess, distance); output the residual
     (N, H, W, bands), or (N, H, W, 2 * bands) = [residual, log variance] with `predict_variance`. The output
     layer starts at zero, so the untrained network returns the first guess exactly. Features are upsampled
-    bilinearly (nearest-neighbour upsampling left 2**level blocks: part of the speckle), masks by nearest.
+    bilinearly (nearest-neighbour upsampling left 2**level blocks: part of the speckle; `upsampling`
+    'nearest' is the paper's and CoMBInE's network), masks by nearest.
     H and W must be multiples of 2**depth. Encoder BatchNorm layers are named enc_bn_* (stage 2 freezes them)."""
     depth = depth or unet_depth(patch_size)
     c = bands * (1 + 2 * context_frames) + bands + 1
@@ -96,7 +97,7 @@ def build_unet(bands: int, patch_size: int, context_frames: int = 0, predict_var
         skips.append((x, m))
     for i in reversed(range(depth)):
         skip_x, skip_m = skips[i]
-        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"dec_up_{i}")(x)
+        x = keras.layers.UpSampling2D(2, interpolation=upsampling, name=f"dec_up_{i}")(x)
         m = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec_upm_{i}")(m)
         x = keras.layers.Concatenate(name=f"dec_cat_{i}")([x, skip_x])
         m = keras.layers.Concatenate(name=f"dec_catm_{i}")([m, skip_m])
@@ -141,7 +142,27 @@ def vgg_features(weights_path: str | None):
     return keras.Model(vgg.input, outs, name="vgg_pool1_3")
 
 
-def make_loss(bands: int, vgg=None, predict_variance: bool = False, scale=None):
+PAPER_WEIGHTS = {"valid": 1.0, "hole": 6.0, "perceptual": 0.05, "style": 120.0, "tv": 0.1}   # Liu et al. 2018
+
+
+def paper_terms(out, truth, hole, known, guess, w):
+    """The pixel terms of Liu et al. (CoMBInE's loss): mean L1 on the cells the model saw and on the hidden
+    ones (per cell of the whole image, as the paper normalises), and total variation of the composite across
+    pairs of neighbours both in the hole grown by one cell. Arrays (N, H, W, B), normalised; `w` (B,) the
+    per-band factor to physical units. Returns (valid, hole, tv)."""
+    seen = (1.0 - hole) * known
+    cells = ops.cast(ops.size(truth), truth.dtype)
+    err = ops.abs(out - truth) * w
+    comp = guess + truth + hole * (out - truth)                     # the truth outside the hole
+    grown = ops.max_pool(hole, pool_size=3, strides=1, padding="same")
+    def tv(d, pair):
+        return ops.sum(pair * ops.abs(d) * w) / ops.maximum(ops.sum(pair), 1.0)
+    tv_x = tv(comp[:, :, 1:] - comp[:, :, :-1], grown[:, :, 1:] * grown[:, :, :-1])
+    tv_y = tv(comp[:, 1:] - comp[:, :-1], grown[:, 1:] * grown[:, :-1])
+    return ops.sum(seen * err) / cells, ops.sum(hole * err) / cells, tv_x + tv_y
+
+
+def make_loss(bands: int, vgg=None, predict_variance: bool = False, scale=None, kind: str = "mse"):
     """Loss on y_true = concat(residual truth, hole, known, first guess) (N, H, W, 4 * bands), normalised:
     hole = 1 on cells hidden from the model, known = 1 where the truth is known (0 outside the data).
 
@@ -149,8 +170,11 @@ def make_loss(bands: int, vgg=None, predict_variance: bool = False, scale=None):
     normalisation's std per band), as the reports score it; the perceptual and style terms of Liu et al.
     (0.05, 120) on the reconstruction (first guess + residual) with a VGG; plus the Gaussian NLL of the
     second head with `predict_variance`. No total-variation term: it smoothed the composite across the
-    hole edges, and the first guess is smooth already."""
+    hole edges, and the first guess is smooth already. `kind` 'paper': Liu et al.'s and CoMBInE's loss
+    instead of the MSE (`paper_terms` x PAPER_WEIGHTS: L1 valid 1, hole 6, total variation 0.1; perceptual
+    and style as above with a VGG), in physical units too."""
     w = ops.convert_to_tensor([1.0] * bands if scale is None else [float(s) ** 2 for s in scale])
+    w1 = ops.convert_to_tensor([1.0] * bands if scale is None else [float(s) for s in scale])
 
     def loss(y_true, y_pred):
         """y_true (N, H, W, 4B), y_pred (N, H, W, B) or (N, H, W, 2B) [residual, log variance] -> scalar."""
@@ -158,8 +182,11 @@ def make_loss(bands: int, vgg=None, predict_variance: bool = False, scale=None):
         out = y_pred[..., :bands]
         hole = hole * known
         n = ops.maximum(ops.sum(hole), 1.0)
-        err = ops.square(out - truth)
-        total = ops.sum(hole * err * w) / n
+        if kind == "paper":
+            valid, holes, tv = paper_terms(out, truth, hole, known, y_true[..., 3 * bands:], w1)
+            total = (PAPER_WEIGHTS["valid"] * valid + PAPER_WEIGHTS["hole"] * holes + PAPER_WEIGHTS["tv"] * tv)
+        else:
+            total = ops.sum(hole * ops.square(out - truth) * w) / n
         if vgg is not None:
             guess = y_true[..., 3 * bands:]
             rgb = lambda a: ops.repeat(a, 3, axis=-1) if bands == 1 else a[..., :3]   # noqa: E731

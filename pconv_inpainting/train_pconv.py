@@ -59,6 +59,12 @@ def parse_args(argv=None):
     g.add_argument("--predict_variance", action="store_true", help="second head trained with Gaussian NLL")
     g.add_argument("--base_filters", type=cli.positive_int, default=64, help="filters of the first level (64 in the paper)")
     g.add_argument("--vgg_weights", default=None, help="local VGG16 weights file for perceptual and style terms")
+    # default None (= mse, bilinear): runs trained before these options keep their identity
+    g.add_argument("--loss", choices=("mse", "paper"), default=None,
+                   help="mse (default): squared error on the hidden cells (physical units); paper: Liu et al.'s and "
+                        "CoMBInE's (L1 valid x1, hole x6, total variation x0.1; perceptual and style with --vgg_weights)")
+    g.add_argument("--upsampling", choices=("bilinear", "nearest"), default=None,
+                   help="decoder feature upsampling, bilinear (default) or nearest: the paper's and CoMBInE's network")
     cli.add_first_guess_arg(g)
     g.add_argument("--mask_variants", type=cli.positive_int, default=4,
                    help="training masks per training frame: the training mask and redraws of its kind")
@@ -72,7 +78,8 @@ def name_parts(args) -> dict:
     """The parts of the default run name (the run's identity also covers every other option)."""
     return {"mask": cli.mask_tag(vars(args)), "fg": GUESS_TAG[args.first_guess], "stage": args.stage,
             "ctx": args.context_frames or None,
-            "var": "on" if args.predict_variance else None, "f": args.base_filters, "seed": args.seed}
+            "var": "on" if args.predict_variance else None, "loss": args.loss, "up": args.upsampling,
+            "f": args.base_filters, "seed": args.seed}
 
 
 def last_state(model, state: dict) -> dict:
@@ -148,7 +155,8 @@ class Keeper(keras.callbacks.Callback):
 
 def compile_model(model, args: dict, data: Data, lr: float, vgg) -> None:
     model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False,
-                  loss=make_loss(data.bands, vgg, args["predict_variance"], scale=data.std))
+                  loss=make_loss(data.bands, vgg, args["predict_variance"], scale=data.std,
+                                 kind=args.get("loss") or "mse"))
 
 
 def calibrate_variance(run: runs.Run, data: Data) -> float:
@@ -207,7 +215,8 @@ def train_phases(run: runs.Run, args) -> None:
     for phase in phases:
         if phase < state["phase"]:
             continue                                                      # done before a requeue
-        model = build_unet(data.bands, data.patch, args.context_frames, args.predict_variance, args.base_filters)
+        model = build_unet(data.bands, data.patch, args.context_frames, args.predict_variance, args.base_filters,
+                           upsampling=args.upsampling or "bilinear")
         lr = args.lr or STAGE_LR[phase]
         if state["epoch"] == 0 and (phase == 2 or args.init_from):
             src = run.dir / "best.keras" if phase == 2 and not args.init_from else init_source(args.init_from)

@@ -14,7 +14,7 @@ from scores import check_rmse
 from sweep_checks import pdf_pages
 
 from data_generation.make_synthetic_field import make_field
-from gapfill import evaluate
+from gapfill import evaluate, identity
 from gapfill.metrics import rmse
 from gapfill.problem import build_problem
 from pconv_inpainting import keras, test_pconv, train_pconv
@@ -49,6 +49,42 @@ def test_unet_depth_and_shapes():
     assert out.shape == (2, 32, 32, 6) and not out.any()                     # the output layer starts at zero
     assert "enc_bn_0" not in [layer.name for layer in model.layers]          # no BatchNorm on the first layer
     assert sum(layer.name.startswith("enc_pconv") for layer in model.layers) == 5
+
+
+def test_paper_loss_and_nearest_upsampling_of_the_original_network():
+    """--loss paper against a float64 numpy loss of Liu et al.'s terms (L1 valid x1, hole x6 per cell of the
+    image; total variation x0.1 of the composite over neighbour pairs in the hole grown by one cell);
+    --upsampling nearest: the same network with nearest-neighbour decoder upsampling, starting at zero."""
+    from scipy.ndimage import maximum_filter
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=(2, 12, 12, 1))
+    hole = (rng.random(truth.shape) < 0.3).astype(float)
+    known = np.ones_like(hole)
+    known[:, :2, :2] = 0                                                   # outside the data
+    guess = rng.normal(size=truth.shape)
+    out = truth + 0.5 * rng.normal(size=truth.shape)
+    h = hole * known
+    comp = guess + np.where(h > 0, out, truth)
+    grown = maximum_filter(h, size=(1, 3, 3, 1), mode="constant")
+    px, py = grown[:, :, 1:] * grown[:, :, :-1], grown[:, 1:] * grown[:, :-1]
+    tv = (np.sum(px * np.abs(np.diff(comp, axis=2))) / px.sum() + np.sum(py * np.abs(np.diff(comp, axis=1))) / py.sum())
+    err = np.abs(out - truth)
+    want = np.sum((1 - h) * known * err) / err.size + 6 * np.sum(h * err) / err.size + 0.1 * tv
+    y_true = np.concatenate([truth, hole, known, guess], axis=-1).astype("float32")
+    t = keras.ops.convert_to_tensor
+    got = float(keras.ops.convert_to_numpy(make_loss(1, kind="paper")(t(y_true), t(out.astype("float32")))))
+    assert got == pytest.approx(want, rel=1e-5)
+    scaled = float(keras.ops.convert_to_numpy(make_loss(1, scale=[2.0], kind="paper")(t(y_true), t(out.astype("float32")))))
+    assert scaled == pytest.approx(2 * want, rel=1e-5)                       # L1 in physical units: x std
+    nearest = build_unet(bands=1, patch_size=16, base_filters=4, upsampling="nearest")
+    bilinear = build_unet(bands=1, patch_size=16, base_filters=4)
+    ups = [layer.get_config()["interpolation"] for layer in nearest.layers if layer.name.startswith("dec_up_")]
+    assert ups and set(ups) == {"nearest"} and nearest.count_params() == bilinear.count_params()
+    x = rng.normal(size=(1, 16, 16, 3)).astype("float32")
+    assert not keras.ops.convert_to_numpy(nearest([x, np.ones_like(x)])).any()
+    args = train_pconv.parse_args(["--data_path", "f.nc", "--loss", "paper", "--upsampling", "nearest"])
+    assert (args.loss, args.upsampling) == ("paper", "nearest")
+    assert "_losspaper_upnearest_" in identity.make_run_name("pconv", "f", train_pconv.name_parts(args))
 
 
 def test_vgg_terms_load_from_a_local_weights_file(tmp_path, caplog):
