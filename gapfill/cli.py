@@ -126,6 +126,8 @@ def add_mask_args(p: argparse.ArgumentParser, test: bool = False) -> None:
     g.add_argument(f"--{pre}prob_masking", type=probability, default=None if test else 0.9,
                    help="share of cells hidden (random, shapes, circle)")
     g.add_argument(f"--{pre}radius", type=positive_float, default=None, help="circle radius in cells")
+    g.add_argument(f"--{pre}center", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
+                   help="circle centre in cells (default: the frame's centre; dynamic: random per frame)")
     g.add_argument(f"--{pre}cloud_range", nargs="+", action=_RangeAction, default=None if test else (0.2, 0.6),
                    metavar="LOW,HIGH", help="clouds: hidden share drawn from LOW,HIGH (or LOW HIGH)")
 
@@ -185,7 +187,7 @@ def mask_options(args: dict, test: bool = False) -> dict:
     pre = "test_" if test else ""
     return {"kind": args.get(f"{pre}mask_kind"), "mode": args.get(f"{pre}mask_type"),
             "prob_masking": args.get(f"{pre}prob_masking"), "radius": args.get(f"{pre}radius"),
-            "cloud_range": args.get(f"{pre}cloud_range")}
+            "cloud_range": args.get(f"{pre}cloud_range"), "center": args.get(f"{pre}center")}
 
 
 def mask_tag(args: dict, test: bool = False) -> str:
@@ -198,4 +200,6 @@ def mask_tag(args: dict, test: bool = False) -> str:
         detail = f"r{o['radius']:g}"
     else:
         detail = f"p{o['prob_masking']:g}"
+    if o["kind"] == "circle" and o.get("center") is not None:
+        detail += "-at{:g}x{:g}".format(*o["center"])
     return f"{o['kind']}-{o['mode']}-{detail}"

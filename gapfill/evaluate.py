@@ -121,7 +121,7 @@ def results_name(cfg: dict, test_args: dict) -> str:
     if any(v != trained[k] for k, v in given.items()):
         o = {**trained, **given}
         name += "+test_" + cli.mask_tag({"mask_kind": o["kind"], "mask_type": o["mode"], "prob_masking": o["prob_masking"],
-                                         "radius": o["radius"], "cloud_range": o["cloud_range"]})
+                                         "radius": o["radius"], "cloud_range": o["cloud_range"], "center": o["center"]})
     data = test_args.get("data_path")
     if data and Path(data).resolve() != Path(train["data_path"]).resolve():
         name += f"+data_{Path(data).stem}"

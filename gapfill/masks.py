@@ -238,7 +238,7 @@ def _pct(x: float) -> str:
 
 
 def describe_mask(kind: str, mode: str, prob_masking: float = 0.5, *, radius: float | None = None,
-                  cloud_range: tuple[float, float] = (0.2, 0.6), **_ignored) -> str:
+                  cloud_range: tuple[float, float] = (0.2, 0.6), center=None, **_ignored) -> str:
     """Short label for plots and tables, e.g. 'random dynamic 90%', 'circle fixed r=10', 'clouds fixed 20-60%'.
 
     Extra keyword arguments (seed, center, ...) are accepted so make_mask's options can be passed as they are."""
@@ -249,4 +249,5 @@ def describe_mask(kind: str, mode: str, prob_masking: float = 0.5, *, radius: fl
         amount = f"r={radius:g}"
     else:
         amount = _pct(prob_masking)
-    return f"{kind} {mode} {amount}"
+    at = " at ({:g}, {:g})".format(*center) if kind == "circle" and center is not None else ""
+    return f"{kind} {mode} {amount}{at}"

@@ -78,7 +78,8 @@ def build_problem(args: dict, test_args: dict | None = None) -> Problem:
             except ValueError as err:
                 raise DataError(f"{split} mask for {field.path}: {err}") from None
         masks[split] = dict(opts, label=describe_mask(opts["kind"], opts["mode"], opts["prob_masking"] or 0.0,
-                                                      radius=opts["radius"], cloud_range=opts["cloud_range"] or (0.2, 0.6)))
+                                                      radius=opts["radius"], cloud_range=opts["cloud_range"] or (0.2, 0.6),
+                                                      center=opts.get("center")))
     log.info("splits train/valid/test = %d/%d/%d frames; training mask %s; test mask %s",
              *(splits[s].stop - splits[s].start for s in ("train", "valid", "test")),
              masks["train"]["label"], masks["test"]["label"])

@@ -1,4 +1,5 @@
 """Mask generators: achieved fractions, reproducibility, fixed/dynamic semantics, circle geometry, clouds."""
+import json
 import re
 
 import numpy as np
@@ -178,3 +179,36 @@ def test_bad_kind_lists_allowed():
     with pytest.raises(ValueError) as err:
         make_mask("random", "often", (1, 8, 8))
     assert all(m in str(err.value) for m in MODES)
+
+
+def test_circle_centre_from_the_command_line_to_the_hidden_cells_and_the_names(tmp_path, capsys):
+    """--center ROW COL (CoMBInE's masks take a centre): the training and test frames hide exactly the disc
+    around it (brute force), the run name and label say it, --test_center gives its own results folder, and
+    a centre outside the frame is one line, exit 2."""
+    from baselines import test_baselines, train_baselines
+    from data_generation.make_synthetic_field import make_field
+    from gapfill import runs
+    from gapfill.problem import build_problem
+    make_field(n_time=30, ny=10, nx=12, length_scale=3.0, seed=1).to_netcdf(tmp_path / "f.nc")
+    argv = ["--data_path", str(tmp_path / "f.nc"), "--method", "climatology", "--mask_kind", "circle",
+            "--mask_type", "fixed", "--radius", "3", "--center", "2", "7", "--checkpoint_dir", str(tmp_path / "ck")]
+    assert runs.run_cli(train_baselines.main, argv) == 0
+    (run,) = (tmp_path / "ck").iterdir()
+    assert "circle-fixed-r3-at2x7" in run.name
+    cfg = json.loads((run / "config.json").read_text())
+    problem = build_problem(cfg["args"])
+    r, c = np.mgrid[:10, :12]
+    disc = (r - 2) ** 2 + (c - 7) ** 2 <= 9
+    assert (~problem.observed == disc[None]).all() and problem.masks["test"]["label"] == "circle fixed r=3 at (2, 7)"
+    res = tmp_path / "res"
+    assert runs.run_cli(test_baselines.main, ["--checkpoints", str(run), "--results_folder", str(res),
+                                              "--test_center", "5", "5"]) == 0
+    (out,) = res.glob("*+test_circle-fixed-r3-at5x5")
+    m = json.loads((out / "metrics.json").read_text())
+    disc5 = (r - 5) ** 2 + (c - 5) ** 2 <= 9
+    assert m["metrics"]["overall"]["n_scored"] == int(disc5.sum()) * len(m["metrics"]["per_frame"])
+    capsys.readouterr()
+    outside = [*argv[:-5], "--center", "20", "7", "--checkpoint_dir", str(tmp_path / "x")]
+    assert runs.run_cli(train_baselines.main, outside) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "center must be (row, col) inside the 10x12 frame" in err[0]
