@@ -193,6 +193,7 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
 
 
 def _frames(problem: Problem, split: str) -> int:
+    """The number of frames in `split`."""
     sl = problem.splits[split]
     return sl.stop - sl.start
 

@@ -60,7 +60,7 @@ def _time_label(prediction: xr.Dataset, t: int) -> str:
 
 
 class _FramePages:
-    """The frame pages, one figure redrawn per test frame: a row per band, columns input | truth |
+    """The frame pages of one split, one figure redrawn per frame: a row per band, columns input | truth |
     reconstruction | std (or variance) | |error|. The first page is laid out (constrained layout: no
     overlapping titles) and later pages keep that layout and swap only images, colour limits and titles;
     the layout is half of a page's drawing time and the same on every page."""
@@ -109,7 +109,7 @@ class _FramePages:
         return im
 
     def draw(self, pdf, t: int, pf: dict | None) -> None:
-        """Add the page of test frame t (pf: its per-frame scores) to `pdf`."""
+        """Add the page of frame t (pf: its per-frame scores, test frames only) to `pdf`."""
         p = self.p
         truth, recon, hidden, valid = p["truth"][t], p["recon"][t], p["hidden"][t], p["valid"][t]     # (B, Y, X)
         for b, im in enumerate(self.images):
