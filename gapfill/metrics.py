@@ -99,6 +99,25 @@ def rmse(truth, pred, scored):
     return float(np.sqrt(np.mean((p - y) ** 2)))
 
 
+def difference_stats(truth, pred, scored) -> dict:
+    """CoMBInE's per-epoch statistics of a reconstruction on the `scored` cells, arrays (T, ...) with frames
+    first: 'abs_mean' and 'abs_std' of |pred - truth|, 'pct_difference' = 100 x mean |difference| / mean
+    |truth - its mean| (relative to the field's own spread: a CMB patch has mean near zero), and per frame
+    'frame_cells' (scored cells), 'frame_share' (their share of the frame) and 'frame_rmse' (error against
+    mask size)."""
+    y, p = _gather(scored, truth=truth, prediction=pred)
+    d = np.abs(p - y)
+    scored = np.asarray(scored, bool)
+    per = scored.reshape(len(scored), -1)
+    frame_cells = per.sum(1)
+    sq = np.where(scored, (np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2, 0.0)
+    frame_rmse = np.sqrt(sq.reshape(len(scored), -1).sum(1) / np.maximum(frame_cells, 1))
+    return {"abs_mean": float(d.mean()), "abs_std": float(d.std()),
+            "pct_difference": float(100 * d.mean() / max(np.abs(y - y.mean()).mean(), 1e-300)),
+            "frame_cells": frame_cells.tolist(), "frame_share": (frame_cells / per.shape[1]).tolist(),
+            "frame_rmse": np.where(frame_cells > 0, frame_rmse, np.nan).tolist()}
+
+
 def bias(truth, pred, scored):
     """Mean of (pred - truth) over scored cells."""
     y, p = _gather(scored, truth=truth, prediction=pred)

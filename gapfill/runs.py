@@ -31,7 +31,7 @@ from gapfill.entry import ACTIVE_RUNS, EXIT_RESUME, Preempted, Preemption, run_c
 from gapfill.errors import DataError, RunError
 from gapfill.files import atomic_path, check_writable, read_json, write_json
 from gapfill.identity import check_run_name, identity, identity_diff, make_run_name
-from gapfill.metrics import coverage, crps_gaussian, gaussian_nll, rmse
+from gapfill.metrics import coverage, crps_gaussian, difference_stats, gaussian_nll, rmse
 from gapfill.problem import Problem, build_problem, grid_signature
 from gapfill.system import git_commit, global_rank, peak_memory_mb, resolve_device, seed_everything, setup_logging
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # there (a user's `last.txt`, notes) is left alone. Checkpoints are `best`/`last` in the formats of
 # `save_object` and Lightning's; temporary files are atomic_path's `.<name>.<random>.tmp` of those.
 _CKPT = [f"{w}.{ext}" for w in ("best", "last") for ext in ("keras", "npz", "pt", "ckpt")]
-RUN_FILES = ("config.json", "train_log.csv", ".lock", *_CKPT, "best.ckpt.tmp", "hpc_ckpt_*.ckpt",
+RUN_FILES = ("config.json", "train_log.csv", "analysis*.csv", ".lock", *_CKPT, "best.ckpt.tmp", "hpc_ckpt_*.ckpt",
              *[f".{n}.*.tmp" for n in ("config.json", "train_log.csv", *_CKPT)])
 RUN_DIRS = ("wandb",)
 
@@ -234,14 +234,14 @@ class Run:
         return self._wandb
 
     def score_valid(self, mean: np.ndarray, variance: np.ndarray | None = None, frames=None, bands=None,
-                    ssim: bool = False, calibration: bool = False) -> dict:
+                    ssim: bool = False, calibration: bool = False, details: bool = False) -> dict:
         """Score a reconstruction of validation frames on their hidden valid cells, physical units.
 
         mean, variance: (len(frames), len(bands), Y, X); `frames` index the validation split (default all),
         `bands` the bands (default all). Returns {'valid_rmse'}, with a variance 'valid_nll' (and with
         `calibration` 'valid_crps' and 'valid_coverage95'), with `ssim` 'valid_ssim' (metrics.ssim of the
-        filled frames, truth outside the hidden cells, averaged over frames and bands). The truth of those
-        cells stays here: a train script sees only this score.
+        filled frames, truth outside the hidden cells, averaged over frames and bands), with `details`
+        metrics.difference_stats. The truth of those cells stays here: a train script sees only this score.
         """
         p, sl = self._full, self._full.splits["valid"]
         idx = np.arange(sl.start, sl.stop) if frames is None else sl.start + np.asarray(frames)
@@ -255,7 +255,7 @@ class Run:
             if bad:
                 raise RunError(f"{self.method}: training diverged: the predicted {what} of the validation frames has "
                                f"{bad} non-finite values on hidden cells; try a smaller learning rate")
-        out = {"valid_rmse": rmse(truth, mean, scored)}
+        out = {"valid_rmse": rmse(truth, mean, scored), **(difference_stats(truth, mean, scored) if details else {})}
         if variance is not None:
             out["valid_nll"] = gaussian_nll(truth, mean, variance, scored)
             if calibration:

@@ -1,6 +1,7 @@
 """Test partial-convolution UNet runs by inpainting the test frames (the model sees their observed cells),
 then the analyses: hole error against the radius of a centred circular hole (12 radii, 5 to 65 cells),
-validation loss per epoch, value distributions on hole cells, and the standard pages and summaries.
+validation loss per epoch, CoMBInE's per-epoch statistics (runs trained with --analysis_every), value
+distributions on hole cells, and the standard pages and summaries.
 
     python pconv_inpainting/test_pconv.py --checkpoints checkpoints/pconv/* --results_folder results/pconv
 """
@@ -90,6 +91,8 @@ def analyses(problem, cfg, run_dir, device, mean) -> list:
         ax.grid(alpha=0.3)
     figs.append(fig)
 
+    if (run_dir / "analysis.csv").exists():
+        figs.append(analysis_figure(run_dir, f.units[0]))
     hidden = problem.scored("test")
     fig = Figure(figsize=(11.69, 8.27), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, B, squeeze=False)[0])
@@ -107,6 +110,38 @@ def analyses(problem, cfg, run_dir, device, mean) -> list:
         ax.legend(fontsize=8)
     figs.append(fig)
     return figs
+
+
+def analysis_figure(run_dir, unit: str) -> Figure:
+    """--analysis_every's page (CoMBInE's per-epoch statistics of the validation frames' hidden cells): mean
+    and std of |difference| and the % difference per recorded epoch; each frame's RMSE against its hidden
+    share at the first, middle and last recorded epoch. A resumed run's repeated epochs count once."""
+    def read(name) -> list[dict]:
+        with open(run_dir / name, newline="") as fh:
+            return list(csv.DictReader(fh))
+    epochs = {(r["phase"], r["epoch"]): r for r in read("analysis.csv")}        # the last row of an epoch
+    keys = list(epochs)
+    mean, std, pct = (np.array([float(epochs[k][c]) for k in keys]) for c in ("abs_mean", "abs_std", "pct_difference"))
+    fig = Figure(figsize=(11.69, 8.27), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
+    x = np.arange(len(keys))
+    ax.plot(x, mean, "o-", label="mean |difference|")
+    ax.fill_between(x, mean - std, mean + std, alpha=0.2, label="+- std")
+    ax.set_xticks(x, [f"{e} (stage {p})" for p, e in keys], rotation=45, fontsize=7)
+    ax.set(xlabel="epoch (0: the first guess)", ylabel=f"|difference| on hidden cells ({unit})",
+           title="validation frames, hidden cells")
+    twin = ax.twinx()
+    twin.plot(x, pct, "s--", color="C3", label="% difference")
+    twin.set_ylabel("% difference (of the mean |truth - its mean|)", color="C3")
+    ax.legend(loc="upper right")
+    frames = read("analysis_frames.csv")
+    for i, k in enumerate(sorted({keys[0], keys[len(keys) // 2], keys[-1]}, key=keys.index)):
+        rows = [r for r in frames if (r["phase"], r["epoch"]) == k]
+        ax2.scatter([float(r["share"]) for r in rows], [float(r["rmse"]) for r in rows], s=12, color=f"C{i}",
+                    label=f"epoch {k[1]} (stage {k[0]})")
+    ax2.set(xlabel="hidden share of the frame", ylabel=f"frame RMSE ({unit})", title="error against mask size")
+    ax2.legend(fontsize=8)
+    return fig
 
 
 main = script_main(METHOD, predict, __doc__, analyses=analyses)

@@ -63,6 +63,9 @@ def parse_args(argv=None):
     g.add_argument("--loss", choices=("mse", "paper"), default=None,
                    help="mse (default): squared error on the hidden cells (physical units); paper: Liu et al.'s and "
                         "CoMBInE's (L1 valid x1, hole x6, total variation x0.1; perceptual and style with --vgg_weights)")
+    g.add_argument("--analysis_every", type=cli.positive_int, default=None,
+                   help="every N epochs (and at epoch 0) CoMBInE's statistics of the validation frames' hidden "
+                        "cells into analysis.csv and analysis_frames.csv, plotted in the test PDF")
     g.add_argument("--upsampling", choices=("bilinear", "nearest"), default=None,
                    help="decoder feature upsampling, bilinear (default) or nearest: the paper's and CoMBInE's network")
     cli.add_first_guess_arg(g)
@@ -90,6 +93,9 @@ def last_state(model, state: dict) -> dict:
     return out
 
 
+ANALYSIS_KEYS = ("abs_mean", "abs_std", "pct_difference", "frame_cells", "frame_share", "frame_rmse")
+
+
 class Keeper(keras.callbacks.Callback):
     """After each epoch: score the validation frames (their real mask), best.keras on a lower validation
     RMSE (the training loss without validation frames), then `last`; stops on a SLURM signal."""
@@ -114,15 +120,35 @@ class Keeper(keras.callbacks.Callback):
             self.model.stop_training = True                       # the epoch ends here, validated and saved
             self.state["stop_reason"] = "max_time"
 
-    def validate(self) -> dict:
-        """valid_rmse (and valid_nll) of the model on the validation frames from their real mask."""
+    def validate(self, epoch: int | None = None) -> dict:
+        """valid_rmse (and valid_nll) of the model on the validation frames from their real mask; at epoch 0
+        and every --analysis_every epochs, CoMBInE's statistics into analysis*.csv as well (`analysis`)."""
         if not len(self.valid_frames):
             return {}
-        return self.run.score_valid(*inpaint(self.model, self.data, self.seen, self.valid_frames))
+        every = self.run.args.get("analysis_every") or 0
+        due = epoch is not None and every > 0 and epoch % every == 0
+        mean, var = inpaint(self.model, self.data, self.seen, self.valid_frames)
+        val = self.run.score_valid(mean, var, details=due)
+        if epoch is not None and due:
+            self.analysis(epoch, {k: val.pop(k) for k in ANALYSIS_KEYS})
+        return val
+
+    def analysis(self, epoch: int, st: dict) -> None:
+        """Append epoch `epoch`'s statistics: analysis.csv (mean and std of |difference|, % difference over
+        the validation frames' hidden cells), analysis_frames.csv (each frame's hidden share and RMSE)."""
+        if not self.run.writer:
+            return
+        row = {"epoch": epoch, "phase": self.phase}
+        runs.CsvLog(self.run.dir / "analysis.csv", [*row, "abs_mean", "abs_std", "pct_difference"]).write(
+            **row, **{k: st[k] for k in ("abs_mean", "abs_std", "pct_difference")})
+        frames = runs.CsvLog(self.run.dir / "analysis_frames.csv", [*row, "frame", "cells", "share", "rmse"])
+        for t, n, share, err in zip(self.valid_frames, st["frame_cells"], st["frame_share"], st["frame_rmse"],
+                                    strict=True):
+            frames.write(**row, frame=t, cells=n, share=share, rmse=err)
 
     def start(self) -> None:
         """Epoch 0: the untrained network is the first guess; its validation score is the bar to beat."""
-        val = self.validate()
+        val = self.validate(0)
         if val:
             self.state["best"] = float(val["valid_rmse"])
             self.run.save_best(self.model)
@@ -136,7 +162,7 @@ class Keeper(keras.callbacks.Callback):
         loss = (logs or {}).get("loss", float("nan"))
         if not math.isfinite(loss):
             raise RunError(f"pconv: the training loss became {loss} in epoch {epoch + 1}; try a smaller --lr")
-        val = self.validate()
+        val = self.validate(epoch + 1)
         score = val.get("valid_rmse", loss)
         if math.isfinite(score) and score < self.state["best"]:
             self.state.update(best=float(score), wait=0)

@@ -157,8 +157,24 @@ def test_stage_two_freezes_encoder_batchnorm_and_the_pdf_has_the_analyses(tmp_pa
               "--checkpoint_dir", str(tmp_path / "ck")] + SMALL
     train_pconv.main(common)
     stage1 = next((tmp_path / "ck").iterdir())
-    train_pconv.main(common + ["--stage", "2", "--init_from", str(stage1)])
+    train_pconv.main(common + ["--stage", "2", "--init_from", str(stage1), "--analysis_every", "1"])
     stage2 = next(p for p in (tmp_path / "ck").iterdir() if "stage2" in p.name)
+    # --analysis_every (CoMBInE's statistics): |difference| mean and std make up the logged validation RMSE,
+    # and so do the per-frame RMSEs weighted by their hidden cells
+    with open(stage2 / "analysis.csv") as fh:
+        stats = list(csv.DictReader(fh))
+    with open(stage2 / "analysis_frames.csv") as fh:
+        per_frame = list(csv.DictReader(fh))
+    with open(stage2 / "train_log.csv") as fh:
+        logged = {r["step"]: float(r["valid_rmse"]) for r in csv.DictReader(fh)}       # step: the epoch here
+    assert [r["epoch"] for r in stats] == list(logged) and len(stats) >= 2 and len(per_frame) == 4 * len(stats)
+    for r in stats:
+        v = logged[r["epoch"]]
+        assert float(r["abs_mean"]) ** 2 + float(r["abs_std"]) ** 2 == pytest.approx(v ** 2, rel=1e-9)
+        rows = [x for x in per_frame if x["epoch"] == r["epoch"]]
+        n, e = (np.array([float(x[k]) for x in rows]) for k in ("cells", "rmse"))
+        assert np.sqrt(np.sum(n * e ** 2) / n.sum()) == pytest.approx(v, rel=1e-9)
+        assert all(0 < float(x["share"]) < 1 for x in rows) and 0 < float(r["pct_difference"]) < 100
     a = keras.models.load_model(stage1 / "best.keras", compile=False)
     b = keras.models.load_model(stage2 / "best.keras", compile=False)
     for name in [layer.name for layer in a.layers if layer.name.startswith("enc_bn_")]:
@@ -169,7 +185,7 @@ def test_stage_two_freezes_encoder_batchnorm_and_the_pdf_has_the_analyses(tmp_pa
     assert any(moved)                                                      # the rest trained on
     rec = evaluate.test_main("pconv", test_pconv.predict, ["--checkpoints", str(stage2), "--results_folder",
                                str(tmp_path / "res"), "--num_frames_test", "2"], analyses=test_pconv.analyses)[0]
-    assert pdf_pages(tmp_path / "res" / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1 + 3
+    assert pdf_pages(tmp_path / "res" / rec["run_name"] / f"{rec['run_name']}.pdf") == 2 + 1 + 4   # + statistics
 
 
 def test_rgb_photograph_single_frame(tmp_path):
