@@ -124,8 +124,9 @@ def add_mask_args(p: argparse.ArgumentParser, test: bool = False) -> None:
                    help="fixed: one mask for all frames (sensor stations); dynamic: a new mask per frame")
     g.add_argument(f"--{pre}mask_kind", choices=KINDS, default=None if test else "random")
     g.add_argument(f"--{pre}prob_masking", type=probability, default=None if test else 0.9,
-                   help="share of cells hidden (random, shapes, circle)")
-    g.add_argument(f"--{pre}radius", type=positive_float, default=None, help="circle radius in cells")
+                   help="share of cells hidden (random, shapes, circle, sources, band)")
+    g.add_argument(f"--{pre}radius", type=positive_float, default=None,
+                   help="circle radius in cells; sources: the largest hole's radius (default min(Y, X) / 24)")
     g.add_argument(f"--{pre}center", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
                    help="circle centre in cells (default: the frame's centre; dynamic: random per frame)")
     g.add_argument(f"--{pre}cloud_range", nargs="+", action=_RangeAction, default=None if test else (0.2, 0.6),
@@ -200,6 +201,8 @@ def mask_tag(args: dict, test: bool = False) -> str:
         detail = f"r{o['radius']:g}"
     else:
         detail = f"p{o['prob_masking']:g}"
+    if o["kind"] == "sources" and o["radius"] is not None:
+        detail += f"-r{o['radius']:g}"
     if o["kind"] == "circle" and o.get("center") is not None:
         detail += "-at{:g}x{:g}".format(*o["center"])
     return f"{o['kind']}-{o['mode']}-{detail}"

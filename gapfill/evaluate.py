@@ -143,6 +143,7 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     experiments on the test frames with masks of their own (it gets the whole problem and the prediction
     `mean` (T_test, B, Y, X) just made; the scores above never use it)."""
     from gapfill.report import run_report
+    from gapfill.report.sky import sky_pages
     cfg = load_run(run_dir, method)
     problem = build_problem(cfg["args"], test_args)
     if test_args.get("data_path"):
@@ -179,7 +180,9 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
     with atomic_path(out_dir / "prediction.nc") as tmp:
         pred.to_netcdf(tmp)
     write_json(out_dir / "metrics.json", record)
-    figures = analyses(problem, cfg, Path(run_dir), device, mean) if analyses else ()
+    figures = list(analyses(problem, cfg, Path(run_dir), device, mean)) if analyses else []
+    recon = np.where(problem.observed[sl], f.values[sl], mean)           # (T_test, B, Y, X)
+    figures += sky_pages(f.path, f.values[sl], recon, f.bands, f.units)  # CMB patches: power spectra
     before = []                                         # --pages all: the training and validation frames
     for split in ("train", "valid") if test_args.get("pages") == "all" else ():
         if _frames(problem, split):

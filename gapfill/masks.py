@@ -1,4 +1,4 @@
-"""Mask generators: kinds (random, shapes, circle, clouds) x modes (fixed, dynamic).
+"""Mask generators: kinds (random, shapes, circle, clouds, sources, band) x modes (fixed, dynamic).
 
 Convention: ``observed == True`` where a value is given to the model; hidden cells are ``~observed``.
 A mask is a pure function of (kind, mode, parameters, seed, shape):
@@ -18,12 +18,13 @@ from scipy.ndimage import gaussian_filter
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("random", "shapes", "circle", "clouds")
+KINDS = ("random", "shapes", "circle", "clouds", "sources", "band")   # new kinds go last: the index seeds
 MODES = ("fixed", "dynamic")
 
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}  # part of every seed, so kinds never share draws
 _SHAPES_OVERSHOOT = 0.02   # a shape may push the hidden share at most this far past the target
 _SHAPES_MAX_TRIES = 5000   # then the last few cells are hidden one by one (tiny frames only)
+_SOURCE_RADIUS = 1 / 24    # sources: largest radius, a share of the shorter side (64 px -> 2.7 px, CoMBInE-like)
 
 
 def _is_int(v) -> bool:
@@ -154,6 +155,34 @@ def _hide_circle(rng, Y: int, X: int, radius: float, center) -> np.ndarray:
     return (r - cy) ** 2 + (c - cx) ** 2 <= radius ** 2
 
 
+def _hide_sources(rng, Y: int, X: int, p: float, radius: float | None) -> np.ndarray:
+    """Point-source holes: discs of radius ~ U(0.5, r_max) cells at uniform centres until the hidden share
+    reaches p (the last disc may pass it); r_max = radius, default max(1, min(Y, X) / 24). Returns (Y, X) bool."""
+    r_max = float(radius) if radius is not None else max(1.0, min(Y, X) * _SOURCE_RADIUS)
+    target = int(round(p * Y * X))
+    rows = np.arange(Y, dtype=np.float64)[:, None]
+    cols = np.arange(X, dtype=np.float64)[None, :]
+    hidden = np.zeros((Y, X), dtype=bool)
+    while np.count_nonzero(hidden) < target:
+        cy, cx, r = rng.uniform(-0.5, Y - 0.5), rng.uniform(-0.5, X - 0.5), rng.uniform(0.5, r_max)
+        hidden |= (rows - cy) ** 2 + (cols - cx) ** 2 <= r * r
+    return hidden
+
+
+def _hide_band(rng, Y: int, X: int, p: float) -> np.ndarray:
+    """A galactic band: the round(p*Y*X) cells nearest a straight line at a uniform angle through a point
+    drawn in the central half of the frame. Returns (Y, X) bool."""
+    cy, cx = rng.uniform(0.25, 0.75) * (Y - 1), rng.uniform(0.25, 0.75) * (X - 1)
+    angle = rng.uniform(0.0, math.pi)
+    rows = np.arange(Y, dtype=np.float64)[:, None] - cy
+    cols = np.arange(X, dtype=np.float64)[None, :] - cx
+    dist = np.abs(rows * math.cos(angle) - cols * math.sin(angle))   # distance to the line (cells)
+    hidden = np.zeros(Y * X, dtype=bool)
+    if k := int(round(p * Y * X)):
+        hidden[np.argsort(dist, axis=None, kind="stable")[:k]] = True
+    return hidden.reshape(Y, X)
+
+
 def _hide_clouds(rng, Y: int, X: int, cloud_range, cloud_scale: float) -> np.ndarray:
     """Smoothed white noise; the round(f*Y*X) largest cells are hidden, f ~ U(cloud_range). Returns (Y, X) bool."""
     noise = gaussian_filter(rng.standard_normal((Y, X)), sigma=cloud_scale, mode="wrap")
@@ -175,6 +204,8 @@ def make_mask(kind: str, mode: str, shape: tuple[int, int, int], *, prob_masking
     prob_masking (within 2 points). circle: one disc of radius (default: the one hiding prob_masking) at center
     (row, col; default frame centre, or random per frame in dynamic mode). clouds: Gaussian-smoothed noise
     (sigma=cloud_scale) thresholded to hide a fraction drawn from U(cloud_range); prob_masking is unused.
+    sources: point-source holes (discs, radius ~ U(0.5, radius or min(Y, X) / 24)) until prob_masking is hidden.
+    band: a straight band of round(prob_masking*Y*X) cells at a random angle (a galactic plane).
     fixed: one (Y, X) mask for all frames, independent of T and frame_offset. dynamic: frame t is seeded by
     (seed, frame_offset + t). Parameters a kind does not use are not checked.
     """
@@ -207,6 +238,16 @@ def make_mask(kind: str, mode: str, shape: tuple[int, int, int], *, prob_masking
 
             def hide(rng):
                 return _hide_circle(rng, Y, X, rad, ctr)
+    elif kind == "sources":
+        if radius is not None and not (_is_real(radius) and 0.5 < radius <= min(Y, X) / 2):
+            raise ValueError(f"radius (the largest source hole) must be in (0.5, {min(Y, X) / 2:g}] cells, "
+                             f"got {radius!r}.")
+
+        def hide(rng):
+            return _hide_sources(rng, Y, X, p, radius)
+    elif kind == "band":
+        def hide(rng):
+            return _hide_band(rng, Y, X, p)
     else:
         cr = _check_cloud_range(cloud_range)
         if not (_is_real(cloud_scale) and cloud_scale > 0):
@@ -247,6 +288,8 @@ def describe_mask(kind: str, mode: str, prob_masking: float = 0.5, *, radius: fl
         amount = _pct(low) if low == high else f"{round(100 * low, 1):g}-{_pct(high)}"
     elif kind == "circle" and radius is not None:
         amount = f"r={radius:g}"
+    elif kind == "sources" and radius is not None:
+        amount = f"{_pct(prob_masking)} r<={radius:g}"
     else:
         amount = _pct(prob_masking)
     at = " at ({:g}, {:g})".format(*center) if kind == "circle" and center is not None else ""

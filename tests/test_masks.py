@@ -212,3 +212,26 @@ def test_circle_centre_from_the_command_line_to_the_hidden_cells_and_the_names(t
     assert runs.run_cli(train_baselines.main, outside) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "center must be (row, col) inside the 10x12 frame" in err[0]
+
+
+def test_sources_are_small_discs_and_band_is_one_straight_strip():
+    """CoMBInE's masks: point-source holes (many small discs, the hidden share just past p) and a galactic band
+    (exactly round(p*Y*X) cells, one connected strip whose length far exceeds its width)."""
+    from scipy import ndimage
+    obs = make_mask("sources", "dynamic", (4, 96, 96), prob_masking=0.1, radius=4.0, seed=3)
+    for frame in ~obs:
+        share = frame.mean()
+        assert 0.1 <= share <= 0.1 + np.pi * 4.0 ** 2 / 96 ** 2 + 1e-9      # the last disc may pass p
+        labels, n = ndimage.label(frame)
+        assert n >= 8                                                    # many separate holes
+        assert np.bincount(labels.ravel())[1:].max() <= 4 * np.pi * 4.5 ** 2   # no hole far beyond r_max
+    band = ~make_mask("band", "dynamic", (4, 64, 80), prob_masking=0.2, seed=1)
+    assert np.array_equal(band.sum(axis=(1, 2)), [round(0.2 * 64 * 80)] * 4)
+    for frame in band:
+        assert ndimage.label(frame)[1] == 1
+        cov = np.cov(np.argwhere(frame).T.astype(np.float64))
+        lo, hi = np.linalg.eigvalsh(cov)
+        assert hi / lo > 9                                               # length / width > 3
+    assert describe_mask("sources", "dynamic", 0.1, radius=4.0) == "sources dynamic 10% r<=4"
+    with pytest.raises(ValueError, match="largest source hole"):
+        make_mask("sources", "fixed", (1, 16, 16), radius=20.0)
