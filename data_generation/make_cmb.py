@@ -126,7 +126,8 @@ def make_cmb(n_patches: int, ny: int, nx: int, nside: int, reso_arcmin: float, s
 def main(argv=None):
     p = cli.Parser(description=__doc__.split("\n")[0])
     cli.add_generator_args(p, "data/cmb_patches.nc", 300, "number of patches (frames)", ("north", "east"))
-    p.add_argument("--nside", type=cli.positive_int, default=512, help="HEALPix resolution of the skies")
+    p.add_argument("--nside", type=cli.positive_int, default=1024,
+                   help="HEALPix resolution of the skies (1024: 3.4 arcmin pixels)")
     p.add_argument("--reso_arcmin", type=cli.positive_float, default=10.0, help="patch pixel size in arcmin")
     p.add_argument("--patches_per_sky", type=cli.positive_int, default=100,
                    help="non-overlapping patches cut from one sky before the next independent sky")

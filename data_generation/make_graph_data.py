@@ -2,6 +2,7 @@
 
     python -m data_generation.make_graph_data gray_scott --out data/gray_scott --shape bunny
     python -m data_generation.make_graph_data sbm --out data/sbm --sizes 100 100 --p_in 0.2 --p_out 0.02
+    python -m data_generation.make_graph_data weather --out data/weather --resolution 1.0
 
 gray_scott: Gray-Scott reaction-diffusion on a triangle mesh (icosphere, torus, or a bunny-like blob made by
 marching cubes of a smooth union of spheres),
@@ -14,6 +15,19 @@ small patches (u = 0.5, v = 0.25) at vertices drawn with --seed. Saved: v after 
 --steps_per_frame steps (--n_frames snapshots, time = snapshot index), the fourier features (the first
 --n_fourier cotangent eigenvectors times their scale), the vertices, and `mesh.npz` (vertices, faces).
 
+weather: a global temperature-like field on a cell-centred lon/lat grid (1 degree: 180 x 360 = 64,800 nodes)
+that moves in time, with no download:
+    T(lat, lon, t) = 288 K - 40 K sin^2(lat) + 8 K a(lat, lon, t) / std(a(., ., 0)),
+    a = sum_{l=1..L} sum_{m=0..l} c_lm l^-1 P_lm(sin lat) cos(m (lon - w_l t) + phi_lm),
+P_lm the orthonormal associated Legendre functions (scipy.special.sph_harm_y), c_lm ~ N(0, 1), phi_lm ~ U(0, 2
+pi): each degree l drifts eastwards at w_l = --drift (0.5 + 1 / l) degrees a step (large patterns faster), so a
+state is not the linear interpolation of its neighbours. Nodes: the grid graph (4 neighbours, longitude
+periodic) with points on the unit sphere; fourier = the first --n_fourier cotangent-Laplacian eigenvectors
+times their scale (100 = every spherical-harmonic-like group of degree 0..9). `fine/` holds the same field
+on the grid twice as fine in latitude and longitude (every coarse node and the midpoints: 359 x 720 =
+258,480 nodes at 0.5 degrees) with its own eigenvectors and eigenvalues, for super-resolution; `grid.npz`
+holds lat, lon of both grids; `values.npy` the coarse eigenvalues.
+
 sbm: a stochastic block model graph (networkx), fourier = combinatorial-Laplacian eigenvectors, target = the
 one-hot community (n, blocks), one sample; `labels.npy` holds the communities. Same seed -> identical files.
 """
@@ -22,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +144,66 @@ def write_sbm(out, sizes=(100, 100), p_in=0.2, p_out=0.02, n_fourier=32, seed=0)
     return info
 
 
+def _harmonics(degree: int, seed: int):
+    """(l, m, c_lm / l, phi_lm) of the weather anomaly, drawn in one seeded order."""
+    rng = np.random.default_rng(seed)
+    return [(ell, m, rng.standard_normal() / ell, rng.uniform(0, 2 * np.pi))
+            for ell in range(1, degree + 1) for m in range(ell + 1)]
+
+
+def _anomaly(lat, lon, times, degree: int, drift: float, seed: int) -> np.ndarray:
+    """a(lat, lon, t) of the module docstring at (lat, lon) degrees (flattened) -> (T, n)."""
+    from scipy.special import sph_harm_y
+    theta, phi = np.radians(90.0 - np.ravel(lat)), np.radians(np.ravel(lon))
+    t = np.asarray(times, float)[:, None]
+    a = np.zeros((len(t), theta.size))
+    for ell, m, c, phase in _harmonics(degree, seed):
+        p = sph_harm_y(ell, m, theta, 0.0).real                              # orthonormal P_lm(cos theta)
+        a += c * p[None] * np.cos(m * (phi[None] - np.radians(drift * (0.5 + 1.0 / ell)) * t) + phase)
+    return a
+
+
+def weather_field(lat, lon, times, degree: int = 10, drift: float = 5.0, seed: int = 0) -> np.ndarray:
+    """The weather field (module docstring) at (lat, lon) degrees (any equal shapes, flattened) -> (T, n) K;
+    the anomaly's unit is its area-weighted std at t = 0 on a 1-degree grid, so every grid gets one field."""
+    glat, glon = np.meshgrid(*sphere_grid(1.0), indexing="ij")
+    a0 = _anomaly(glat, glon, [0.0], degree, drift, seed)[0]
+    w = np.cos(np.radians(glat.ravel()))
+    unit = np.sqrt(np.sum(w * a0 ** 2) / w.sum())
+    return (288.0 - 40.0 * np.sin(np.radians(np.ravel(lat)))[None] ** 2
+            + 8.0 * _anomaly(lat, lon, times, degree, drift, seed) / unit)
+
+
+def sphere_grid(resolution: float, fine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-centred (lat, lon) of a global grid; fine: every node and the midpoints (2 Y - 1 rows, 2 X columns)."""
+    lat, lon = np.arange(-90 + resolution / 2, 90, resolution), np.arange(0.0, 360.0, resolution)
+    if fine:
+        lat, lon = np.arange(lat[0], lat[-1] + 1e-9, resolution / 2), np.arange(0.0, 360.0, resolution / 2)
+    return lat, lon
+
+
+def write_weather(out, resolution=1.0, n_frames=25, degree=10, drift=5.0, n_fourier=100, seed=0) -> dict:
+    """Write the weather dataset folder `out` (and `out/fine`); returns a summary (also `params.json`)."""
+    out = Path(out)
+    info = {"kind": "weather", "resolution": resolution, "n_frames": n_frames, "degree": degree, "drift": drift,
+            "n_fourier": n_fourier, "seed": seed}
+    times = np.arange(n_frames, dtype=float)
+    grids = {}
+    for name, folder, fine in (("coarse", out, False), ("fine", out / "fine", True)):
+        lat, lon = sphere_grid(resolution, fine)
+        yy, xx = np.meshgrid(lat, lon, indexing="ij")
+        g = graphs.grid_graph(np.ones(yy.shape, bool), lat, lon, periodic_x=True)
+        vals, vecs, scale = graphs.embed(g, n_fourier, "cotangent")
+        v = weather_field(yy, xx, times, degree, drift, seed)                 # (T, n) in cell order = node order
+        graphs.write_dataset(folder, vecs * scale, g.points, list(v[:, :, None]), times=times)
+        np.save(folder / "values.npy", vals)
+        grids.update({f"{name}_lat": lat, f"{name}_lon": lon})
+        info[f"{name}_nodes"] = g.n
+    np.savez(out / "grid.npz", **grids)  # type: ignore[arg-type]
+    (out / "params.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
 def main(argv=None) -> int:
     p = cli.Parser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="kind", required=True)
@@ -157,11 +232,21 @@ def main(argv=None) -> int:
     sb.add_argument("--p_out", type=cli.probability, default=0.02, help="edge probability between blocks")
     sb.add_argument("--n_fourier", type=cli.positive_int, default=32, help="eigenvectors stored per node")
     sb.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    we = sub.add_parser("weather", help="a moving global field on a lon/lat grid and on the grid twice as fine",
+                        formatter_class=p.formatter_class)
+    we.add_argument("--out", default="data/weather", help="dataset folder")
+    we.add_argument("--resolution", type=cli.positive_float, default=1.0, help="grid step in degrees (fine: half)")
+    we.add_argument("--n_frames", type=cli.positive_int, default=25, help="states (time 0..n-1)")
+    we.add_argument("--degree", type=cli.positive_int, default=10, help="highest spherical-harmonic degree L")
+    we.add_argument("--drift", type=cli.positive_float, default=5.0, help="degrees a step (times 0.5 + 1 / l)")
+    we.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors stored per node")
+    we.add_argument("--seed", type=cli.nonnegative_int, default=0)
     args = vars(p.parse_args(argv))
     setup_logging()
     t0 = time.perf_counter()
     kind = args.pop("kind")
-    info = write_gray_scott(**args) if kind == "gray_scott" else write_sbm(**args)
+    write: dict[str, Callable[..., dict]] = {"gray_scott": write_gray_scott, "sbm": write_sbm, "weather": write_weather}
+    info = write[kind](**args)
     log.info("wrote %s in %.1f s: %s", args["out"], time.perf_counter() - t0, info)
     return 0
 

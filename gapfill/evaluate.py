@@ -25,7 +25,7 @@ from gapfill.data import Field
 from gapfill.errors import DataError, RunError
 from gapfill.files import atomic_path, check_writable, file_digest, read_json, write_json
 from gapfill.floor import FLOOR, reconstruct_floor
-from gapfill.metrics import compute_metrics
+from gapfill.metrics import compute_metrics, scored_cells
 from gapfill.problem import Problem, build_problem, grid_signature
 from gapfill.system import peak_memory_mb, resolve_device, setup_logging
 
@@ -181,7 +181,7 @@ def evaluate_run(method: str, run_dir, predict: Callable, test_args: dict, resul
         pred.to_netcdf(tmp)
     write_json(out_dir / "metrics.json", record)
     figures = list(analyses(problem, cfg, Path(run_dir), device, mean)) if analyses else []
-    recon = np.where(problem.observed[sl], f.values[sl], mean)           # (T_test, B, Y, X)
+    recon = np.where(scored_cells(problem.observed[sl], f.valid[sl]), mean, f.values[sl])   # (T_test, B, Y, X)
     figures += sky_pages(f.path, f.values[sl], recon, f.bands, f.units)  # CMB patches: power spectra
     before = []                                         # --pages all: the training and validation frames
     for split in ("train", "valid") if test_args.get("pages") == "all" else ():

@@ -316,3 +316,45 @@ def fit(module: SignalINR, dm: GraphSignals, out_dir, max_epochs: int = 200, pat
     log.info("best checkpoint %s: valid_loss %.5g after %d epochs", best, float(ckpt.best_model_score),
              trainer.current_epoch)
     return best
+
+
+# ---------------------------------------------------------------- held-out times
+def interpolate(times, values, train, targets) -> np.ndarray:
+    """(len(targets), n): values (S, n) at the `train` samples linearly interpolated in time to the times of
+    samples `targets` (held at the nearest training time outside their range)."""
+    tt = times[train]
+    order = np.argsort(tt)
+    tt, vv = tt[order], values[train][order]
+    out = []
+    for t in times[targets]:
+        j = int(np.clip(np.searchsorted(tt, t), 1, len(tt) - 1)) if len(tt) > 1 else 0
+        i = max(j - 1, 0)
+        w = 0.0 if tt[j] == tt[i] else float(np.clip((t - tt[i]) / (tt[j] - tt[i]), 0, 1))
+        out.append((1 - w) * vv[i] + w * vv[j])
+    return np.stack(out)
+
+
+def rmse(a, b) -> float:
+    """Root mean squared difference of two arrays of one shape."""
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def held_out_times(module: SignalINR, data: dict) -> dict:
+    """A time-split checkpoint at its held-out times (read_dataset's `data`), scored on its test nodes against
+    linear interpolation in time and each node's training mean. Predictions and scores: {'times', 'truth',
+    'ginr', 'interp', 'node_mean' (E, n);
+    'test_nodes'; 'rows' (per time); 'overall'}."""
+    split = module.hparams.split or {}
+    dm = GraphSignals(data, n_fourier=module.hparams.n_fourier, **split)
+    if split.get("train_every") is None:
+        raise DataError("the checkpoint was not trained with a time split (--train_every)")
+    v = data["target"][..., 0]                                            # (S, n)
+    ev, nodes = dm.eval_samples, dm.test_nodes
+    res = {"times": data["time"][ev], "truth": v[ev], "test_nodes": nodes,
+           "ginr": module.predict(data["fourier"][ev][..., :module.hparams.n_fourier], data["time"][ev])[..., 0],
+           "interp": interpolate(data["time"], v, dm.train_samples, ev),
+           "node_mean": np.broadcast_to(v[dm.train_samples].mean(0), v[ev].shape)}
+    res["rows"] = [{"time": float(t), **{k: rmse(res[k][i, nodes], res["truth"][i, nodes])
+                                         for k in ("ginr", "interp", "node_mean")}} for i, t in enumerate(res["times"])]
+    res["overall"] = {k: rmse(res[k][:, nodes], res["truth"][:, nodes]) for k in ("ginr", "interp", "node_mean")}
+    return res

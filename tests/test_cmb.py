@@ -66,7 +66,10 @@ def test_flat_sky_cl_of_white_noise_is_its_variance_times_the_pixel_area():
     assert len(fig.axes) == 2
 
 
-def test_pconv_fills_point_source_holes_and_its_pdf_has_the_spectrum_page(patches, tmp_path):
+def test_pconv_fills_point_source_holes_and_its_pdf_has_the_spectrum_page(patches, tmp_path, monkeypatch):
+    from gapfill.report import sky
+    drawn = []
+    monkeypatch.setattr(sky, "spectrum_figure", lambda *a: drawn.append(a) or spectrum_figure(*a))
     args = ["--data_path", str(patches), "--mask_kind", "sources", "--mask_type", "dynamic", "--prob_masking", "0.1",
             "--context_frames", "0", "--base_filters", "8", "--max_iters", "4", "--steps_per_epoch", "2",
             "--patch_size", "32", "--log_level", "WARNING", "--checkpoint_dir", str(tmp_path / "ck")]
@@ -78,6 +81,11 @@ def test_pconv_fills_point_source_holes_and_its_pdf_has_the_spectrum_page(patche
     pred = xr.open_dataset(out / "prediction.nc")
     hidden = ~pred["observed"].values.astype(bool)
     assert 0.1 <= hidden.mean() < 0.2                                  # point-source holes, ~10% per frame
+    truth, mean = pred["truth"].values[:, 0], pred["mean"].values[:, 0]      # (T, Y, X): one band
+    (t, recon, cl, pixel, band, unit), = drawn                          # the page's reconstruction: the
+    np.testing.assert_array_equal(t, truth)                             # prediction on each frame's own holes
+    np.testing.assert_allclose(recon, np.where(hidden, mean, truth), rtol=1e-6, atol=1e-4)   # file: float32
+    assert (pixel, band, unit) == (60.0, "temperature", "uK") and len(cl) == 181
     pdf = out / f"{run.name}.pdf"
     import pymupdf
     text = pymupdf.open(pdf)[pdf_pages(pdf) - 1].get_text()

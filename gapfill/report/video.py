@@ -22,7 +22,7 @@ GREY = np.array([115, 115, 115], np.uint8)          # never-observed cells (RGB)
 LABELS = ("truth", "reconstruction", "|error| on hidden cells")
 
 
-def _rgb(values: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray:
+def rgb(values: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray:
     """(Y, X) values -> (Y, X, 3) uint8 RGB through `cmap` on [lo, hi]; NaN grey."""
     z = np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1)
     rgb = (colormaps[cmap](np.nan_to_num(z))[..., :3] * 255).astype(np.uint8)
@@ -52,26 +52,28 @@ def video_frames(prediction: xr.Dataset, band: int = 0, min_height: int = 240) -
     if image_origin(prediction) == "lower":            # north up
         shown, recon, err = shown[:, ::-1], recon[:, ::-1], err[:, ::-1]
     k = max(1, -(-min_height // truth.shape[1]))       # whole enlargement factor
-    frames = []
-    for t in range(truth.shape[0]):
-        panels = [_rgb(shown[t], lo, hi, "viridis"), _rgb(recon[t], lo, hi, "viridis"),
-                  _rgb(err[t], 0.0, emax or 1.0, "magma_r")]
-        panels = [np.kron(p, np.ones((k, k, 1), np.uint8)) for p in panels]
-        gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
-        row = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
-        head = np.full((24, row.shape[1], 3), 255, np.uint8)
-        w = panels[0].shape[1] + 8
-        for i, text in enumerate(LABELS):
-            cv2.putText(head, text if i else f"{text}  {t + 1}/{truth.shape[0]}", (i * w + 4, 17),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        frames.append(np.concatenate([head, row], axis=0))
-    out = np.stack(frames)
-    return out[:, : out.shape[1] // 2 * 2, : out.shape[2] // 2 * 2]      # even sizes for the codec
+    frames = [labelled_row([rgb(shown[t], lo, hi, "viridis"), rgb(recon[t], lo, hi, "viridis"),
+                            rgb(err[t], 0.0, emax or 1.0, "magma_r")],
+                           [f"{LABELS[0]}  {t + 1}/{truth.shape[0]}", *LABELS[1:]], k) for t in range(truth.shape[0])]
+    return np.stack(frames)
 
 
-def write_video(prediction: xr.Dataset, path, band: int = 0, fps: float = 4.0) -> Path:
-    """Write `video_frames(prediction, band)` to the mp4 `path`; returns it."""
-    frames = video_frames(prediction, band)
+def labelled_row(panels: list[np.ndarray], labels: list[str], k: int = 1) -> np.ndarray:
+    """(Y, X, 3) uint8 panels side by side, each enlarged k times, 8-pixel white gaps, a label row on top
+    -> (24 + k Y, ..., 3), cut to even sizes for the codec."""
+    panels = [np.kron(p, np.ones((k, k, 1), np.uint8)) for p in panels]
+    gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
+    row = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+    head = np.full((24, row.shape[1], 3), 255, np.uint8)
+    w = panels[0].shape[1] + 8
+    for i, text in enumerate(labels):
+        cv2.putText(head, text, (i * w + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    out = np.concatenate([head, row], axis=0)
+    return out[: out.shape[0] // 2 * 2, : out.shape[1] // 2 * 2]
+
+
+def write_mp4(frames: np.ndarray, path, fps: float = 4.0) -> Path:
+    """Write (T, H, W, 3) uint8 RGB frames (H, W even) to the mp4 `path` with OpenCV's mp4v writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     T, H, W, _ = frames.shape
@@ -85,3 +87,8 @@ def write_video(prediction: xr.Dataset, path, band: int = 0, fps: float = 4.0) -
         writer.release()
     log.info("wrote %s (%d frames, %d x %d, %g fps)", path, T, W, H, fps)
     return path
+
+
+def write_video(prediction: xr.Dataset, path, band: int = 0, fps: float = 4.0) -> Path:
+    """Write `video_frames(prediction, band)` to the mp4 `path`; returns it."""
+    return write_mp4(video_frames(prediction, band), path, fps)
