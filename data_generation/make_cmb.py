@@ -18,8 +18,10 @@
 
 Masks are CoMBInE's through the usual options: point-source holes (`--mask_kind sources`) and a galactic
 band (`--mask_kind band`). The contiguous splits put whole skies apart when --patches_per_sky divides them.
-`lmax` defaults to the patch Nyquist multipole pi / reso (1080 at 10 arcmin), capped at 3 nside - 1;
-maps carry no beam and no pixel window, so patch spectra fall below C_ell only near lmax (interpolation).
+`lmax` defaults to the patch Nyquist multipole pi / reso (1080 at 10 arcmin), capped at 3 nside - 1. Maps
+carry no beam and no pixel window; at the defaults (nside 1024, 3.4 arcmin HEALPix pixels under 10 arcmin patch
+pixels) the patches' flat-sky spectrum (gapfill.report.sky) is within 12% of C_ell in every bin from ell 33 to
+1046. Coarser HEALPix pixels under the patch pixels smooth it (nside 512: 60% of C_ell at ell 1000).
 """
 from __future__ import annotations
 
