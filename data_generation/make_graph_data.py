@@ -3,6 +3,7 @@
     python -m data_generation.make_graph_data gray_scott --out data/gray_scott --shape bunny
     python -m data_generation.make_graph_data sbm --out data/sbm --sizes 100 100 --p_in 0.2 --p_out 0.02
     python -m data_generation.make_graph_data weather --out data/weather --resolution 1.0
+    python -m data_generation.make_graph_data mesh_superres --out data/bunny_superres --shape bunny
 
 gray_scott: Gray-Scott reaction-diffusion on a triangle mesh (icosphere, torus, or a bunny-like blob made by
 marching cubes of a smooth union of spheres),
@@ -27,6 +28,12 @@ times their scale (100 = every spherical-harmonic-like group of degree 0..9). `f
 on the grid twice as fine in latitude and longitude (every coarse node and the midpoints: 359 x 720 =
 258,480 nodes at 0.5 degrees) with its own eigenvectors and eigenvalues, for super-resolution; `grid.npz`
 holds lat, lon of both grids; `values.npy` the coarse eigenvalues.
+
+mesh_superres: a smooth signal on a mesh (`--shape`) and on its subdivision (trimesh.remesh.subdivide: every
+edge split at its midpoint, the coarse vertices first, 4x the faces, the same surface), each with its own
+cotangent eigenvectors: f(p) = sum_j sin(k_j . p + phi_j) / sqrt(--n_waves), k_j of random direction and
+length uniform up to 2 pi / (--wavelength mean coarse edges), phi_j ~ U(0, 2 pi). The coarse set is the
+training data, `fine/` the truth at every fine vertex, `mesh.npz` and `fine/mesh.npz` the meshes.
 
 sbm: a stochastic block model graph (networkx), fourier = combinatorial-Laplacian eigenvectors, target = the
 one-hot community (n, blocks), one sample; `labels.npy` holds the communities. Same seed -> identical files.
@@ -204,6 +211,36 @@ def write_weather(out, resolution=1.0, n_frames=25, degree=10, drift=5.0, n_four
     return info
 
 
+def wave_signal(points: np.ndarray, n_waves: int, k_max: float, seed: int) -> np.ndarray:
+    """mesh_superres's signal at (n, 3) points -> (n,)."""
+    rng = np.random.default_rng(seed)
+    d = rng.standard_normal((n_waves, 3))
+    k = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0, k_max, (n_waves, 1))
+    return np.sin(points @ k.T + rng.uniform(0, 2 * np.pi, n_waves)).sum(1) / np.sqrt(n_waves)
+
+
+def write_mesh_superres(out, shape="bunny", subdivisions=3, resolution=30, n_fourier=100, n_waves=20,
+                        wavelength=8.0, seed=0) -> dict:
+    """Write the mesh super-resolution folder `out` (and `out/fine`); returns a summary (also `params.json`)."""
+    import trimesh
+    V, F = make_mesh(shape, subdivisions, resolution)
+    Vf, Ff = trimesh.remesh.subdivide(V, F)
+    edge = float(np.linalg.norm(V[F[:, [1, 2, 0]]] - V[F], axis=2).mean())
+    out = Path(out)
+    info = {"kind": "mesh_superres", "shape": shape, "subdivisions": subdivisions, "resolution": resolution,
+            "n_fourier": n_fourier, "n_waves": n_waves, "wavelength": wavelength, "seed": seed,
+            "mean_coarse_edge": edge}
+    for name, folder, v, f in (("coarse", out, V, F), ("fine", out / "fine", Vf, Ff)):
+        vals, vecs, scale = graphs.embed(graphs.mesh_graph(v, f), n_fourier, "cotangent")
+        signal = wave_signal(v, n_waves, 2 * np.pi / (wavelength * edge), seed)
+        graphs.write_dataset(folder, vecs * scale, v, [signal[:, None]])
+        np.save(folder / "values.npy", vals)
+        np.savez(folder / "mesh.npz", vertices=v, faces=f)
+        info[f"{name}_nodes"] = len(v)
+    (out / "params.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
 def main(argv=None) -> int:
     p = cli.Parser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="kind", required=True)
@@ -241,11 +278,23 @@ def main(argv=None) -> int:
     we.add_argument("--drift", type=cli.positive_float, default=5.0, help="degrees a step (times 0.5 + 1 / l)")
     we.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors stored per node")
     we.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    ms = sub.add_parser("mesh_superres", help="a smooth signal on a mesh and on its subdivision",
+                        formatter_class=p.formatter_class)
+    ms.add_argument("--out", default="data/mesh_superres", help="dataset folder")
+    ms.add_argument("--shape", choices=SHAPES, default="bunny")
+    ms.add_argument("--subdivisions", type=cli.nonnegative_int, default=3, help="icosphere/torus refinement")
+    ms.add_argument("--resolution", type=cli.positive_int, default=30, help="bunny voxel grid")
+    ms.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors stored per node")
+    ms.add_argument("--n_waves", type=cli.positive_int, default=20, help="plane waves summed")
+    ms.add_argument("--wavelength", type=cli.positive_float, default=8.0,
+                    help="shortest wavelength in mean coarse edges")
+    ms.add_argument("--seed", type=cli.nonnegative_int, default=0)
     args = vars(p.parse_args(argv))
     setup_logging()
     t0 = time.perf_counter()
     kind = args.pop("kind")
-    write: dict[str, Callable[..., dict]] = {"gray_scott": write_gray_scott, "sbm": write_sbm, "weather": write_weather}
+    write: dict[str, Callable[..., dict]] = {"gray_scott": write_gray_scott, "sbm": write_sbm, "weather": write_weather,
+                                             "mesh_superres": write_mesh_superres}
     info = write[kind](**args)
     log.info("wrote %s in %.1f s: %s", args["out"], time.perf_counter() - t0, info)
     return 0

@@ -24,7 +24,7 @@ from gapfill.entry import run_cli
 from gapfill.errors import DataError
 from gapfill.files import write_csv
 from gapfill.system import setup_logging
-from ginr.graph_signals import SignalINR, held_out_times, rmse
+from ginr.graph_signals import SignalINR, draw_mesh, held_out_times, rmse
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,9 @@ def plot(res: dict, vertices, faces, i: int, path) -> None:
     grid = fig.add_gridspec(2, 3, height_ratios=(2, 1))
     lo, hi = float(res["truth"][i].min()), float(res["truth"][i].max())
     for c, (key, title) in enumerate((("truth", "simulated v"), ("ginr", "GINR"), ("interp", "linear in time"))):
-        ax = fig.add_subplot(grid[0, c], projection="3d")
-        surf = ax.plot_trisurf(*vertices.T, triangles=faces, cmap="viridis", linewidth=0, antialiased=False)
-        surf.set_array(res[key][i][faces].mean(1))                           # face colour: mean of its corners
-        surf.set_clim(lo, hi)
-        ax.set_box_aspect(np.ptp(vertices, axis=0), zoom=1.4)
-        ax.set_axis_off()
         nodes = res["test_nodes"]
         err = "" if key == "truth" else f"\nRMSE {rmse(res[key][i, nodes], res['truth'][i, nodes]):.4f}"
-        ax.set_title(f"{title}, t = {res['times'][i]:g}{err}")
-        fig.colorbar(surf, ax=ax, shrink=0.6)
+        draw_mesh(fig, grid[0, c], vertices, faces, res[key][i], lo, hi, f"{title}, t = {res['times'][i]:g}{err}")
     ax = fig.add_subplot(grid[1, :])
     t = [r["time"] for r in res["rows"]]
     for key, label in (("ginr", "GINR"), ("interp", "linear in time"), ("node_mean", "node mean (constant)")):

@@ -34,7 +34,7 @@ from gapfill.errors import DataError
 from gapfill.files import write_csv
 from gapfill.report.video import labelled_row, rgb, write_mp4
 from gapfill.system import setup_logging
-from ginr.graph_signals import SignalINR, held_out_times, interpolate, select_times
+from ginr.graph_signals import SignalINR, fine_prediction, held_out_times, interpolate, select_times
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def super_resolution(module: SignalINR, data: dict, fine: dict, grid: dict, valu
     """GINR and the bilinear floor on the fine grid at every time: {'truth', 'ginr', 'floor' (S, Yf, Xf),
     'held_out' (S,) bool, 'rows'}."""
     lat, lon, flat = grid["coarse_lat"], grid["coarse_lon"], grid["fine_lat"]
-    Y, X, k = len(lat), len(lon), module.hparams.n_fourier
+    Y, X = len(lat), len(lon)
     if (len(flat), len(grid["fine_lon"])) != (2 * Y - 1, 2 * X):
         raise DataError("fine/ is not the grid twice as fine (every coarse node and the midpoints)")
     split = module.hparams.split or {}
@@ -69,9 +69,7 @@ def super_resolution(module: SignalINR, data: dict, fine: dict, grid: dict, valu
     known = coarse.copy()                                       # what the floor knows at every time
     known[ev] = interpolate(data["time"], data["target"][..., 0], train, ev).reshape(len(ev), Y, X)
     at_coarse = (2 * np.arange(Y)[:, None] * 2 * X + 2 * np.arange(X)[None, :]).ravel()
-    ff = fine["fourier"][0][:, :k]
-    R = graphs.align(data["fourier"][0][:, :k], ff[at_coarse], values[:k])
-    pred = module.predict(ff @ R, data["time"])[..., 0]                          # (S, n_fine)
+    pred = fine_prediction(module, data["fourier"][0], fine["fourier"][0], at_coarse, values, data["time"])[..., 0]
     shape = (S, 2 * Y - 1, 2 * X)
     res = {"truth": fine["target"][..., 0].reshape(shape), "ginr": pred.reshape(shape), "floor": midpoints(known),
            "held_out": np.isin(np.arange(S), ev), "times": data["time"]}

@@ -358,3 +358,31 @@ def held_out_times(module: SignalINR, data: dict) -> dict:
                                          for k in ("ginr", "interp", "node_mean")}} for i, t in enumerate(res["times"])]
     res["overall"] = {k: rmse(res[k][:, nodes], res["truth"][:, nodes]) for k in ("ginr", "interp", "node_mean")}
     return res
+
+
+# ---------------------------------------------------------------- super-resolution
+def fine_prediction(module: SignalINR, coarse_fourier: np.ndarray, fine_fourier: np.ndarray, at_coarse: np.ndarray,
+                    values: np.ndarray, times=None) -> np.ndarray:
+    """The network on a finer graph of the same domain -> (S, n_fine, m). The fine eigenvectors (n_fine, k)
+    are aligned to the coarse ones (n_coarse, k) it was trained on (`graphs.align`: orthogonal Procrustes per
+    group of near-repeated coarse eigenvalues `values`), reading them at the fine nodes `at_coarse` (n_coarse,)
+    that are the coarse nodes; both embeddings scaled alike (graphs.embed)."""
+    k = module.hparams.n_fourier
+    ff = fine_fourier[:, :k]
+    R = graphs.align(coarse_fourier[:, :k], ff[at_coarse], values[:k])
+    return module.predict(ff @ R, times)
+
+
+def draw_mesh(fig, spec, vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, lo: float, hi: float,
+              title: str):
+    """A 3-D panel of a mesh coloured by its (n,) vertex values (a face takes the mean of its corners) on
+    [lo, hi], with a colour bar; `spec` is the figure's subplot spec. Returns the axes."""
+    ax = fig.add_subplot(spec, projection="3d")
+    surf = ax.plot_trisurf(*vertices.T, triangles=faces, cmap="viridis", linewidth=0, antialiased=False)
+    surf.set_array(values[faces].mean(1))
+    surf.set_clim(lo, hi)
+    ax.set_box_aspect(np.ptp(vertices, axis=0), zoom=1.4)
+    ax.set_axis_off()
+    ax.set_title(title)
+    fig.colorbar(surf, ax=ax, shrink=0.6)
+    return ax

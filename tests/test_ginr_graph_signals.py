@@ -12,7 +12,7 @@ from sweep_checks import logged_values
 from data_generation import make_graph_data as mgd
 from gapfill import graphs
 from gapfill.graphs import sbm_graph
-from ginr import eval_gray_scott, train_graph_signals, train_sbm
+from ginr import eval_gray_scott, eval_mesh_superres, eval_weather, train_graph_signals, train_sbm
 from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, interpolate, nmi, select_times
 
 SMALL_GS = dict(n_frames=21, steps_per_frame=20, burn_in=200, pattern_scale=1.0)   # the growth phase: v changes
@@ -219,7 +219,7 @@ def test_train_sbm_script(tmp_path):
     assert (tmp_path / "sbm.pdf").stat().st_size > 5_000
 
 
-@pytest.mark.parametrize("script", [train_sbm, train_graph_signals, eval_gray_scott])
+@pytest.mark.parametrize("script", [train_sbm, train_graph_signals, eval_gray_scott, eval_weather, eval_mesh_superres])
 def test_scripts_help(script, capsys):
     with pytest.raises(SystemExit) as stop:
         script.main(["--help"])
