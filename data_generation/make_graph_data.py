@@ -4,6 +4,7 @@
     python -m data_generation.make_graph_data sbm --out data/sbm --sizes 100 100 --p_in 0.2 --p_out 0.02
     python -m data_generation.make_graph_data weather --out data/weather --resolution 1.0
     python -m data_generation.make_graph_data mesh_superres --out data/bunny_superres --shape bunny
+    python -m data_generation.make_graph_data shapes --out data/shapes --n_shapes 20
 
 gray_scott: Gray-Scott reaction-diffusion on a triangle mesh (icosphere, torus, or a bunny-like blob made by
 marching cubes of a smooth union of spheres),
@@ -34,6 +35,11 @@ edge split at its midpoint, the coarse vertices first, 4x the faces, the same su
 cotangent eigenvectors: f(p) = sum_j sin(k_j . p + phi_j) / sqrt(--n_waves), k_j of random direction and
 length uniform up to 2 pi / (--wavelength mean coarse edges), phi_j ~ U(0, 2 pi). The coarse set is the
 training data, `fine/` the truth at every fine vertex, `mesh.npz` and `fine/mesh.npz` the meshes.
+
+shapes: several graphs, one per sample (a stand-in for the reference's proteins, for --latents): icospheres
+(`--subdivisions`) pushed out and in by 5 random Gaussian bumps (radius 1 + 0.3 sum_j a_j exp(-|p - c_j|^2 /
+0.32), a_j ~ U(-1, 1)), each with its own cotangent eigenvectors and its own plane-wave signal (as in
+mesh_superres, wavelengths down to the unit sphere's diameter), all in the sample files.
 
 sbm: a stochastic block model graph (networkx), fourier = combinatorial-Laplacian eigenvectors, target = the
 one-hot community (n, blocks), one sample; `labels.npy` holds the communities. Same seed -> identical files.
@@ -211,8 +217,8 @@ def write_weather(out, resolution=1.0, n_frames=25, degree=10, drift=5.0, n_four
     return info
 
 
-def wave_signal(points: np.ndarray, n_waves: int, k_max: float, seed: int) -> np.ndarray:
-    """mesh_superres's signal at (n, 3) points -> (n,)."""
+def wave_signal(points: np.ndarray, n_waves: int, k_max: float, seed) -> np.ndarray:
+    """mesh_superres's signal at (n, 3) points -> (n,); `seed` an int or a sequence of ints."""
     rng = np.random.default_rng(seed)
     d = rng.standard_normal((n_waves, 3))
     k = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0, k_max, (n_waves, 1))
@@ -238,6 +244,30 @@ def write_mesh_superres(out, shape="bunny", subdivisions=3, resolution=30, n_fou
         np.savez(folder / "mesh.npz", vertices=v, faces=f)
         info[f"{name}_nodes"] = len(v)
     (out / "params.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def write_shapes(out, n_shapes=20, subdivisions=3, n_fourier=32, n_waves=10, seed=0) -> dict:
+    """Write the several-graphs folder `out`; returns a summary (also `params.json`)."""
+    import trimesh
+    m = trimesh.creation.icosphere(subdivisions=subdivisions)
+    unit, faces = np.asarray(m.vertices), np.asarray(m.faces)
+    fouriers, points, targets = [], [], []
+    for s in range(n_shapes):
+        rng = np.random.default_rng([seed, s])
+        c = rng.standard_normal((5, 3))
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        bumps = np.exp(-((unit[:, None] - c[None]) ** 2).sum(-1) / 0.32) @ rng.uniform(-1, 1, 5)
+        v = unit * (1 + 0.3 * bumps)[:, None]
+        _, vecs, scale = graphs.embed(graphs.mesh_graph(v, faces), n_fourier, "cotangent")
+        fouriers.append(vecs * scale)
+        points.append(v)
+        targets.append(wave_signal(v, n_waves, 2 * np.pi / 2.0, [seed, s, 1])[:, None])
+    graphs.write_dataset(out, fouriers, points, targets)
+    np.save(Path(out) / "faces.npy", faces)
+    info = {"kind": "shapes", "n_shapes": n_shapes, "subdivisions": subdivisions, "n_fourier": n_fourier,
+            "n_waves": n_waves, "seed": seed, "n_nodes": len(unit)}
+    (Path(out) / "params.json").write_text(json.dumps(info, indent=1))
     return info
 
 
@@ -289,12 +319,20 @@ def main(argv=None) -> int:
     ms.add_argument("--wavelength", type=cli.positive_float, default=8.0,
                     help="shortest wavelength in mean coarse edges")
     ms.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    sh = sub.add_parser("shapes", help="several graphs (bumpy spheres), each with its own signal",
+                        formatter_class=p.formatter_class)
+    sh.add_argument("--out", default="data/shapes", help="dataset folder")
+    sh.add_argument("--n_shapes", type=cli.positive_int, default=20, help="graphs (samples)")
+    sh.add_argument("--subdivisions", type=cli.nonnegative_int, default=3, help="icosphere refinement (3: 642 nodes)")
+    sh.add_argument("--n_fourier", type=cli.positive_int, default=32, help="eigenvectors stored per node")
+    sh.add_argument("--n_waves", type=cli.positive_int, default=10, help="plane waves summed per shape")
+    sh.add_argument("--seed", type=cli.nonnegative_int, default=0)
     args = vars(p.parse_args(argv))
     setup_logging()
     t0 = time.perf_counter()
     kind = args.pop("kind")
     write: dict[str, Callable[..., dict]] = {"gray_scott": write_gray_scott, "sbm": write_sbm, "weather": write_weather,
-                                             "mesh_superres": write_mesh_superres}
+                                             "mesh_superres": write_mesh_superres, "shapes": write_shapes}
     info = write[kind](**args)
     log.info("wrote %s in %.1f s: %s", args["out"], time.perf_counter() - t0, info)
     return 0

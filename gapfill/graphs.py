@@ -316,20 +316,23 @@ def align(coarse: np.ndarray, fine_at_coarse: np.ndarray, values, rtol: float = 
 
 
 # ---------------------------------------------------------------- the GINR dataset format (npz files)
-def write_dataset(folder, fourier: np.ndarray, points: np.ndarray, targets, times=None,
-                  per_sample: bool = False) -> list[Path]:
+def write_dataset(folder, fourier, points, targets, times=None, per_sample: bool = False) -> list[Path]:
     """Write `folder/npz_files/data_{i}.npz`, one per sample: key target (n, m) and time (scalar) when given,
     with the graph shared in `folder/fourier.npy` (n, k) and `folder/points.npy` (n, c); `per_sample`: also
-    fourier and points in every sample file (the reference code's per-sample layout, n k floats each)."""
+    fourier and points in every sample file (the reference code's per-sample layout, n k floats each). Lists
+    of fourier and points: one graph per sample (several graphs), in the sample files only."""
     out = Path(folder) / "npz_files"
     out.mkdir(parents=True, exist_ok=True)
-    np.save(Path(folder) / "fourier.npy", fourier.astype(np.float32))
-    np.save(Path(folder) / "points.npy", points.astype(np.float32))
+    several = isinstance(fourier, list)
+    if not several:
+        np.save(Path(folder) / "fourier.npy", fourier.astype(np.float32))
+        np.save(Path(folder) / "points.npy", points.astype(np.float32))
     paths = []
     for i, tgt in enumerate(targets):
-        kw: dict[str, np.ndarray] = {"target": np.asarray(tgt, np.float32).reshape(len(fourier), -1)}
-        if per_sample:
-            kw.update(fourier=fourier.astype(np.float32), points=points.astype(np.float32))
+        f, pts = (fourier[i], points[i]) if several else (fourier, points)
+        kw: dict[str, np.ndarray] = {"target": np.asarray(tgt, np.float32).reshape(len(f), -1)}
+        if per_sample or several:
+            kw.update(fourier=f.astype(np.float32), points=pts.astype(np.float32))
         if times is not None:
             kw["time"] = np.asarray(times[i], np.float32)
         p = out / f"data_{i}.npz"
@@ -338,11 +341,12 @@ def write_dataset(folder, fourier: np.ndarray, points: np.ndarray, targets, time
     return paths
 
 
-def read_dataset(folder) -> dict:
-    """The samples of a GINR dataset folder: {'fourier': (S, n, k), 'points': (S, n, c), 'target': (S, n, m),
-    'time': (S,) or None}. A sample without fourier/points takes the folder's fourier.npy/points.npy."""
+def read_dataset(folder, cut: int | None = None) -> dict:
+    """The samples of a GINR dataset folder (the first `cut` files when given): {'fourier': (S, n, k), 'points':
+    (S, n, c), 'target': (S, n, m), 'time': (S,) or None}. A sample without fourier/points takes the folder's
+    fourier.npy/points.npy; samples with different node counts are refused (ValueError)."""
     folder = Path(folder)
-    files = sorted((folder / "npz_files").glob("*.npz"), key=lambda p: (len(p.stem), p.stem))
+    files = sorted((folder / "npz_files").glob("*.npz"), key=lambda p: (len(p.stem), p.stem))[:cut]
     if not files:
         raise FileNotFoundError(f"{folder}: no npz_files/*.npz")
     shared = {k: np.load(folder / f"{k}.npy") for k in ("fourier", "points") if (folder / f"{k}.npy").exists()}
@@ -358,6 +362,9 @@ def read_dataset(folder) -> dict:
                 raise KeyError(f"{f}: no {key!r} and no {folder / (key + '.npy')}")
         out["target"].append(z["target"].reshape(len(out["fourier"][-1]), -1))
         out["time"].append(float(z["time"]) if "time" in z else np.nan)
+    if len({len(f) for f in out["fourier"]}) > 1:
+        raise ValueError(f"{folder}: the samples' graphs have {sorted({len(f) for f in out['fourier']})} nodes; "
+                         "graphs of different sizes in one dataset are not supported (give each its own folder)")
     res: dict[str, np.ndarray | None] = {k: np.stack(v) for k, v in out.items() if k != "time"}
     t = np.array(out["time"])
     res["time"] = None if np.isnan(t).all() else t

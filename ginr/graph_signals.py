@@ -89,11 +89,11 @@ class _Chunks(Dataset):
         c = j % self.chunks
         perm = np.random.default_rng([self.dm.seed, epoch, s]).permutation(self.dm.train_nodes)
         nodes = torch.from_numpy(perm[c * self.size:(c + 1) * self.size])
-        return self.dm.fourier[s, nodes], self.dm.target[s, nodes], self.dm.time[s]
+        return self.dm.fourier[s, nodes], self.dm.target[s, nodes], self.dm.time[s], s
 
 
 class _Fixed(Dataset):
-    """Item i: sample `samples[i]` at `nodes`: (fourier (n, k), target (n, m), time ())."""
+    """Item i: sample `samples[i]` at `nodes`: (fourier (n, k), target (n, m), time (), sample index ())."""
 
     def __init__(self, dm: GraphSignals, samples, nodes):
         self.dm, self.samples, self.nodes = dm, samples, torch.as_tensor(nodes)
@@ -103,7 +103,7 @@ class _Fixed(Dataset):
 
     def __getitem__(self, i):
         s = int(self.samples[i])
-        return self.dm.fourier[s, self.nodes], self.dm.target[s, self.nodes], self.dm.time[s]
+        return self.dm.fourier[s, self.nodes], self.dm.target[s, self.nodes], self.dm.time[s], s
 
 
 class GraphSignals(pl.LightningDataModule):
@@ -141,10 +141,11 @@ class GraphSignals(pl.LightningDataModule):
         self.target_mean, self.target_std = tr.mean(0).tolist(), tr.std(0).clamp_min(1e-8).tolist()
 
     @classmethod
-    def from_folder(cls, folder, **kwargs) -> GraphSignals:
+    def from_folder(cls, folder, cut: int | None = None, **kwargs) -> GraphSignals:
+        """The data module of a dataset folder's samples (the first `cut` files when given)."""
         try:
-            data = graphs.read_dataset(Path(folder))
-        except (FileNotFoundError, KeyError) as err:
+            data = graphs.read_dataset(Path(folder), cut)
+        except (FileNotFoundError, KeyError, ValueError) as err:
             raise DataError(f"--dataset_dir: {err}") from None
         return cls(data, **kwargs)
 
@@ -169,7 +170,10 @@ class GraphSignals(pl.LightningDataModule):
 
 # ---------------------------------------------------------------- model
 class SignalINR(pl.LightningModule):
-    """fourier (b, n, k) [+ time (b,)] -> signal (b, n, m): standardised values (regression) or logits."""
+    """fourier (b, n, k) [+ time (b,)] [+ the sample's latent code] -> signal (b, n, m): standardised values
+    (regression) or logits. `latents`: an auto-decoder (the reference's --latents): one learnt code of
+    `latent_dim` per training sample (normal init), joined to every node's input, its norm penalised by
+    `lambda_latent`; the codes exist for the dataset's samples only, so a latent model splits by node."""
 
     mean: torch.Tensor                      # buffers (m,): the training targets' mean and std
     std: torch.Tensor
@@ -184,11 +188,13 @@ class SignalINR(pl.LightningModule):
                  sine: bool = False, all_sine: bool = False, omega_0: float = 30.0, bn: bool = False,
                  dropout: float = 0.0, time: bool = False, time_freqs: int = 6, t_range=(0.0, 1.0),
                  classify: bool = False, target_mean=None, target_std=None, lr: float = 5e-4,
-                 lr_patience: int = 10, split: dict | None = None):
+                 lr_patience: int = 10, split: dict | None = None, latents: bool = False, latent_dim: int = 256,
+                 lambda_latent: float = 1e-4, n_samples: int = 1):
         super().__init__()
         self.save_hyperparameters()
-        d_in = n_fourier + (2 * time_freqs if time else 0)
+        d_in = n_fourier + (2 * time_freqs if time else 0) + (latent_dim if latents else 0)
         self.net = MLP(d_in, d_out, hidden_dim, n_layers, skip, sine, all_sine, omega_0, bn, dropout)
+        self.codes = torch.nn.Embedding(n_samples, latent_dim) if latents else None
         self.register_buffer("mean", torch.tensor(target_mean or [0.0] * d_out, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(target_std or [1.0] * d_out, dtype=torch.float32))
 
@@ -197,26 +203,39 @@ class SignalINR(pl.LightningModule):
         """The module for a data module's sizes, time range, target statistics and split."""
         classify = kwargs.pop("classify", False)
         stats: dict[str, Any] = {} if classify else {"target_mean": dm.target_mean, "target_std": dm.target_std}
-        return cls(dm.n_fourier, dm.d_out, t_range=dm.t_range, classify=classify, split=dm.split, **stats, **kwargs)
+        if kwargs.get("latents") and dm.split["train_every"] is not None:
+            raise DataError("--latents learns a code per training sample: held-out times would have none; "
+                            "split by nodes (--valid_fraction, --test_fraction) instead of --train_every")
+        return cls(dm.n_fourier, dm.d_out, t_range=dm.t_range, classify=classify, split=dm.split,
+                   n_samples=len(dm.time), **stats, **kwargs)
 
-    def forward(self, fourier: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """fourier: (b, n, k >= n_fourier), t: (b,) times (read with --time only) -> (b, n, m)."""
+    def forward(self, fourier: torch.Tensor, t: torch.Tensor | None = None,
+                sample: torch.Tensor | None = None) -> torch.Tensor:
+        """fourier: (b, n, k >= n_fourier), t: (b,) times (read with --time only), sample: (b,) sample indices
+        (read with latents only) -> (b, n, m)."""
         x = fourier[..., :self.hparams.n_fourier]
         if self.hparams.time:
             assert t is not None, "a module with time features needs the times"
             lo, hi = self.hparams.t_range
             tf = time_features((t.to(x.dtype) - lo) / max(hi - lo, 1e-12), self.hparams.time_freqs)   # (b, 2f)
             x = torch.cat([x, tf[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
+        if self.codes is not None:
+            assert sample is not None, "a module with latent codes needs the sample indices"
+            x = torch.cat([x, self.codes(sample.long())[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
         return self.net(x)
 
     def loss(self, batch):
-        """batch: fourier (b, n, k), target (b, n, m), t (b,) -> MSE on the standardised target, or the
-        cross-entropy against target.argmax(-1) (classify)."""
-        fourier, target, t = batch
-        out = self(fourier, t)
+        """batch: fourier (b, n, k), target (b, n, m), t (b,), sample (b,) -> MSE on the standardised target,
+        or the cross-entropy against target.argmax(-1) (classify); + lambda_latent x mean code norm."""
+        fourier, target, t, sample = batch
+        out = self(fourier, t, sample)
         if self.hparams.classify:
-            return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.argmax(-1).reshape(-1))
-        return F.mse_loss(out, (target - self.mean) / self.std)
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), target.argmax(-1).reshape(-1))
+        else:
+            loss = F.mse_loss(out, (target - self.mean) / self.std)
+        if self.codes is not None:
+            loss = loss + self.hparams.lambda_latent * self.codes(sample.long()).norm(dim=-1).mean()
+        return loss
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch)
@@ -236,9 +255,10 @@ class SignalINR(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "valid_loss", "interval": "epoch"}}
 
     @torch.no_grad()
-    def predict(self, fourier, times=None, chunk: int = 65536) -> np.ndarray:
+    def predict(self, fourier, times=None, chunk: int = 65536, samples=None) -> np.ndarray:
         """(S, n, m) numpy: the signal in its own units (regression) or class probabilities, from fourier
-        (S, n, k) or (n, k) shared by all samples, and times (S,) (None: one sample, no time)."""
+        (S, n, k) or (n, k) shared by all samples, times (S,) (None: one sample, no time) and the samples'
+        indices in the dataset (S,) (their latent codes; default 0..S-1)."""
         was = self.training
         self.eval()
         f = torch.as_tensor(np.asarray(fourier), dtype=torch.float32, device=self.device)
@@ -246,9 +266,10 @@ class SignalINR(pl.LightningModule):
         f = f[None].expand(S, -1, -1) if f.ndim == 2 else f
         t = torch.as_tensor(np.full(S, np.nan) if times is None else np.asarray(times, float),
                             dtype=torch.float32, device=self.device)
+        idx = torch.as_tensor(np.arange(S) if samples is None else np.asarray(samples), device=self.device)
         out = []
         for s in range(S):
-            rows = [self(f[s:s + 1, a:a + chunk], t[s:s + 1])[0] for a in range(0, f.shape[1], chunk)]
+            rows = [self(f[s:s + 1, a:a + chunk], t[s:s + 1], idx[s:s + 1])[0] for a in range(0, f.shape[1], chunk)]
             out.append(torch.cat(rows))
         y = torch.stack(out)
         y = torch.softmax(y, -1) if self.hparams.classify else y * self.std + self.mean
@@ -259,8 +280,7 @@ class SignalINR(pl.LightningModule):
 def held_out_scores(module: SignalINR, dm: GraphSignals) -> dict:
     """Scores on the test split: RMSE (regression) or accuracy and NMI (classification)."""
     s, nodes = dm.eval_samples, dm.test_nodes
-    pred = module.predict(dm.fourier[s].numpy(), dm.time[s].numpy() if module.hparams.time else None)
-    pred = pred[:, nodes] if module.hparams.time else np.repeat(pred, len(s), 0)[:, nodes]
+    pred = module.predict(dm.fourier[s].numpy(), dm.time[s].numpy(), samples=s)[:, nodes]   # time NaN: unused
     truth = dm.target[s][:, nodes].numpy()
     if module.hparams.classify:
         a, b = truth.argmax(-1).ravel(), pred.argmax(-1).ravel()

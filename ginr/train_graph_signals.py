@@ -9,7 +9,9 @@
 With --train_every 10 --eval_every 5 the network sees the samples whose time is a multiple of 10 and is
 judged on the times t % 5 == 0 between them: --valid_fraction of their nodes drive early stopping, the
 learning-rate decay and the best checkpoint; the other nodes are the test. Without a time split, nodes are
-held out (--valid_fraction, --test_fraction). Writes `out_dir/best.ckpt`, `out_dir/config.json` and the W&B run
+held out (--valid_fraction, --test_fraction). A dataset of several graphs (each sample file with its own
+fourier and points) trains with --latents (a learnt code per sample, the reference's auto-decoder); --cut N
+reads the first N sample files. Writes `out_dir/best.ckpt`, `out_dir/config.json` and the W&B run
 (offline by default: `out_dir/wandb`, with every epoch's losses and the test scores).
 
 Cost: the default network (512 x 4) on the default Gray-Scott set (3704 nodes, 11 training times) takes about
@@ -54,6 +56,11 @@ def parse_args(argv=None):
     p.add_argument("--valid_fraction", type=cli.nonnegative_float, default=0.1, help="nodes watched for stopping")
     p.add_argument("--test_fraction", type=cli.nonnegative_float, default=0.0,
                    help="nodes never seen (without a time split; with one, every non-validation node is test)")
+    p.add_argument("--latents", type=cli.boolean, nargs="?", const=True, default=False,
+                   help="auto-decoder: a learnt code per sample joined to the input (datasets of several graphs)")
+    p.add_argument("--latent_dim", type=cli.positive_int, default=256, help="size of each sample's code")
+    p.add_argument("--lambda_latent", type=cli.nonnegative_float, default=1e-4, help="penalty on the codes' norm")
+    p.add_argument("--cut", type=int, default=-1, help="use the first N sample files only (-1: all)")
     p.add_argument("--device", type=cli.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=cli.nonnegative_int, default=0)
     cli.add_wandb_args(p)
@@ -64,7 +71,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    dm = GraphSignals.from_folder(args.dataset_dir, n_nodes_in_sample=args.n_nodes_in_sample,
+    dm = GraphSignals.from_folder(args.dataset_dir, cut=args.cut if args.cut > 0 else None,
+                                  n_nodes_in_sample=args.n_nodes_in_sample,
                                   batch_size=args.batch_size, n_fourier=args.n_fourier,
                                   valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
                                   train_every=args.train_every, eval_every=args.eval_every, seed=args.seed)
@@ -73,7 +81,8 @@ def main(argv=None) -> int:
     module = SignalINR.for_data(dm, hidden_dim=args.hidden_dim, n_layers=args.n_layers, skip=args.skip,
                                 sine=args.sine, all_sine=args.all_sine, omega_0=args.omega_0, bn=args.bn,
                                 dropout=args.dropout, time=args.time, time_freqs=args.time_freqs,
-                                classify=args.classify, lr=args.lr, lr_patience=args.lr_patience)
+                                classify=args.classify, lr=args.lr, lr_patience=args.lr_patience,
+                                latents=args.latents, latent_dim=args.latent_dim, lambda_latent=args.lambda_latent)
     log.info("%d nodes, %d eigenvectors, %d training / %d evaluation samples; nodes: %d train, %d valid, %d test",
              dm.fourier.shape[1], dm.n_fourier, len(dm.train_samples), len(dm.eval_samples), len(dm.train_nodes),
              len(dm.valid_nodes), len(dm.test_nodes))

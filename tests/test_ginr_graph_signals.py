@@ -224,3 +224,46 @@ def test_scripts_help(script, capsys):
     with pytest.raises(SystemExit) as stop:
         script.main(["--help"])
     assert stop.value.code == 0 and "--out_dir" in capsys.readouterr().out
+
+
+def test_several_graphs_round_trip_cut_and_different_sizes(tmp_path):
+    rng = np.random.default_rng(0)
+    fouriers = [rng.normal(size=(5, 3)) for _ in range(4)]
+    points = [rng.normal(size=(5, 3)) for _ in range(4)]
+    graphs.write_dataset(tmp_path / "g", fouriers, points, [rng.normal(size=(5, 1)) for _ in range(4)])
+    assert not (tmp_path / "g" / "fourier.npy").exists()                     # the graphs live in the samples
+    d = graphs.read_dataset(tmp_path / "g", cut=3)
+    assert d["fourier"].shape == (3, 5, 3)
+    np.testing.assert_allclose(d["fourier"][2], fouriers[2].astype(np.float32))
+    graphs.write_dataset(tmp_path / "r", [fouriers[0], rng.normal(size=(6, 3))], points[:1] + [rng.normal(size=(6, 3))],
+                         [np.zeros((5, 1)), np.zeros((6, 1))])
+    with pytest.raises(ValueError, match=r"\[5, 6\] nodes"):
+        graphs.read_dataset(tmp_path / "r")
+
+
+def test_latent_codes_tell_several_graphs_apart(tmp_path, gray_scott_dir):
+    """The reference's auto-decoder (--latents --latent_dim --cut) on 6 of 8 bumpy spheres, each with its own
+    signal: the codes cut the test RMSE 4x (measured 0.096 against 0.396, within-shape std 0.52)."""
+    data = tmp_path / "shapes"
+    mgd.main(["shapes", "--out", str(data), "--n_shapes", "8", "--subdivisions", "2", "--n_fourier", "16"])
+    common = ["--dataset_dir", str(data), "--n_fourier", "16", "--hidden_dim", "64", "--lr", "1e-3", "--max_epochs",
+              "100", "--valid_fraction", "0.1", "--test_fraction", "0.2", "--cut", "6"]
+    rmse = {}
+    for name, extra in (("latents", ["--latents", "--latent_dim", "8"]), ("none", [])):
+        train_graph_signals.main(common + extra + ["--out_dir", str(tmp_path / name)])
+        cfg = json.loads((tmp_path / name / "config.json").read_text())
+        rmse[name] = cfg["test"]["rmse"]
+    assert rmse["latents"] < 0.5 * rmse["none"], rmse
+    module = SignalINR.load_from_checkpoint(tmp_path / "latents" / "best.ckpt", map_location="cpu")
+    assert tuple(module.codes.weight.shape) == (6, 8)                       # one code per sample kept by --cut
+    # the loss: MSE on the standardised target + lambda x the mean norm of the batch's codes
+    d = graphs.read_dataset(data, cut=6)
+    f, y = torch.as_tensor(d["fourier"][:2]), torch.as_tensor(d["target"][:2])
+    t, s = torch.full((2,), float("nan")), torch.tensor([1, 4])
+    with torch.no_grad():
+        out = module(f, t, s)
+        ref = ((out - (y - module.mean) / module.std) ** 2).mean() + 1e-4 * module.codes.weight[[1, 4]].norm(dim=1).mean()
+        assert float(module.loss((f, y, t, s))) == pytest.approx(float(ref), rel=1e-6)
+    with pytest.raises(Exception, match="held-out times would have none"):
+        train_graph_signals.main(["--dataset_dir", str(gray_scott_dir), "--latents", "--time", "--train_every", "2",
+                                  "--out_dir", str(tmp_path / "x")])
