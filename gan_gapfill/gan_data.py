@@ -47,7 +47,8 @@ def data_file(path: str, flag: str = "--dataroot") -> str:
     """`path` if it is a file; a folder (the reference's GeoTIFF chips) is one clear DataError."""
     if Path(path).is_dir():
         raise DataError(f"{flag} {path} is a folder (the reference's GeoTIFF chips): this GAN reads one NetCDF "
-                        "field of dates x bands; give that file")
+                        "field of dates x bands; make it with python -m data_generation.convert_geotiff --dataroot "
+                        f"{path} --out FIELD.nc (one area through time) and give that file")
     return path
 
 

@@ -219,7 +219,8 @@ def test_the_reference_commands_run_with_its_options(trained, tmp_path, capsys):
     assert [p.name for p in pics.glob("*.png")] == ["chip000_date2.png"]
     bad = [*ref[:7], str(d), *ref[8:]]                                     # the reference's folder of GeoTIFFs
     assert runs.run_cli(create_stats.main, [*bad, "--out_dir", str(tmp_path / "x")]) == 2
-    assert "is a folder (the reference's GeoTIFF chips)" in "".join(capsys.readouterr())
+    assert "is a folder (the reference's GeoTIFF chips)" in (err := "".join(capsys.readouterr()))
+    assert "data_generation.convert_geotiff --dataroot" in err
     args = train_gan.parse_args(["--epochs", "200", "--batch_size", "16", "--model_cap", "64", "--dataset", "gapfill",
                                  "--dataroot", str(d / "ms.nc"), "--mask_position", "2", "--visualization", "image",
                                  "--alpha", "0.2", "--local_rank", "0"])
