@@ -25,6 +25,7 @@ pixels) the patches' flat-sky spectrum (gapfill.report.sky) is within 12% of C_e
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -44,12 +45,18 @@ PLANCK_2018 = {"H0": 67.36, "ombh2": 0.02237, "omch2": 0.1200, "As": 2.100e-9, "
 MAX_TRIES = 20000           # centre draws per sky before giving up on --patches_per_sky
 
 
-def camb_cl_tt(lmax: int, cosmology: dict | None = None) -> np.ndarray:
-    """Lensed TT C_ell in uK^2 for ell = 0 .. lmax (C_0 = C_1 = 0) from CAMB -> (lmax + 1,) float64."""
+def camb_cl_tt(lmax: int) -> np.ndarray:
+    """Lensed TT C_ell in uK^2 for ell = 0 .. lmax (C_0 = C_1 = 0) of PLANCK_2018 from CAMB -> (lmax + 1,)
+    float64 (computed once per lmax in a process: CAMB takes seconds)."""
+    return np.array(_camb_cl_tt(lmax))
+
+
+@functools.lru_cache(maxsize=4)
+def _camb_cl_tt(lmax: int) -> tuple[float, ...]:
     import camb
-    pars = camb.set_params(**(cosmology or PLANCK_2018), lmax=lmax + 100)   # margin: lensing needs higher ell
+    pars = camb.set_params(**PLANCK_2018, lmax=lmax + 100)               # margin: lensing needs higher ell
     cls = camb.get_results(pars).get_cmb_power_spectra(pars, CMB_unit="muK", raw_cl=True)["total"]
-    return np.asarray(cls[: lmax + 1, 0], dtype=np.float64)
+    return tuple(np.asarray(cls[: lmax + 1, 0], dtype=np.float64))
 
 
 def draw_sky(cl: np.ndarray, nside: int, rng: np.random.Generator) -> np.ndarray:
