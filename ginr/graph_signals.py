@@ -1,5 +1,6 @@
 """GINR on graph signals (Grattarola & Vandergheynst 2022): a signal given on the nodes of one graph, one
-sample per time (Gray-Scott snapshots on a mesh) or a single sample (SBM communities).
+sample per time (Gray-Scott snapshots on a mesh) or a single sample (SBM communities), or one graph per sample
+(several graphs of one size, told apart by learnt latent codes).
 
 - `GraphSignals`: the LightningDataModule over a GINR dataset folder (`gapfill.graphs.read_dataset`). Training
   batches hold `batch_size` samples of `n_nodes_in_sample` random nodes each; an epoch covers each training
