@@ -271,16 +271,23 @@ def write_shapes(out, n_shapes=20, subdivisions=3, n_fourier=32, n_waves=10, see
     return info
 
 
+def _dataset_parser(sub, kind: str, help: str, n_fourier: int, formatter):
+    """A subcommand with the options every dataset has: --out, --n_fourier, --seed."""
+    sp = sub.add_parser(kind, help=help, formatter_class=formatter)
+    sp.add_argument("--out", default=f"data/{kind}", help="dataset folder")
+    sp.add_argument("--n_fourier", type=cli.positive_int, default=n_fourier, help="eigenvectors stored per node")
+    sp.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seeds the dataset's random parts")
+    return sp
+
+
 def main(argv=None) -> int:
     p = cli.Parser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="kind", required=True)
-    gs = sub.add_parser("gray_scott", help="reaction-diffusion snapshots on a mesh",
-                        formatter_class=p.formatter_class)
-    gs.add_argument("--out", default="data/gray_scott", help="dataset folder")
+    fmt = p.formatter_class
+    gs = _dataset_parser(sub, "gray_scott", "reaction-diffusion snapshots on a mesh", 100, fmt)
     gs.add_argument("--shape", choices=SHAPES, default="bunny")
     gs.add_argument("--subdivisions", type=cli.nonnegative_int, default=4, help="icosphere/torus refinement")
     gs.add_argument("--resolution", type=cli.positive_int, default=40, help="bunny voxel grid (~1.5 n^2 vertices)")
-    gs.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors stored per node")
     gs.add_argument("--n_frames", type=cli.positive_int, default=101, help="snapshots of v (time 0..n-1)")
     gs.add_argument("--steps_per_frame", type=cli.positive_int, default=40, help="time steps between snapshots")
     gs.add_argument("--burn_in", type=cli.nonnegative_int, default=200, help="steps before the first snapshot")
@@ -289,44 +296,27 @@ def main(argv=None) -> int:
     gs.add_argument("--kill", type=cli.positive_float, default=KILL, help="k")
     gs.add_argument("--pattern_scale", type=cli.positive_float, default=1.5,
                     help="length unit in mean edges: larger, fewer and smoother spots (too large on a small mesh: none)")
-    gs.add_argument("--n_seeds", type=cli.positive_int, default=4, help="initial patches of v")
-    gs.add_argument("--seed", type=cli.nonnegative_int, default=0, help="places the patches")
-    sb = sub.add_parser("sbm", help="a stochastic block model graph and its communities",
-                        formatter_class=p.formatter_class)
-    sb.add_argument("--out", default="data/sbm", help="dataset folder")
+    gs.add_argument("--n_seeds", type=cli.positive_int, default=4, help="initial patches of v (placed by --seed)")
+    sb = _dataset_parser(sub, "sbm", "a stochastic block model graph and its communities", 32, fmt)
     sb.add_argument("--sizes", type=cli.positive_int, nargs="+", default=[100, 100], help="nodes per block")
     sb.add_argument("--p_in", type=cli.probability, default=0.2, help="edge probability within a block")
     sb.add_argument("--p_out", type=cli.probability, default=0.02, help="edge probability between blocks")
-    sb.add_argument("--n_fourier", type=cli.positive_int, default=32, help="eigenvectors stored per node")
-    sb.add_argument("--seed", type=cli.nonnegative_int, default=0)
-    we = sub.add_parser("weather", help="a moving global field on a lon/lat grid and on the grid twice as fine",
-                        formatter_class=p.formatter_class)
-    we.add_argument("--out", default="data/weather", help="dataset folder")
+    we = _dataset_parser(sub, "weather", "a moving global field on a lon/lat grid and on the grid twice as fine", 100, fmt)
     we.add_argument("--resolution", type=cli.positive_float, default=1.0, help="grid step in degrees (fine: half)")
     we.add_argument("--n_frames", type=cli.positive_int, default=25, help="states (time 0..n-1)")
     we.add_argument("--degree", type=cli.positive_int, default=10, help="highest spherical-harmonic degree L")
     we.add_argument("--drift", type=cli.positive_float, default=5.0, help="degrees a step (times 0.5 + 1 / l)")
-    we.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors stored per node")
-    we.add_argument("--seed", type=cli.nonnegative_int, default=0)
-    ms = sub.add_parser("mesh_superres", help="a smooth signal on a mesh and on its subdivision",
-                        formatter_class=p.formatter_class)
-    ms.add_argument("--out", default="data/mesh_superres", help="dataset folder")
+    ms = _dataset_parser(sub, "mesh_superres", "a smooth signal on a mesh and on its subdivision", 100, fmt)
     ms.add_argument("--shape", choices=SHAPES, default="bunny")
     ms.add_argument("--subdivisions", type=cli.nonnegative_int, default=3, help="icosphere/torus refinement")
     ms.add_argument("--resolution", type=cli.positive_int, default=30, help="bunny voxel grid")
-    ms.add_argument("--n_fourier", type=cli.positive_int, default=100, help="eigenvectors stored per node")
     ms.add_argument("--n_waves", type=cli.positive_int, default=20, help="plane waves summed")
     ms.add_argument("--wavelength", type=cli.positive_float, default=8.0,
                     help="shortest wavelength in mean coarse edges")
-    ms.add_argument("--seed", type=cli.nonnegative_int, default=0)
-    sh = sub.add_parser("shapes", help="several graphs (bumpy spheres), each with its own signal",
-                        formatter_class=p.formatter_class)
-    sh.add_argument("--out", default="data/shapes", help="dataset folder")
+    sh = _dataset_parser(sub, "shapes", "several graphs (bumpy spheres), each with its own signal", 32, fmt)
     sh.add_argument("--n_shapes", type=cli.positive_int, default=20, help="graphs (samples)")
     sh.add_argument("--subdivisions", type=cli.nonnegative_int, default=3, help="icosphere refinement (3: 642 nodes)")
-    sh.add_argument("--n_fourier", type=cli.positive_int, default=32, help="eigenvectors stored per node")
     sh.add_argument("--n_waves", type=cli.positive_int, default=10, help="plane waves summed per shape")
-    sh.add_argument("--seed", type=cli.nonnegative_int, default=0)
     args = vars(p.parse_args(argv))
     setup_logging()
     t0 = time.perf_counter()
