@@ -99,7 +99,7 @@ def test_hidden_test_cells_never_reach_training(tmp_data, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_hidden_validation_cells_reach_training_only_through_score_valid(tmp_data, method, monkeypatch):
-    def blind(self, mean, variance=None, frames=None, bands=None, ssim=False, calibration=False):
+    def blind(self, mean, variance=None, frames=None, bands=None, ssim=False, calibration=False, details=False):
         """A validation score that never reads the truth: the spread of the prediction."""
         out = {"valid_rmse": float(np.nanstd(mean))}
         if variance is not None:

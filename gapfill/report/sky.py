@@ -28,7 +28,7 @@ def flat_sky_cl(frames: np.ndarray, pixel_arcmin: float) -> tuple[np.ndarray, np
 
 def reference_spectrum(path) -> tuple[np.ndarray, float] | None:
     """(cl_tt (lmax + 1,), pixel_arcmin) of a data file that carries them; None otherwise."""
-    with xr.open_dataset(path) as ds:
+    with xr.open_dataset(path, decode_times=False) as ds:      # any calendar: only cl_tt is read
         if "cl_tt" not in ds.variables or "pixel_arcmin" not in ds.attrs:
             return None
         return np.asarray(ds["cl_tt"].values, dtype=np.float64), float(ds.attrs["pixel_arcmin"])
