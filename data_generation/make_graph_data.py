@@ -37,9 +37,10 @@ length uniform up to 2 pi / (--wavelength mean coarse edges), phi_j ~ U(0, 2 pi)
 training data, `fine/` the truth at every fine vertex, `mesh.npz` and `fine/mesh.npz` the meshes.
 
 shapes: several graphs, one per sample (a stand-in for the reference's proteins, for --latents): icospheres
-(`--subdivisions`) pushed out and in by 5 random Gaussian bumps (radius 1 + 0.3 sum_j a_j exp(-|p - c_j|^2 /
-0.32), a_j ~ U(-1, 1)), each with its own cotangent eigenvectors and its own plane-wave signal (as in
-mesh_superres, wavelengths down to the unit sphere's diameter), all in the sample files.
+(`--subdivisions`; several values: the shapes take them in turn, graphs of different sizes) pushed out and in
+by 5 random Gaussian bumps (radius 1 + 0.3 sum_j a_j exp(-|p - c_j|^2 / 0.32), a_j ~ U(-1, 1)), each with its
+own cotangent eigenvectors and its own plane-wave signal (as in mesh_superres, wavelengths down to the unit
+sphere's diameter), all in the sample files; `faces_{d}.npy` holds the faces of subdivision level d.
 
 sbm: a stochastic block model graph (networkx), fourier = combinatorial-Laplacian eigenvectors, target = the
 one-hot community (n, blocks), one sample; `labels.npy` holds the communities. Same seed -> identical files.
@@ -247,14 +248,17 @@ def write_mesh_superres(out, shape="bunny", subdivisions=3, resolution=30, n_fou
     return info
 
 
-def write_shapes(out, n_shapes=20, subdivisions=3, n_fourier=32, n_waves=10, seed=0) -> dict:
-    """Write the several-graphs folder `out`; returns a summary (also `params.json`)."""
+def write_shapes(out, n_shapes=20, subdivisions=(3,), n_fourier=32, n_waves=10, seed=0) -> dict:
+    """Write the several-graphs folder `out` (shape s an icosphere of subdivisions[s % len(subdivisions)]: several
+    values give graphs of different sizes, as the reference's proteins); returns a summary (also `params.json`)."""
     import trimesh
-    m = trimesh.creation.icosphere(subdivisions=subdivisions)
-    unit, faces = np.asarray(m.vertices), np.asarray(m.faces)
-    fouriers, points, targets = [], [], []
+    levels = [int(d) for d in np.atleast_1d(subdivisions)]
+    spheres = {d: trimesh.creation.icosphere(subdivisions=d) for d in set(levels)}
+    fouriers, points, targets, sizes = [], [], [], []
     for s in range(n_shapes):
         rng = np.random.default_rng([seed, s])
+        sphere = spheres[levels[s % len(levels)]]
+        unit, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
         c = rng.standard_normal((5, 3))
         c /= np.linalg.norm(c, axis=1, keepdims=True)
         bumps = np.exp(-((unit[:, None] - c[None]) ** 2).sum(-1) / 0.32) @ rng.uniform(-1, 1, 5)
@@ -263,10 +267,12 @@ def write_shapes(out, n_shapes=20, subdivisions=3, n_fourier=32, n_waves=10, see
         fouriers.append(vecs * scale)
         points.append(v)
         targets.append(wave_signal(v, n_waves, 2 * np.pi / 2.0, [seed, s, 1])[:, None])
+        sizes.append(len(v))
     graphs.write_dataset(out, fouriers, points, targets)
-    np.save(Path(out) / "faces.npy", faces)
-    info = {"kind": "shapes", "n_shapes": n_shapes, "subdivisions": subdivisions, "n_fourier": n_fourier,
-            "n_waves": n_waves, "seed": seed, "n_nodes": len(unit)}
+    for d, m in spheres.items():
+        np.save(Path(out) / f"faces_{d}.npy", np.asarray(m.faces))     # the faces of the shapes of level d
+    info = {"kind": "shapes", "n_shapes": n_shapes, "subdivisions": [levels[s % len(levels)] for s in range(n_shapes)],
+            "n_fourier": n_fourier, "n_waves": n_waves, "seed": seed, "n_nodes": sizes}
     (Path(out) / "params.json").write_text(json.dumps(info, indent=1))
     return info
 
@@ -315,7 +321,8 @@ def main(argv=None) -> int:
                     help="shortest wavelength in mean coarse edges")
     sh = _dataset_parser(sub, "shapes", "several graphs (bumpy spheres), each with its own signal", 32, fmt)
     sh.add_argument("--n_shapes", type=cli.positive_int, default=20, help="graphs (samples)")
-    sh.add_argument("--subdivisions", type=cli.nonnegative_int, default=3, help="icosphere refinement (3: 642 nodes)")
+    sh.add_argument("--subdivisions", type=cli.nonnegative_int, nargs="+", default=[3],
+                    help="icosphere refinement (3: 642 nodes); several: the shapes take them in turn (sizes differ)")
     sh.add_argument("--n_waves", type=cli.positive_int, default=10, help="plane waves summed per shape")
     args = vars(p.parse_args(argv))
     setup_logging()

@@ -343,8 +343,9 @@ def write_dataset(folder, fourier, points, targets, times=None, per_sample: bool
 
 def read_dataset(folder, cut: int | None = None) -> dict:
     """The samples of a GINR dataset folder (the first `cut` files when given): {'fourier': (S, n, k), 'points':
-    (S, n, c), 'target': (S, n, m), 'time': (S,) or None}. A sample without fourier/points takes the folder's
-    fourier.npy/points.npy; samples with different node counts are refused (ValueError)."""
+    (S, n, c), 'target': (S, n, m), 'time': (S,) or None, 'n_nodes': (S,)}. A sample without fourier/points
+    takes the folder's fourier.npy/points.npy; graphs of different sizes are zero-padded to the largest n
+    (sample s has its nodes 0..n_nodes[s]-1)."""
     folder = Path(folder)
     files = sorted((folder / "npz_files").glob("*.npz"), key=lambda p: (len(p.stem), p.stem))[:cut]
     if not files:
@@ -362,12 +363,22 @@ def read_dataset(folder, cut: int | None = None) -> dict:
                 raise KeyError(f"{f}: no {key!r} and no {folder / (key + '.npy')}")
         out["target"].append(z["target"].reshape(len(out["fourier"][-1]), -1))
         out["time"].append(float(z["time"]) if "time" in z else np.nan)
-    if len({len(f) for f in out["fourier"]}) > 1:
-        raise ValueError(f"{folder}: the samples' graphs have {sorted({len(f) for f in out['fourier']})} nodes; "
-                         "graphs of different sizes in one dataset are not supported (give each its own folder)")
-    res: dict[str, np.ndarray | None] = {k: np.stack(v) for k, v in out.items() if k != "time"}
+    sizes = np.array([len(f) for f in out["fourier"]])
+    res: dict[str, np.ndarray | None] = {k: _padded(v, sizes.max()) for k, v in out.items() if k != "time"}
     t = np.array(out["time"])
     res["time"] = None if np.isnan(t).all() else t
+    res["n_nodes"] = sizes
+    return res
+
+
+def _padded(arrays: list, n: int) -> np.ndarray:
+    """(S, n, ...) from S arrays (n_s, ...), zeros after each one's rows."""
+    first = np.asarray(arrays[0])
+    if all(len(a) == n for a in arrays):
+        return np.stack(arrays)
+    res = np.zeros((len(arrays), n, *first.shape[1:]), first.dtype)
+    for i, a in enumerate(arrays):
+        res[i, :len(a)] = a
     return res
 
 

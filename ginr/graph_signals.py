@@ -1,6 +1,6 @@
 """GINR on graph signals (Grattarola & Vandergheynst 2022): a signal given on the nodes of one graph, one
 sample per time (Gray-Scott snapshots on a mesh) or a single sample (SBM communities), or one graph per sample
-(several graphs of one size, told apart by learnt latent codes).
+(several graphs, of one size or not, told apart by learnt latent codes).
 
 - `GraphSignals`: the LightningDataModule over a GINR dataset folder (`gapfill.graphs.read_dataset`). Training
   batches hold `batch_size` samples of `n_nodes_in_sample` random nodes each; an epoch covers each training
@@ -73,42 +73,47 @@ def select_times(n: int, times, train_every: int | None, eval_every: int | None)
 
 # ---------------------------------------------------------------- data
 class _Chunks(Dataset):
-    """Item (epoch, j): chunk j % c of training sample j // c's training nodes, permuted by (seed, epoch, sample)."""
+    """Item (epoch, j): the j-th chunk of `size` training nodes, counted over the training samples in turn, each
+    sample's training nodes permuted by (seed, epoch, sample). `size`: n_nodes_in_sample, or the fewest training
+    nodes of a sample (graphs of different sizes: every chunk has one size, a larger graph has more chunks)."""
 
     def __init__(self, dm: GraphSignals):
         self.dm = dm
-        n = len(dm.train_nodes)
-        self.size = min(dm.n_nodes_in_sample, n)
-        self.chunks = n // self.size
+        self.nodes = [dm.own(dm.train_nodes, s) for s in dm.train_samples]
+        self.size = min(dm.n_nodes_in_sample, *(len(x) for x in self.nodes))
+        self.starts = np.concatenate([[0], np.cumsum([len(x) // self.size for x in self.nodes])])
 
     def __len__(self):
-        return len(self.dm.train_samples) * self.chunks
+        return int(self.starts[-1])
 
     def __getitem__(self, key):
         epoch, j = key
-        s = int(self.dm.train_samples[j // self.chunks])
-        c = j % self.chunks
-        perm = np.random.default_rng([self.dm.seed, epoch, s]).permutation(self.dm.train_nodes)
+        i = int(np.searchsorted(self.starts, j, side="right")) - 1
+        s, c = int(self.dm.train_samples[i]), j - int(self.starts[i])
+        perm = np.random.default_rng([self.dm.seed, epoch, s]).permutation(self.nodes[i])
         nodes = torch.from_numpy(perm[c * self.size:(c + 1) * self.size])
         return self.dm.fourier[s, nodes], self.dm.target[s, nodes], self.dm.time[s], s
 
 
 class _Fixed(Dataset):
-    """Item i: sample `samples[i]` at `nodes`: (fourier (n, k), target (n, m), time (), sample index ())."""
+    """Item i: sample `samples[i]` at those of `nodes` it has: (fourier (n, k), target (n, m), time (), index ())."""
 
     def __init__(self, dm: GraphSignals, samples, nodes):
-        self.dm, self.samples, self.nodes = dm, samples, torch.as_tensor(nodes)
+        self.dm, self.samples, self.nodes = dm, samples, np.asarray(nodes)
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, i):
         s = int(self.samples[i])
-        return self.dm.fourier[s, self.nodes], self.dm.target[s, self.nodes], self.dm.time[s], s
+        nodes = torch.from_numpy(self.dm.own(self.nodes, s))
+        return self.dm.fourier[s, nodes], self.dm.target[s, nodes], self.dm.time[s], s
 
 
 class GraphSignals(pl.LightningDataModule):
-    """Samples of a GINR dataset (`data`: read_dataset's dict) split by time and by node (module docstring)."""
+    """Samples of a GINR dataset (`data`: read_dataset's dict) split by time and by node (module docstring).
+    Graphs of different sizes (`data['n_nodes']`, padded arrays): the node split is drawn over the largest
+    graph's node numbers and sample s keeps the nodes below its n_nodes[s] (`own`)."""
 
     def __init__(self, data: dict, n_nodes_in_sample: int = 1000, batch_size: int = 1, n_fourier: int | None = None,
                  valid_fraction: float = 0.0, test_fraction: float = 0.0, train_every: int | None = None,
@@ -117,6 +122,8 @@ class GraphSignals(pl.LightningDataModule):
         S, n, k = data["fourier"].shape
         self.fourier = torch.as_tensor(data["fourier"][..., :n_fourier or k], dtype=torch.float32)   # (S, n, k)
         self.target = torch.as_tensor(data["target"], dtype=torch.float32)                         # (S, n, m)
+        self.n_nodes = np.asarray(data["n_nodes"] if data.get("n_nodes") is not None else np.full(S, n))   # (S,)
+        self.same_size = bool((self.n_nodes == n).all())
         times = data.get("time")
         self.time = torch.full((S,), float("nan")) if times is None else torch.as_tensor(times, dtype=torch.float32)
         self.t_range = (0.0, 1.0) if times is None else (float(np.min(times)), float(np.max(times)))
@@ -130,15 +137,17 @@ class GraphSignals(pl.LightningDataModule):
             self.train_nodes, self.valid_nodes, self.test_nodes = np.arange(n), perm[:nv], perm[nv:]
         else:
             self.valid_nodes, self.test_nodes, self.train_nodes = perm[:nv], perm[nv:nv + nt], perm[nv + nt:]
-        if not len(self.train_nodes):
-            raise DataError(f"no training nodes left by valid_fraction {valid_fraction}, test_fraction {test_fraction}")
+        if min(len(self.own(self.train_nodes, s)) for s in self.train_samples) == 0:
+            raise DataError(f"no training nodes left by valid_fraction {valid_fraction}, test_fraction {test_fraction}"
+                            f"{'' if self.same_size else ' in the smallest graph'}")
         if not len(self.valid_nodes):
             self.valid_nodes = self.test_nodes if len(self.test_nodes) else self.train_nodes
             log.warning("no validation nodes: early stopping and the best checkpoint watch the %s nodes",
                         "test" if len(self.test_nodes) else "training")
         self.valid_nodes, self.test_nodes, self.train_nodes = (np.sort(a) for a in
                                                                (self.valid_nodes, self.test_nodes, self.train_nodes))
-        tr = self.target[self.train_samples][:, self.train_nodes].reshape(-1, self.target.shape[-1])
+        tr = self.target[self.train_samples][:, self.train_nodes][torch.as_tensor(self.has(self.train_samples,
+                                                                                       self.train_nodes))]
         self.target_mean, self.target_std = tr.mean(0).tolist(), tr.std(0).clamp_min(1e-8).tolist()
 
     @classmethod
@@ -149,6 +158,14 @@ class GraphSignals(pl.LightningDataModule):
         except (FileNotFoundError, KeyError, ValueError) as err:
             raise DataError(f"--dataset_dir: {err}") from None
         return cls(data, **kwargs)
+
+    def own(self, nodes: np.ndarray, s: int) -> np.ndarray:
+        """The ones of `nodes` that sample s's graph has."""
+        return nodes[nodes < self.n_nodes[s]]
+
+    def has(self, samples, nodes) -> np.ndarray:
+        """(len(samples), len(nodes)) bool: whether each sample's graph has each node."""
+        return np.asarray(nodes)[None, :] < self.n_nodes[np.asarray(samples)][:, None]
 
     @property
     def n_fourier(self) -> int:
@@ -162,11 +179,15 @@ class GraphSignals(pl.LightningDataModule):
         ds = _Chunks(self)
         return DataLoader(ds, batch_size=self.batch_size, sampler=EpochShuffle(len(ds), self.seed, with_epoch=True))
 
-    def val_dataloader(self):
-        return DataLoader(_Fixed(self, self.eval_samples, self.valid_nodes), batch_size=self.batch_size)
+    def val_dataloader(self):       # graphs of different sizes: one sample a batch (their node counts differ)
+        return DataLoader(_Fixed(self, self.eval_samples, self.valid_nodes), batch_size=self._eval_batch)
 
     def test_dataloader(self):
-        return DataLoader(_Fixed(self, self.eval_samples, self.test_nodes), batch_size=self.batch_size)
+        return DataLoader(_Fixed(self, self.eval_samples, self.test_nodes), batch_size=self._eval_batch)
+
+    @property
+    def _eval_batch(self) -> int:
+        return self.batch_size if self.same_size else 1
 
 
 # ---------------------------------------------------------------- model
@@ -279,10 +300,11 @@ class SignalINR(pl.LightningModule):
 
 
 def held_out_scores(module: SignalINR, dm: GraphSignals) -> dict:
-    """Scores on the test split: RMSE (regression) or accuracy and NMI (classification)."""
+    """Scores on the test split (each sample's own test nodes): RMSE (regression) or accuracy and NMI."""
     s, nodes = dm.eval_samples, dm.test_nodes
-    pred = module.predict(dm.fourier[s].numpy(), dm.time[s].numpy(), samples=s)[:, nodes]   # time NaN: unused
-    truth = dm.target[s][:, nodes].numpy()
+    has = dm.has(s, nodes)                                                # (E, n_test)
+    pred = module.predict(dm.fourier[s].numpy(), dm.time[s].numpy(), samples=s)[:, nodes][has]   # time NaN: unused
+    truth = dm.target[s][:, nodes].numpy()[has]
     if module.hparams.classify:
         a, b = truth.argmax(-1).ravel(), pred.argmax(-1).ravel()
         return {"accuracy": float((a == b).mean()), "nmi": nmi(a, b), "n_test": int(a.size)}

@@ -10,8 +10,8 @@ With --train_every 10 --eval_every 5 the network sees the samples whose time is 
 judged on the times t % 5 == 0 between them: --valid_fraction of their nodes drive early stopping, the
 learning-rate decay and the best checkpoint; the other nodes are the test. Without a time split, nodes are
 held out (--valid_fraction, --test_fraction). A dataset of several graphs (each sample file with its own
-fourier and points) trains with --latents (a learnt code per sample, the reference's auto-decoder); --cut N
-reads the first N sample files. Writes `out_dir/best.ckpt`, `out_dir/config.json` and the W&B run
+fourier and points, of one size or not) trains with --latents (a learnt code per sample, the reference's
+auto-decoder); --cut N reads the first N sample files. Writes `out_dir/best.ckpt`, `out_dir/config.json` and the W&B run
 (offline by default: `out_dir/wandb`, with every epoch's losses and the test scores).
 
 Cost: the default network (512 x 4) on the default Gray-Scott set (3704 nodes, 11 training times) takes about
@@ -83,8 +83,9 @@ def main(argv=None) -> int:
                                 dropout=args.dropout, time=args.time, time_freqs=args.time_freqs,
                                 classify=args.classify, lr=args.lr, lr_patience=args.lr_patience,
                                 latents=args.latents, latent_dim=args.latent_dim, lambda_latent=args.lambda_latent)
-    log.info("%d nodes, %d eigenvectors, %d training / %d evaluation samples; nodes: %d train, %d valid, %d test",
-             dm.fourier.shape[1], dm.n_fourier, len(dm.train_samples), len(dm.eval_samples), len(dm.train_nodes),
+    log.info("%s nodes, %d eigenvectors, %d training / %d evaluation samples; nodes: %d train, %d valid, %d test",
+             dm.n_nodes.min() if dm.same_size else f"{dm.n_nodes.min()}-{dm.n_nodes.max()}", dm.n_fourier,
+             len(dm.train_samples), len(dm.eval_samples), len(dm.train_nodes),
              len(dm.valid_nodes), len(dm.test_nodes))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
