@@ -253,12 +253,12 @@ def write_shapes(out, n_shapes=20, subdivisions=(3,), n_fourier=32, n_waves=10, 
     values give graphs of different sizes, as the reference's proteins); returns a summary (also `params.json`)."""
     import trimesh
     levels = [int(d) for d in np.atleast_1d(subdivisions)]
+    level = [levels[s % len(levels)] for s in range(n_shapes)]            # each shape's subdivisions
     spheres = {d: trimesh.creation.icosphere(subdivisions=d) for d in set(levels)}
     fouriers, points, targets, sizes = [], [], [], []
     for s in range(n_shapes):
         rng = np.random.default_rng([seed, s])
-        sphere = spheres[levels[s % len(levels)]]
-        unit, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+        unit, faces = np.asarray(spheres[level[s]].vertices), np.asarray(spheres[level[s]].faces)
         c = rng.standard_normal((5, 3))
         c /= np.linalg.norm(c, axis=1, keepdims=True)
         bumps = np.exp(-((unit[:, None] - c[None]) ** 2).sum(-1) / 0.32) @ rng.uniform(-1, 1, 5)
@@ -271,7 +271,7 @@ def write_shapes(out, n_shapes=20, subdivisions=(3,), n_fourier=32, n_waves=10, 
     graphs.write_dataset(out, fouriers, points, targets)
     for d, m in spheres.items():
         np.save(Path(out) / f"faces_{d}.npy", np.asarray(m.faces))     # the faces of the shapes of level d
-    info = {"kind": "shapes", "n_shapes": n_shapes, "subdivisions": [levels[s % len(levels)] for s in range(n_shapes)],
+    info = {"kind": "shapes", "n_shapes": n_shapes, "subdivisions": level,
             "n_fourier": n_fourier, "n_waves": n_waves, "seed": seed, "n_nodes": sizes}
     (Path(out) / "params.json").write_text(json.dumps(info, indent=1))
     return info

@@ -96,10 +96,12 @@ class _Chunks(Dataset):
 
 
 class _Fixed(Dataset):
-    """Item i: sample `samples[i]` at those of `nodes` it has: (fourier (n, k), target (n, m), time (), index ())."""
+    """Item i: sample `samples[i]` at those of `nodes` it has: (fourier (n, k), target (n, m), time (), index ()).
+    A graph too small to have any of `nodes` is left out (its loss would be the mean of nothing)."""
 
     def __init__(self, dm: GraphSignals, samples, nodes):
-        self.dm, self.samples, self.nodes = dm, samples, np.asarray(nodes)
+        self.dm, self.nodes = dm, np.asarray(nodes)
+        self.samples = [int(s) for s in samples if len(dm.own(self.nodes, int(s)))]
 
     def __len__(self):
         return len(self.samples)

@@ -13,7 +13,7 @@ from data_generation import make_graph_data as mgd
 from gapfill import graphs
 from gapfill.graphs import sbm_graph
 from ginr import eval_gray_scott, eval_mesh_superres, eval_weather, train_graph_signals, train_sbm
-from ginr.graph_signals import GraphSignals, SignalINR, fit, held_out_scores, interpolate, nmi, select_times
+from ginr.graph_signals import GraphSignals, SignalINR, _Fixed, fit, held_out_scores, interpolate, nmi, select_times
 
 SMALL_GS = dict(n_frames=21, steps_per_frame=20, burn_in=200, pattern_scale=1.0)   # the growth phase: v changes
 
@@ -277,6 +277,8 @@ def test_graphs_of_different_sizes_split_batch_and_score_per_graph():
         own = dm.own(dm.train_nodes, s)
         assert len(seen[s]) == len(own) // size * size == len(set(seen[s])) and set(seen[s]) <= set(own.tolist())
     assert [len(b[0][0]) for b in dm.val_dataloader()] == [len(dm.own(dm.valid_nodes, s)) for s in range(3)]
+    # nodes 45 and 49 exist in the 50-node graph only: the others are left out, not scored on nothing (NaN)
+    assert [(len(f), s) for f, _, _, s in _Fixed(dm, [0, 1, 2], np.array([45, 49]))] == [(2, 1)]
     module = SignalINR.for_data(dm, hidden_dim=16, n_layers=2)
     torch.nn.init.normal_(module.net.out.weight)                    # a non-constant prediction
     pred = module.predict(data["fourier"], np.full(3, np.nan))          # no times: NaN, unused
